@@ -1,0 +1,63 @@
+// Multipart send/receive over cppzmq, and a log-friendly rendering of frames.
+#include "frames.hpp"
+
+#include <algorithm>
+#include <cctype>
+
+namespace zbroker {
+
+bool recv_frames(zmq::socket_ref socket, Frames& out, zmq::recv_flags flags) {
+    out.clear();
+    do {
+        zmq::message_t& part = out.emplace_back();
+        if (!socket.recv(part, flags)) {
+            out.pop_back();
+            return false;  // only the first part can would-block: the rest arrive atomically
+        }
+        flags = zmq::recv_flags::none;
+    } while (out.back().more());
+    return true;
+}
+
+SendResult send_frames(zmq::socket_ref socket, Frames& frames, zmq::send_flags flags) {
+    for (std::size_t i = 0; i < frames.size(); ++i) {
+        const bool last = i + 1 == frames.size();
+        const auto part_flags = last ? flags : flags | zmq::send_flags::sndmore;
+        try {
+            if (!socket.send(frames[i], part_flags)) return SendResult::would_block;
+        } catch (const zmq::error_t& e) {
+            if (e.num() == EHOSTUNREACH) return SendResult::unroutable;
+            throw;
+        }
+    }
+    return SendResult::sent;
+}
+
+std::string describe(const Frames& frames) {
+    constexpr std::size_t kMaxShown = 32;
+    std::string text = "[";
+    for (std::size_t i = 0; i < frames.size(); ++i) {
+        if (i > 0) text += ' ';
+        const std::string_view bytes = view(frames[i]);
+        const bool printable = std::all_of(bytes.begin(), bytes.end(), [](char c) {
+            return std::isprint(static_cast<unsigned char>(c)) != 0;
+        });
+        const std::string_view shown = bytes.substr(0, kMaxShown);
+        if (printable) {
+            text += '"';
+            text += shown;
+            text += '"';
+        } else {
+            static constexpr char kHex[] = "0123456789abcdef";
+            text += "0x";
+            for (unsigned char c : shown) {
+                text += kHex[c >> 4];
+                text += kHex[c & 0xF];
+            }
+        }
+        if (bytes.size() > kMaxShown) text += "...(" + std::to_string(bytes.size()) + "B)";
+    }
+    return text + "]";
+}
+
+}  // namespace zbroker

@@ -1,0 +1,63 @@
+// Wire constants of 7/MDP v0.1, 8/MMI and our ZBC01 client extension: the one place they live.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string_view>
+
+namespace zbroker::protocol {
+
+// Protocol header frames (the frame after the empty delimiter).
+inline constexpr std::string_view kMdpClient = "MDPC01";  // 7/MDP client
+inline constexpr std::string_view kMdpWorker = "MDPW01";  // 7/MDP worker
+inline constexpr std::string_view kZbcClient = "ZBC01";   // our client extension
+
+// 7/MDP worker commands: one byte frame after the MDPW01 header.
+enum class WorkerCommand : std::uint8_t {
+    ready = 0x01,
+    request = 0x02,
+    reply = 0x03,
+    heartbeat = 0x04,
+    disconnect = 0x05,
+};
+std::string_view command_name(WorkerCommand command) noexcept;
+
+// 8/MMI: services under this prefix are answered by the broker itself.
+inline constexpr std::string_view kMmiPrefix = "mmi.";
+inline constexpr std::string_view kMmiService = "mmi.service";
+inline constexpr std::string_view kMmiServices = "mmi.services";  // extension: list them
+inline constexpr std::string_view kMmiFound = "200";
+inline constexpr std::string_view kMmiNotFound = "404";
+inline constexpr std::string_view kMmiNotImplemented = "501";
+
+inline bool is_mmi(std::string_view service) noexcept { return service.starts_with(kMmiPrefix); }
+
+// ZBC01 status codes, sent as three ASCII digits. `no_reply` never crosses the wire: it is
+// what a client library reports when nothing came back before its own timeout.
+enum class Status : std::uint16_t {
+    no_reply = 0,
+    ok = 200,
+    bad_request = 400,
+    too_large = 413,
+    queue_full = 429,
+    retries_exhausted = 500,
+    unavailable = 503,
+    deadline_exceeded = 504,
+};
+std::string_view status_text(Status status) noexcept;      // "200"
+std::string_view status_reason(Status status) noexcept;    // "ok"
+std::optional<Status> parse_status(std::string_view text) noexcept;
+
+// ZBC01 request headers (a msgpack map); unknown keys are ignored.
+inline constexpr std::string_view kHeaderDeadlineMs = "deadline_ms";
+inline constexpr std::size_t kMaxRequestIdSize = 255;
+
+// Defaults shared by broker, worker and client.
+inline constexpr std::chrono::milliseconds kHeartbeatInterval{2500};
+inline constexpr int kHeartbeatLiveness = 3;
+inline constexpr std::string_view kDefaultBrokerBind = "tcp://*:5555";
+inline constexpr std::string_view kDefaultBrokerConnect = "tcp://localhost:5555";
+
+}  // namespace zbroker::protocol
