@@ -9,6 +9,8 @@ using Clock = std::chrono::steady_clock;
 using TimePoint = Clock::time_point;
 using Millis = std::chrono::milliseconds;
 
-inline TimePoint now() noexcept { return Clock::now(); }
+inline TimePoint now() noexcept {
+    return Clock::now();
+}
 
 }  // namespace zbroker

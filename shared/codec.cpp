@@ -21,17 +21,28 @@ msgpack::object_handle unpack_object(std::string_view bytes) {
 
 const char* type_name(msgpack::type::object_type type) noexcept {
     switch (type) {
-        case msgpack::type::NIL: return "nil";
-        case msgpack::type::BOOLEAN: return "boolean";
-        case msgpack::type::POSITIVE_INTEGER: return "positive integer";
-        case msgpack::type::NEGATIVE_INTEGER: return "negative integer";
-        case msgpack::type::FLOAT32: return "float32";
-        case msgpack::type::FLOAT64: return "float64";
-        case msgpack::type::STR: return "string";
-        case msgpack::type::BIN: return "binary";
-        case msgpack::type::ARRAY: return "array";
-        case msgpack::type::MAP: return "map";
-        case msgpack::type::EXT: return "ext";
+        case msgpack::type::NIL:
+            return "nil";
+        case msgpack::type::BOOLEAN:
+            return "boolean";
+        case msgpack::type::POSITIVE_INTEGER:
+            return "positive integer";
+        case msgpack::type::NEGATIVE_INTEGER:
+            return "negative integer";
+        case msgpack::type::FLOAT32:
+            return "float32";
+        case msgpack::type::FLOAT64:
+            return "float64";
+        case msgpack::type::STR:
+            return "string";
+        case msgpack::type::BIN:
+            return "binary";
+        case msgpack::type::ARRAY:
+            return "array";
+        case msgpack::type::MAP:
+            return "map";
+        case msgpack::type::EXT:
+            return "ext";
     }
     return "unknown";
 }

@@ -12,7 +12,7 @@ namespace zbroker {
 
 // A payload that is not valid msgpack, or not of the type asked for.
 class CodecError : public std::runtime_error {
-public:
+  public:
     using std::runtime_error::runtime_error;
 };
 

@@ -33,29 +33,34 @@ SendResult send_frames(zmq::socket_ref socket, Frames& frames, zmq::send_flags f
     return SendResult::sent;
 }
 
-std::string describe(const Frames& frames) {
+std::string printable(std::string_view bytes) {
     constexpr std::size_t kMaxShown = 32;
+    std::string text;
+    const bool is_text = std::all_of(bytes.begin(), bytes.end(), [](char c) {
+        return std::isprint(static_cast<unsigned char>(c)) != 0;
+    });
+    const std::string_view shown = bytes.substr(0, kMaxShown);
+    if (is_text) {
+        text += '"';
+        text += shown;
+        text += '"';
+    } else {
+        static constexpr char kHex[] = "0123456789abcdef";
+        text += "0x";
+        for (unsigned char c : shown) {
+            text += kHex[c >> 4];
+            text += kHex[c & 0xF];
+        }
+    }
+    if (bytes.size() > kMaxShown) text += "...(" + std::to_string(bytes.size()) + "B)";
+    return text;
+}
+
+std::string describe(const Frames& frames) {
     std::string text = "[";
     for (std::size_t i = 0; i < frames.size(); ++i) {
         if (i > 0) text += ' ';
-        const std::string_view bytes = view(frames[i]);
-        const bool printable = std::all_of(bytes.begin(), bytes.end(), [](char c) {
-            return std::isprint(static_cast<unsigned char>(c)) != 0;
-        });
-        const std::string_view shown = bytes.substr(0, kMaxShown);
-        if (printable) {
-            text += '"';
-            text += shown;
-            text += '"';
-        } else {
-            static constexpr char kHex[] = "0123456789abcdef";
-            text += "0x";
-            for (unsigned char c : shown) {
-                text += kHex[c >> 4];
-                text += kHex[c & 0xF];
-            }
-        }
-        if (bytes.size() > kMaxShown) text += "...(" + std::to_string(bytes.size()) + "B)";
+        text += printable(view(frames[i]));
     }
     return text + "]";
 }

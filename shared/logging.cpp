@@ -7,7 +7,7 @@
 namespace zbroker {
 
 const std::vector<std::string>& log_level_names() {
-    static const std::vector<std::string> names{"trace", "debug", "info", "warn",
+    static const std::vector<std::string> names{"trace", "debug",    "info", "warn",
                                                 "error", "critical", "off"};
     return names;
 }

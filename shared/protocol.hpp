@@ -32,7 +32,9 @@ inline constexpr std::string_view kMmiFound = "200";
 inline constexpr std::string_view kMmiNotFound = "404";
 inline constexpr std::string_view kMmiNotImplemented = "501";
 
-inline bool is_mmi(std::string_view service) noexcept { return service.starts_with(kMmiPrefix); }
+inline bool is_mmi(std::string_view service) noexcept {
+    return service.starts_with(kMmiPrefix);
+}
 
 // ZBC01 status codes, sent as three ASCII digits. `no_reply` never crosses the wire: it is
 // what a client library reports when nothing came back before its own timeout.
@@ -46,8 +48,8 @@ enum class Status : std::uint16_t {
     unavailable = 503,
     deadline_exceeded = 504,
 };
-std::string_view status_text(Status status) noexcept;      // "200"
-std::string_view status_reason(Status status) noexcept;    // "ok"
+std::string_view status_text(Status status) noexcept;    // "200"
+std::string_view status_reason(Status status) noexcept;  // "ok"
 std::optional<Status> parse_status(std::string_view text) noexcept;
 
 // ZBC01 request headers (a msgpack map); unknown keys are ignored.

@@ -11,7 +11,7 @@ namespace {
 
 // Walks the top-level map; remembers the value of `deadline_ms` and the first problem.
 class HeadersVisitor : public msgpack::null_visitor {
-public:
+  public:
     bool start_map(std::uint32_t) {
         if (depth_ == 0) top_is_map_ = true;
         ++depth_;
@@ -45,7 +45,7 @@ public:
     std::optional<std::uint64_t> deadline_ms;
     const char* error = nullptr;
 
-private:
+  private:
     // Called for every scalar; only the value of a top-level `deadline_ms` key matters.
     bool deadline_value(bool is_unsigned, std::uint64_t value) {
         if (!in_value_ || !key_is_deadline_) return true;
@@ -86,7 +86,8 @@ std::optional<RequestHeaders> parse_request_headers(std::string_view bytes, std:
     RequestHeaders headers;
     if (visitor.deadline_ms) {
         constexpr std::uint64_t kMaxDeadlineMs = 1000ULL * 60 * 60 * 24 * 365;  // a year
-        headers.deadline = std::chrono::milliseconds(std::min(*visitor.deadline_ms, kMaxDeadlineMs));
+        headers.deadline =
+            std::chrono::milliseconds(std::min(*visitor.deadline_ms, kMaxDeadlineMs));
     }
     return headers;
 }

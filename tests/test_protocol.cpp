@@ -44,18 +44,38 @@ TEST_CASE("empty headers frame and empty map mean no options") {
 
 TEST_CASE("malformed headers are refused with a reason") {
     std::string error;
-    SECTION("not a map") { REQUIRE_FALSE(parse_request_headers("\x93\x01\x02\x03", &error)); }
-    SECTION("truncated map") { REQUIRE_FALSE(parse_request_headers("\x81\xab" "deadline", &error)); }
-    SECTION("trailing bytes") { REQUIRE_FALSE(parse_request_headers("\x80\x80", &error)); }
+    SECTION("not a map") {
+        REQUIRE_FALSE(parse_request_headers("\x93\x01\x02\x03", &error));
+    }
+    SECTION("truncated map") {
+        REQUIRE_FALSE(
+            parse_request_headers("\x81\xab"
+                                  "deadline",
+                                  &error));
+    }
+    SECTION("trailing bytes") {
+        REQUIRE_FALSE(parse_request_headers("\x80\x80", &error));
+    }
     SECTION("negative deadline") {
-        REQUIRE_FALSE(parse_request_headers("\x81\xab" "deadline_ms\xff", &error));
+        REQUIRE_FALSE(
+            parse_request_headers("\x81\xab"
+                                  "deadline_ms\xff",
+                                  &error));
         REQUIRE_THAT(error, Catch::Contains("deadline_ms"));
     }
     SECTION("string deadline") {
-        REQUIRE_FALSE(parse_request_headers("\x81\xab" "deadline_ms\xa1" "5", &error));
+        REQUIRE_FALSE(
+            parse_request_headers("\x81\xab"
+                                  "deadline_ms\xa1"
+                                  "5",
+                                  &error));
     }
-    SECTION("garbage byte") { REQUIRE_FALSE(parse_request_headers("\xc1", &error)); }
-    SECTION("oversized") { REQUIRE_FALSE(parse_request_headers(std::string(5000, '\x80'), &error)); }
+    SECTION("garbage byte") {
+        REQUIRE_FALSE(parse_request_headers("\xc1", &error));
+    }
+    SECTION("oversized") {
+        REQUIRE_FALSE(parse_request_headers(std::string(5000, '\x80'), &error));
+    }
     REQUIRE_FALSE(error.empty());
 }
 

@@ -1,0 +1,507 @@
+// Routing: clients' requests queue per service and go to the least recently used worker with
+// credit; replies go back by token; timers drive heartbeats, expiry, deadlines and drain.
+#include "broker_core.hpp"
+
+#include <charconv>
+
+#include <spdlog/spdlog.h>
+
+#include "broker/mmi.hpp"
+#include "shared/request_headers.hpp"
+
+namespace zbroker::broker {
+
+using protocol::Status;
+using protocol::WorkerCommand;
+
+namespace {
+
+// Frame positions, counting the routing id the ROUTER puts first.
+constexpr std::size_t kIdentity = 0;
+constexpr std::size_t kDelimiter = 1;
+constexpr std::size_t kHeader = 2;
+constexpr std::size_t kService = 3;    // client messages
+constexpr std::size_t kRequestId = 4;  // ZBC01
+constexpr std::size_t kHeaders = 5;    // ZBC01
+constexpr std::size_t kCommand = 3;    // worker messages
+constexpr std::size_t kReadyService = 4;
+constexpr std::size_t kReadyCredit = 5;
+constexpr std::size_t kReplyToken = 4;
+constexpr std::size_t kReplyDelimiter = 5;
+constexpr std::size_t kReplyBody = 6;
+
+std::size_t body_start(ClientProtocol protocol) noexcept {
+    return protocol == ClientProtocol::mdp ? kService + 1 : kHeaders + 1;
+}
+
+std::string_view header_of(ClientProtocol protocol) noexcept {
+    return protocol == ClientProtocol::mdp ? protocol::kMdpClient : protocol::kZbcClient;
+}
+
+std::optional<std::uint32_t> parse_credit(std::string_view text) noexcept {
+    std::uint32_t credit = 0;
+    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), credit);
+    if (error != std::errc{} || end != text.data() + text.size() || credit == 0)
+        return std::nullopt;
+    return credit;
+}
+
+}  // namespace
+
+BrokerCore::BrokerCore(BrokerConfig config, Outbox& outbox, TimePoint now)
+    : config_(config), outbox_(outbox), next_heartbeat_(now + config.heartbeat_interval) {}
+
+BrokerCore::~BrokerCore() = default;
+
+// ---------------------------------------------------------------------------------------------
+// Input
+
+void BrokerCore::on_message(Frames& in, TimePoint now) {
+    if (in.size() < kHeader + 1) return malformed(Malformed::too_short, in);
+    if (in[kDelimiter].size() != 0) return malformed(Malformed::no_delimiter, in);
+    const std::string_view header = view(in[kHeader]);
+    if (header == protocol::kMdpWorker) return on_worker_message(in, now);
+    if (header == protocol::kMdpClient) return on_client_request(in, ClientProtocol::mdp, now);
+    if (header == protocol::kZbcClient) return on_client_request(in, ClientProtocol::zbc, now);
+    malformed(Malformed::unknown_protocol, in);
+}
+
+void BrokerCore::on_client_request(Frames& in, ClientProtocol protocol, TimePoint now) {
+    const bool zbc = protocol == ClientProtocol::zbc;
+    // Without a request id a ZBC01 client could not match an answer: drop, don't answer.
+    if (in.size() < (zbc ? kRequestId + 1 : kService + 1))
+        return malformed(Malformed::too_short, in);
+
+    RequestHeaders headers;
+    if (zbc) {
+        if (in[kRequestId].size() > protocol::kMaxRequestIdSize) {
+            malformed(Malformed::bad_request_id, in, "request id longer than 255 bytes");
+            return refuse(in, protocol, Status::bad_request);
+        }
+        if (in.size() < kHeaders + 1) {
+            malformed(Malformed::too_short, in, "no headers frame");
+            return refuse(in, protocol, Status::bad_request);
+        }
+        std::string error;
+        auto parsed = parse_request_headers(view(in[kHeaders]), &error);
+        if (!parsed) {
+            malformed(Malformed::bad_headers, in, error);
+            return refuse(in, protocol, Status::bad_request);
+        }
+        headers = *parsed;
+    }
+    const std::string_view service_name = view(in[kService]);
+    if (service_name.empty()) {
+        malformed(Malformed::empty_service, in);
+        return refuse(in, protocol, Status::bad_request);
+    }
+    ++counters_.requests;
+    if (protocol::is_mmi(service_name)) return answer_mmi(in, protocol);
+    if (draining_) return refuse(in, protocol, Status::unavailable);
+
+    const std::size_t first = body_start(protocol);
+    std::size_t body_size = 0;
+    for (std::size_t i = first; i < in.size(); ++i)
+        body_size += in[i].size();
+    if (body_size > config_.max_msg_size) return refuse(in, protocol, Status::too_large);
+
+    Service& service = service_named(service_name);
+    if (service.waiting >= config_.queue_limit || table_.live() >= config_.max_requests) {
+        return refuse(in, protocol, Status::queue_full);
+    }
+
+    RequestRecord& record = table_.allocate();
+    record.state = RequestState::queued;
+    record.protocol = protocol;
+    record.client = std::move(in[kIdentity]);
+    if (zbc) record.request_id = std::move(in[kRequestId]);
+    for (std::size_t i = first; i < in.size(); ++i)
+        record.body.push_back(std::move(in[i]));
+    record.service = &service;
+    if (headers.deadline) {
+        record.deadline = now + *headers.deadline;
+        deadlines_.add(record.deadline, record.token());
+    }
+    service.enqueue(record.token());
+    dispatch(service);
+}
+
+void BrokerCore::on_worker_message(Frames& in, TimePoint now) {
+    Worker* worker = workers_.find(view(in[kIdentity]));
+    if (worker != nullptr)
+        workers_.touch(*worker, now + expiry_span());  // any command is a sign of life
+
+    if (in.size() < kCommand + 1 || in[kCommand].size() != 1) {
+        malformed(Malformed::bad_command, in);
+        if (worker != nullptr) remove_worker(*worker, true, "sent a malformed command");
+        return;
+    }
+    const auto command =
+        static_cast<WorkerCommand>(*static_cast<const std::uint8_t*>(in[kCommand].data()));
+    if (command == WorkerCommand::ready) {
+        if (worker == nullptr) return on_ready(in, now);
+        malformed(Malformed::duplicate_ready, in);
+        return remove_worker(*worker, true, "sent READY twice");
+    }
+    if (worker == nullptr) {
+        // Most likely a worker of a broker that restarted: DISCONNECT makes it register again.
+        malformed(Malformed::not_ready, in);
+        if (command != WorkerCommand::disconnect)
+            send_command(view(in[kIdentity]), WorkerCommand::disconnect);
+        return;
+    }
+    switch (command) {
+        case WorkerCommand::reply:
+            return on_reply(*worker, in);
+        case WorkerCommand::heartbeat:
+            return;
+        case WorkerCommand::disconnect:
+            return remove_worker(*worker, false, "sent DISCONNECT");
+        case WorkerCommand::ready:
+        case WorkerCommand::request:
+            break;
+    }
+    malformed(Malformed::bad_command, in);
+    remove_worker(*worker, true, "sent a command a worker may not send");
+}
+
+void BrokerCore::on_ready(Frames& in, TimePoint now) {
+    const std::string_view identity = view(in[kIdentity]);
+    auto refuse_worker = [&](Malformed kind, std::string_view why) {
+        malformed(kind, in, why);
+        send_command(identity, WorkerCommand::disconnect);
+    };
+    if (in.size() < kReadyService + 1 || in[kReadyService].size() == 0) {
+        return refuse_worker(Malformed::bad_ready, "READY names no service");
+    }
+    const std::string_view service_name = view(in[kReadyService]);
+    if (protocol::is_mmi(service_name)) {
+        return refuse_worker(Malformed::mmi_registration, "mmi.* services belong to the broker");
+    }
+    std::uint32_t credit = 1;
+    if (in.size() > kReadyCredit) {
+        const auto parsed = parse_credit(view(in[kReadyCredit]));
+        if (!parsed || *parsed > config_.max_credit) {
+            return refuse_worker(Malformed::bad_ready,
+                                 "credit must be an integer in 1..max_credit");
+        }
+        credit = *parsed;
+    }
+    Service& service = service_named(service_name);
+    Worker& worker = workers_.add(identity, service, credit, now + expiry_span());
+    ++service.workers;
+    ++counters_.workers_registered;
+    spdlog::info("worker {} ready for '{}' with credit {}", printable(identity), service.name,
+                 credit);
+    service.offer(worker);
+    dispatch(service);
+}
+
+void BrokerCore::on_reply(Worker& worker, Frames& in) {
+    if (in.size() < kReplyDelimiter + 1 || in[kReplyDelimiter].size() != 0) {
+        malformed(Malformed::bad_reply, in);
+        return remove_worker(worker, true, "sent a malformed REPLY");
+    }
+    RequestRecord* record = table_.find(view(in[kReplyToken]));
+    if (record == nullptr || record->worker != &worker) {
+        ++counters_[Drop::unknown_token];
+        spdlog::debug("dropped REPLY from worker {}: token {} is not one it holds",
+                      printable(worker.identity), printable(view(in[kReplyToken])));
+        return;
+    }
+    Service& service = *worker.service;
+    worker.held.erase(worker.held.iterator_to(*record));
+    --service.dispatched;
+    if (record->state == RequestState::answered) {
+        ++counters_[Drop::late_reply];  // the client already has its 504
+    } else {
+        send_to_client(record->protocol, record->client, service.name, record->request_id,
+                       Status::ok, in, kReplyBody);
+    }
+    table_.release(*record);
+    service.offer(worker);
+    dispatch(service);
+}
+
+void BrokerCore::answer_mmi(Frames& in, ClientProtocol protocol) {
+    const std::string_view service = view(in[kService]);
+    const std::size_t first = body_start(protocol);
+    std::string answer;
+    if (service == protocol::kMmiService) {
+        const auto found = in.size() > first ? service_info(view(in[first])) : std::nullopt;
+        answer = found && found->workers > 0 ? protocol::kMmiFound : protocol::kMmiNotFound;
+    } else if (service == protocol::kMmiServices) {
+        answer = encode_service_list(*this);
+    } else {
+        answer = protocol::kMmiNotImplemented;
+    }
+    Frames body;
+    body.push_back(frame(answer));
+    zmq::message_t request_id;
+    if (protocol == ClientProtocol::zbc) request_id = std::move(in[kRequestId]);
+    send_to_client(protocol, in[kIdentity], service, request_id, Status::ok, body, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch and worker lifecycle
+
+void BrokerCore::dispatch(Service& service) {
+    while (service.waiting > 0 && !service.idle.empty()) {
+        RequestRecord* record = service.pop_waiting(table_);
+        if (record == nullptr) break;
+        Worker& worker = service.idle.front();
+        if (send_request(worker, *record)) continue;
+        // The worker vanished without a word, or stopped reading: hand its work to others.
+        service.requeue(record->token());
+        remove_worker(worker, true, "cannot be sent to (gone, or its queue is full)");
+    }
+}
+
+bool BrokerCore::send_request(Worker& worker, RequestRecord& record) {
+    out_.clear();
+    out_.push_back(frame(worker.identity));
+    out_.push_back(empty_frame());
+    out_.push_back(frame(protocol::kMdpWorker));
+    out_.push_back(frame(WorkerCommand::request));
+    out_.push_back(RequestTable::token_frame(record.token()));
+    out_.push_back(empty_frame());
+    for (zmq::message_t& part : record.body) {
+        out_.emplace_back().copy(part);  // reference-counted: the original stays for a retry
+    }
+    if (outbox_.send(out_) != SendResult::sent) return false;
+    record.state = RequestState::dispatched;
+    record.worker = &worker;
+    ++record.attempts;
+    worker.held.push_back(record);
+    ++worker.service->dispatched;
+    ++counters_.dispatches;
+    worker.service->dispatched_to(worker);
+    return true;
+}
+
+void BrokerCore::remove_worker(Worker& worker, bool send_disconnect, std::string_view reason) {
+    Service& service = *worker.service;
+    if (send_disconnect) send_command(worker.identity, WorkerCommand::disconnect);
+    std::size_t requeued = 0;
+    std::size_t failed = 0;
+    // Back to front, each to the queue's head: the queue then starts in dispatch order.
+    while (!worker.held.empty()) {
+        RequestRecord& record = worker.held.back();
+        worker.held.pop_back();
+        --service.dispatched;
+        record.worker = nullptr;
+        if (record.state == RequestState::answered) {
+            table_.release(record);
+        } else if (record.attempts >= config_.max_attempts) {
+            ++failed;
+            fail(record, Status::retries_exhausted);
+        } else {
+            record.state = RequestState::queued;
+            service.requeue(record.token());
+            ++requeued;
+        }
+    }
+    counters_.requeued += requeued;
+    ++counters_.workers_disconnected;
+    service.withdraw(worker);
+    --service.workers;
+    spdlog::warn(
+        "worker {} for '{}' removed: {}; {} request(s) re-queued, {} failed after {} attempts",
+        printable(worker.identity), service.name, reason, requeued, failed, config_.max_attempts);
+    workers_.remove(worker);
+    dispatch(service);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Timers
+
+void BrokerCore::on_timer(TimePoint now) {
+    expire_deadlines(now);
+    purge_dead_workers(now);
+    if (now >= next_heartbeat_) {
+        send_heartbeats();
+        forget_idle_services();
+        next_heartbeat_ = now + config_.heartbeat_interval;
+    }
+}
+
+TimePoint BrokerCore::next_timer() const noexcept {
+    TimePoint next = std::min(next_heartbeat_, deadlines_.next());
+    if (const Worker* first = workers_.first_to_expire()) {
+        next = std::min(next, first->expiry);
+    }
+    if (draining_) next = std::min(next, drain_deadline_);
+    return next;
+}
+
+void BrokerCore::expire_deadlines(TimePoint now) {
+    while (const auto token = deadlines_.pop_due(now)) {
+        RequestRecord* record = table_.find(*token);
+        if (record == nullptr) continue;  // answered already
+        if (record->state == RequestState::queued) {
+            Service& service = *record->service;
+            // Nobody could have served it: 503 says "no worker", 504 says "too slow".
+            const Status status =
+                service.workers > 0 ? Status::deadline_exceeded : Status::unavailable;
+            fail(*record, status);
+            service.forget_waiting(table_);
+        } else if (record->state == RequestState::dispatched) {
+            fail(*record, Status::deadline_exceeded);  // the worker's late reply will be dropped
+        }
+    }
+    deadlines_.compact_if_stale(table_);
+}
+
+void BrokerCore::purge_dead_workers(TimePoint now) {
+    while (Worker* worker = workers_.first_to_expire()) {
+        if (worker->expiry > now) break;
+        ++counters_.workers_expired;
+        remove_worker(*worker, true, "missed its heartbeats");
+    }
+}
+
+void BrokerCore::send_heartbeats() {
+    // Failures are left to expiry: a worker that cannot be reached stops heartbeating too.
+    workers_.for_each(
+        [this](Worker& worker) { send_command(worker.identity, WorkerCommand::heartbeat); });
+}
+
+void BrokerCore::forget_idle_services() {
+    // A name with no workers and no queue costs memory for nothing; clients can make many.
+    std::erase_if(services_, [](const auto& entry) {
+        const Service& service = *entry.second;
+        return service.workers == 0 && service.waiting == 0;
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Drain
+
+void BrokerCore::begin_drain(TimePoint now) {
+    if (draining_) return;
+    draining_ = true;
+    drain_deadline_ = now + config_.drain_timeout;
+    spdlog::info("draining: refusing new requests, finishing {} held ones (at most {} ms)",
+                 table_.live(), config_.drain_timeout.count());
+}
+
+bool BrokerCore::drain_complete(TimePoint now) const noexcept {
+    return draining_ && (table_.live() == 0 || now >= drain_deadline_);
+}
+
+void BrokerCore::finish_drain() {
+    const std::size_t left = table_.live();
+    table_.for_each_live([this](RequestRecord& record) {
+        if (record.worker != nullptr) {
+            record.worker->held.erase(record.worker->held.iterator_to(record));
+            --record.worker->service->dispatched;
+            record.worker = nullptr;
+        }
+        if (record.state == RequestState::queued) record.service->forget_waiting(table_);
+        if (record.state == RequestState::answered) {
+            table_.release(record);
+        } else {
+            fail(record, Status::unavailable);
+        }
+    });
+    workers_.for_each(
+        [this](Worker& worker) { send_command(worker.identity, WorkerCommand::disconnect); });
+    spdlog::info(
+        "drained: {} request(s) unfinished at the timeout were answered 503; {} worker(s) told "
+        "DISCONNECT",
+        left, workers_.size());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output
+
+void BrokerCore::send_to_client(ClientProtocol protocol, zmq::message_t& client,
+                                std::string_view service, zmq::message_t& request_id, Status status,
+                                Frames& body, std::size_t body_from) {
+    ++counters_.answered(status);
+    if (protocol == ClientProtocol::mdp && status != Status::ok) {
+        ++counters_[Drop::mdp_unanswerable];
+        spdlog::debug("MDP request for '{}' ended {} ({}); MDP cannot tell the client", service,
+                      protocol::status_text(status), protocol::status_reason(status));
+        return;
+    }
+    out_.clear();
+    out_.push_back(std::move(client));
+    out_.push_back(empty_frame());
+    out_.push_back(frame(header_of(protocol)));
+    out_.push_back(frame(service));
+    if (protocol == ClientProtocol::zbc) {
+        out_.push_back(std::move(request_id));
+        out_.push_back(frame(protocol::status_text(status)));
+    }
+    for (std::size_t i = body_from; i < body.size(); ++i)
+        out_.push_back(std::move(body[i]));
+    switch (outbox_.send(out_)) {
+        case SendResult::sent:
+            break;
+        case SendResult::unroutable:
+            ++counters_[Drop::client_unreachable];
+            break;
+        case SendResult::would_block:
+            ++counters_[Drop::client_backpressure];
+            break;
+    }
+}
+
+void BrokerCore::refuse(Frames& in, ClientProtocol protocol, Status status) {
+    zmq::message_t request_id;
+    if (protocol == ClientProtocol::zbc && in.size() > kRequestId)
+        request_id = std::move(in[kRequestId]);
+    const std::string service =
+        in.size() > kService ? std::string(view(in[kService])) : std::string();
+    send_to_client(protocol, in[kIdentity], service, request_id, status, empty_, 0);
+}
+
+void BrokerCore::fail(RequestRecord& record, Status status) {
+    send_to_client(record.protocol, record.client, record.service->name, record.request_id, status,
+                   empty_, 0);
+    if (record.worker != nullptr) {
+        record.state = RequestState::answered;  // released when the worker replies or dies
+    } else {
+        table_.release(record);
+    }
+}
+
+void BrokerCore::send_command(std::string_view identity, WorkerCommand command) {
+    out_.clear();
+    out_.push_back(frame(identity));
+    out_.push_back(empty_frame());
+    out_.push_back(frame(protocol::kMdpWorker));
+    out_.push_back(frame(command));
+    outbox_.send(out_);
+}
+
+void BrokerCore::malformed(Malformed kind, const Frames& in, std::string_view detail) {
+    ++counters_[kind];
+    spdlog::debug("malformed message ({}{}{}): {}", name(kind), detail.empty() ? "" : ": ", detail,
+                  describe(in));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Services
+
+Service& BrokerCore::service_named(std::string_view name) {
+    auto it = services_.find(name);
+    if (it == services_.end()) {
+        it = services_.emplace(std::string(name), std::make_unique<Service>(std::string(name)))
+                 .first;
+    }
+    return *it->second;
+}
+
+ServiceInfo BrokerCore::info(const Service& service) const noexcept {
+    return {service.name, service.workers, service.waiting, service.dispatched};
+}
+
+std::optional<ServiceInfo> BrokerCore::service_info(std::string_view name) const {
+    const auto it = services_.find(name);
+    if (it == services_.end()) return std::nullopt;
+    return info(*it->second);
+}
+
+}  // namespace zbroker::broker

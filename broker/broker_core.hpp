@@ -1,0 +1,141 @@
+// The broker's routing logic, with no sockets: messages and time in, frames to send out.
+//
+// Implements 7/MDP v0.1 and 8/MMI (rfc.zeromq.org specs 7 and 8) plus the ZBC01 client
+// extension and worker credit described in design.md. The poll loop around it is thin, so
+// every policy here (LRU dispatch, credit, requeue, retry cap, deadlines, queue cap,
+// heartbeat expiry, drain) is unit-tested with a fake clock and a recording outbox.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include "broker/counters.hpp"
+#include "broker/deadline_queue.hpp"
+#include "broker/request_table.hpp"
+#include "broker/service.hpp"
+#include "broker/worker_registry.hpp"
+#include "shared/clock.hpp"
+#include "shared/frames.hpp"
+
+namespace zbroker::broker {
+
+struct BrokerConfig {
+    Millis heartbeat_interval = protocol::kHeartbeatInterval;
+    int heartbeat_liveness = protocol::kHeartbeatLiveness;
+    int max_attempts = 3;                  // dispatches per request before 500
+    std::size_t queue_limit = 100'000;     // waiting requests per service, then 429
+    std::size_t max_requests = 1'000'000;  // requests held in all, then 429: bounds memory
+    std::size_t max_msg_size = 16u << 20;  // request body bytes, then 413
+    std::uint32_t max_credit = 10'000;     // a larger READY credit is a protocol error
+    Millis drain_timeout{10'000};
+};
+
+// Where the core's messages go: frames[0] is the peer's routing id. Send never blocks.
+class Outbox {
+  public:
+    virtual ~Outbox() = default;
+    virtual SendResult send(Frames& frames) = 0;
+};
+
+// Per-service figures, for mmi.services and logs.
+struct ServiceInfo {
+    std::string_view name;
+    std::size_t workers;
+    std::size_t waiting;
+    std::size_t dispatched;
+};
+
+class BrokerCore {
+  public:
+    BrokerCore(BrokerConfig config, Outbox& outbox, TimePoint now);
+    BrokerCore(const BrokerCore&) = delete;
+    BrokerCore& operator=(const BrokerCore&) = delete;
+    ~BrokerCore();
+
+    // One message from the ROUTER: frames[0] is the sender's routing id. Frames it keeps are
+    // moved out; the caller may reuse the vector.
+    void on_message(Frames& frames, TimePoint now);
+    // Timers: heartbeats, dead workers, request deadlines, drain timeout.
+    void on_timer(TimePoint now);
+    // When on_timer next has something to do.
+    TimePoint next_timer() const noexcept;
+
+    // Stop taking new requests (503); keep serving what was accepted until drain_timeout.
+    void begin_drain(TimePoint now);
+    bool draining() const noexcept { return draining_; }
+    // Draining and either nothing is left or the drain timeout passed.
+    bool drain_complete(TimePoint now) const noexcept;
+    // Answers whatever is left 503, tells every worker DISCONNECT.
+    void finish_drain();
+
+    const Counters& counters() const noexcept { return counters_; }
+    const BrokerConfig& config() const noexcept { return config_; }
+    std::size_t worker_count() const noexcept { return workers_.size(); }
+    std::size_t live_requests() const noexcept { return table_.live(); }
+    std::optional<ServiceInfo> service_info(std::string_view name) const;
+    template <typename F>
+    void for_each_service(F&& f) const {
+        for (const auto& [name, service] : services_)
+            f(info(*service));
+    }
+
+  private:
+    struct NameHash {
+        using is_transparent = void;
+        std::size_t operator()(std::string_view s) const noexcept {
+            return std::hash<std::string_view>{}(s);
+        }
+    };
+
+    void on_client_request(Frames& in, ClientProtocol protocol, TimePoint now);
+    void on_worker_message(Frames& in, TimePoint now);
+    void on_ready(Frames& in, TimePoint now);
+    void on_reply(Worker& worker, Frames& in);
+    void answer_mmi(Frames& in, ClientProtocol protocol);
+
+    void dispatch(Service& service);
+    bool send_request(Worker& worker, RequestRecord& record);
+    void remove_worker(Worker& worker, bool send_disconnect, std::string_view reason);
+    void expire_deadlines(TimePoint now);
+    void purge_dead_workers(TimePoint now);
+    void send_heartbeats();
+    void forget_idle_services();
+
+    // Sends [client "" header service (request-id status) body[from..]...] to a client.
+    // A plain MDP client has no status frame: a non-200 answer to it is counted and dropped.
+    void send_to_client(ClientProtocol protocol, zmq::message_t& client, std::string_view service,
+                        zmq::message_t& request_id, protocol::Status status, Frames& body,
+                        std::size_t body_from);
+    // Answers a request that has no record yet (refused at the door).
+    void refuse(Frames& in, ClientProtocol protocol, protocol::Status status);
+    // Answers a held request with a failure and releases it unless a worker still holds it.
+    void fail(RequestRecord& record, protocol::Status status);
+    void send_command(std::string_view identity, protocol::WorkerCommand command);
+    void malformed(Malformed kind, const Frames& in, std::string_view detail = {});
+
+    Service& service_named(std::string_view name);
+    ServiceInfo info(const Service& service) const noexcept;
+    Millis expiry_span() const noexcept {
+        return config_.heartbeat_interval * config_.heartbeat_liveness;
+    }
+
+    BrokerConfig config_;
+    Outbox& outbox_;
+    Counters counters_;
+    RequestTable table_;
+    WorkerRegistry workers_;
+    std::unordered_map<std::string, std::unique_ptr<Service>, NameHash, std::equal_to<>> services_;
+    DeadlineQueue deadlines_;
+    TimePoint next_heartbeat_;
+    bool draining_ = false;
+    TimePoint drain_deadline_ = TimePoint::max();
+    Frames out_;    // reused for every outgoing message
+    Frames empty_;  // an empty body
+};
+
+}  // namespace zbroker::broker

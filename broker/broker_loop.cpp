@@ -1,0 +1,69 @@
+// Poll, read a batch, run due timers; repeat. All policy lives in BrokerCore.
+#include "broker_loop.hpp"
+
+#include <algorithm>
+#include <limits>
+
+#include <spdlog/spdlog.h>
+
+namespace zbroker::broker {
+namespace {
+
+// How long the loop may sleep while a stop request goes unnoticed.
+constexpr Millis kStopCheckInterval{100};
+constexpr int kBatchSize = 1024;
+
+}  // namespace
+
+SendResult BrokerLoop::SocketOutbox::send(Frames& frames) {
+    return send_frames(socket_, frames, zmq::send_flags::dontwait);
+}
+
+BrokerLoop::BrokerLoop(zmq::context_t& context, BrokerConfig config, const std::string& bind,
+                       SocketOptions options)
+    : socket_(context, zmq::socket_type::router), outbox_(socket_), core_(config, outbox_, now()) {
+    // A reply to a vanished client must fail loudly (EHOSTUNREACH), not vanish silently.
+    socket_.set(zmq::sockopt::router_mandatory, 1);
+    socket_.set(zmq::sockopt::sndhwm, options.hwm);
+    socket_.set(zmq::sockopt::rcvhwm, options.hwm);
+    socket_.set(zmq::sockopt::linger, 1000);
+    // Bodies up to max_msg_size are read and answered 413 above it; a single frame past twice
+    // that is cut by libzmq, which closes the connection rather than buffer it.
+    const auto limit = config.max_msg_size > std::numeric_limits<std::int64_t>::max() / 2
+                           ? std::int64_t{-1}
+                           : static_cast<std::int64_t>(2 * config.max_msg_size + 4096);
+    socket_.set(zmq::sockopt::maxmsgsize, limit);
+    socket_.bind(bind);
+}
+
+std::string BrokerLoop::endpoint() const {
+    return socket_.get(zmq::sockopt::last_endpoint);
+}
+
+void BrokerLoop::read_batch() {
+    for (int i = 0; i < kBatchSize; ++i) {
+        if (!recv_frames(socket_, in_, zmq::recv_flags::dontwait)) return;
+        core_.on_message(in_, now());
+    }
+}
+
+void BrokerLoop::run(const std::atomic<bool>& stop) {
+    zmq::pollitem_t items[] = {{socket_.handle(), 0, ZMQ_POLLIN, 0}};
+    while (true) {
+        if (stop.load(std::memory_order_relaxed) && !core_.draining()) core_.begin_drain(now());
+        if (core_.drain_complete(now())) break;
+
+        const auto wait = std::clamp(std::chrono::duration_cast<Millis>(core_.next_timer() - now()),
+                                     Millis{0}, kStopCheckInterval);
+        try {
+            zmq::poll(items, 1, wait);
+        } catch (const zmq::error_t& e) {
+            if (e.num() != EINTR) throw;  // a signal: loop round to look at `stop`
+        }
+        if ((items[0].revents & ZMQ_POLLIN) != 0) read_batch();
+        if (now() >= core_.next_timer()) core_.on_timer(now());
+    }
+    core_.finish_drain();
+}
+
+}  // namespace zbroker::broker

@@ -1,0 +1,50 @@
+// The socket shell around BrokerCore: one ROUTER, a poll loop, signals turned into a drain.
+#pragma once
+
+#include <atomic>
+#include <string>
+
+#include <zmq.hpp>
+
+#include "broker/broker_core.hpp"
+
+namespace zbroker::broker {
+
+struct SocketOptions {
+    int hwm = 10'000;  // messages queued per peer before the broker counts drops
+};
+
+class BrokerLoop {
+  public:
+    // Binds at once, so a bad endpoint fails here with zmq::error_t.
+    BrokerLoop(zmq::context_t& context, BrokerConfig config, const std::string& bind,
+               SocketOptions options = {});
+
+    // The endpoint actually bound (resolves tcp://127.0.0.1:* to a port).
+    std::string endpoint() const;
+
+    // Serves until `stop` turns true, then drains and tells workers DISCONNECT.
+    void run(const std::atomic<bool>& stop);
+
+    const BrokerCore& core() const noexcept { return core_; }
+
+  private:
+    class SocketOutbox : public Outbox {
+      public:
+        explicit SocketOutbox(zmq::socket_ref socket) : socket_(socket) {}
+        SendResult send(Frames& frames) override;
+
+      private:
+        zmq::socket_ref socket_;
+    };
+
+    // Reads what is waiting, up to a batch, so timers still run under a flood.
+    void read_batch();
+
+    zmq::socket_t socket_;
+    SocketOutbox outbox_;
+    BrokerCore core_;
+    Frames in_;
+};
+
+}  // namespace zbroker::broker

@@ -1,0 +1,77 @@
+// What the broker counts: answers by status, malformed input by kind, drops by reason.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string_view>
+
+#include "shared/protocol.hpp"
+
+namespace zbroker::broker {
+
+// Input refused because it breaks the protocol. Every kind is counted, none is fatal.
+enum class Malformed : std::uint8_t {
+    too_short,         // fewer frames than the header needs
+    no_delimiter,      // frame after the routing id is not empty
+    unknown_protocol,  // header is not MDPC01, ZBC01 or MDPW01
+    empty_service,     // client named no service
+    bad_request_id,    // ZBC01 request id missing or longer than 255 bytes
+    bad_headers,       // ZBC01 headers frame is not a valid msgpack map
+    bad_command,       // worker command frame is not one known byte
+    bad_ready,         // READY without a service, or with a bad credit frame
+    bad_reply,         // REPLY without token and empty delimiter
+    not_ready,         // worker command before READY
+    duplicate_ready,   // READY from a worker already registered
+    mmi_registration,  // worker tried to register an mmi.* service
+    kCount
+};
+
+// Messages the broker could not deliver, or chose not to.
+enum class Drop : std::uint8_t {
+    unknown_token,        // REPLY with a token that worker does not hold
+    late_reply,           // REPLY after the client was told 504
+    client_unreachable,   // client disconnected before its answer
+    client_backpressure,  // client's queue full (it reads too slowly)
+    mdp_unanswerable,     // a plain MDP request that failed: MDP has no way to say so
+    kCount
+};
+
+std::string_view name(Malformed kind) noexcept;
+std::string_view name(Drop reason) noexcept;
+
+struct Counters {
+    std::uint64_t requests = 0;  // accepted from clients, MMI included
+    std::uint64_t dispatches = 0;
+    std::uint64_t requeued = 0;  // handed back to a queue after their worker died
+    std::uint64_t workers_registered = 0;
+    std::uint64_t workers_expired = 0;
+    std::uint64_t workers_disconnected = 0;  // sent DISCONNECT or broke the protocol
+    std::array<std::uint64_t, static_cast<std::size_t>(Malformed::kCount)> malformed{};
+    std::array<std::uint64_t, static_cast<std::size_t>(Drop::kCount)> drops{};
+    std::array<std::uint64_t, 8> answers{};  // by status, see answer_index()
+
+    std::uint64_t& operator[](Malformed kind) noexcept {
+        return malformed[static_cast<std::size_t>(kind)];
+    }
+    std::uint64_t& operator[](Drop reason) noexcept {
+        return drops[static_cast<std::size_t>(reason)];
+    }
+    std::uint64_t operator[](Malformed kind) const noexcept {
+        return malformed[static_cast<std::size_t>(kind)];
+    }
+    std::uint64_t operator[](Drop reason) const noexcept {
+        return drops[static_cast<std::size_t>(reason)];
+    }
+    std::uint64_t& answered(protocol::Status status) noexcept {
+        return answers[answer_index(status)];
+    }
+    std::uint64_t answered(protocol::Status status) const noexcept {
+        return answers[answer_index(status)];
+    }
+    std::uint64_t malformed_total() const noexcept;
+    std::uint64_t drops_total() const noexcept;
+
+    static std::size_t answer_index(protocol::Status status) noexcept;
+};
+
+}  // namespace zbroker::broker

@@ -1,0 +1,129 @@
+// zbroker: the Majordomo broker program: flags, logging, signals, then BrokerLoop.
+#include <csignal>
+#include <cstdlib>
+
+#include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+
+#include <zbroker/version.hpp>
+
+#include "broker/broker_loop.hpp"
+#include "shared/logging.hpp"
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void request_stop(int) {
+    g_stop.store(true);
+}
+
+void install_signal_handlers() {
+    struct sigaction action {};
+    action.sa_handler = request_stop;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, nullptr);
+    sigaction(SIGTERM, &action, nullptr);
+}
+
+void log_summary(const zbroker::broker::BrokerCore& core) {
+    using namespace zbroker::broker;
+    const Counters& c = core.counters();
+    spdlog::info(
+        "served {} request(s): {} dispatch(es), {} re-queued, {} malformed message(s), {} dropped",
+        c.requests, c.dispatches, c.requeued, c.malformed_total(), c.drops_total());
+    for (std::size_t i = 0; i < c.malformed.size(); ++i) {
+        if (c.malformed[i] > 0)
+            spdlog::info("  malformed {}: {}", name(static_cast<Malformed>(i)), c.malformed[i]);
+    }
+    for (std::size_t i = 0; i < c.drops.size(); ++i) {
+        if (c.drops[i] > 0)
+            spdlog::info("  dropped {}: {}", name(static_cast<Drop>(i)), c.drops[i]);
+    }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    using namespace zbroker;
+    broker::BrokerConfig config;
+    broker::SocketOptions socket_options;
+    std::string bind{protocol::kDefaultBrokerBind};
+    std::string log_level = "info";
+    auto heartbeat_ms = config.heartbeat_interval.count();
+    auto drain_ms = config.drain_timeout.count();
+
+    CLI::App app{
+        "zbroker: a Majordomo (7/MDP + 8/MMI) request-reply broker.\n"
+        "Clients (MDPC01 or ZBC01) and workers (MDPW01) connect to one ROUTER socket;\n"
+        "requests queue per service and go to the least recently used worker with credit.",
+        "zbroker"};
+    app.set_version_flag("--version", std::string("zbroker ") + kVersion);
+    app.add_option("-b,--bind", bind, "Endpoint to bind for clients and workers")
+        ->capture_default_str();
+    app.add_option("--heartbeat-ms", heartbeat_ms, "Heartbeat interval to workers, milliseconds")
+        ->check(CLI::Range(10, 3'600'000))
+        ->capture_default_str();
+    app.add_option("--liveness", config.heartbeat_liveness,
+                   "Heartbeats a worker may miss before it is dead")
+        ->check(CLI::Range(1, 100))
+        ->capture_default_str();
+    app.add_option("--max-attempts", config.max_attempts,
+                   "Dispatches per request; past this a worker death answers 500")
+        ->check(CLI::Range(1, 100))
+        ->capture_default_str();
+    app.add_option("--queue-limit", config.queue_limit, "Waiting requests per service before 429")
+        ->check(CLI::Range(1, 100'000'000))
+        ->capture_default_str();
+    app.add_option("--max-requests", config.max_requests,
+                   "Requests held in all (queued or at workers) before 429: bounds memory")
+        ->check(CLI::Range(1, 100'000'000))
+        ->capture_default_str();
+    app.add_option("--max-msg-size", config.max_msg_size,
+                   "Largest request body in bytes; larger gets 413")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 31))
+        ->capture_default_str();
+    app.add_option("--max-credit", config.max_credit,
+                   "Largest credit a worker may announce in READY")
+        ->check(CLI::Range(1u, 1'000'000u))
+        ->capture_default_str();
+    app.add_option("--drain-timeout-ms", drain_ms,
+                   "On SIGINT/SIGTERM, how long to finish held requests before answering 503")
+        ->check(CLI::Range(0, 3'600'000))
+        ->capture_default_str();
+    app.add_option("--hwm", socket_options.hwm, "Messages queued per peer (ZMQ_SNDHWM/RCVHWM)")
+        ->check(CLI::Range(1, 10'000'000))
+        ->capture_default_str();
+    app.add_option("--log-level", log_level, "Log level")
+        ->check(CLI::IsMember(log_level_names()))
+        ->capture_default_str();
+    app.footer(
+        "Example:\n  zbroker --bind tcp://*:5555 &\n  zworker --service echo &\n"
+        "  zclient call echo '\"hi\"'\n\nSIGINT/SIGTERM drains: no new work, held requests "
+        "finish,\n"
+        "workers get DISCONNECT, exit 0.");
+    CLI11_PARSE(app, argc, argv);
+    config.heartbeat_interval = Millis(heartbeat_ms);
+    config.drain_timeout = Millis(drain_ms);
+    init_logging("zbroker", log_level);
+
+    zmq::context_t context{1};
+    std::optional<broker::BrokerLoop> loop;
+    try {
+        loop.emplace(context, config, bind, socket_options);
+    } catch (const zmq::error_t& e) {
+        spdlog::error(
+            "cannot bind {}: {}. Is another broker running there? Pick another with --bind.", bind,
+            e.what());
+        return EXIT_FAILURE;
+    }
+    install_signal_handlers();
+    spdlog::info(
+        "zbroker {} listening on {} (heartbeat {} ms x {}, max attempts {}, queue limit {})",
+        kVersion, loop->endpoint(), heartbeat_ms, config.heartbeat_liveness, config.max_attempts,
+        config.queue_limit);
+    loop->run(g_stop);
+    log_summary(loop->core());
+    spdlog::info("stopped");
+    return EXIT_SUCCESS;
+}

@@ -1,0 +1,82 @@
+// One named service: a FIFO of waiting requests and an LRU list of its workers with free credit.
+#pragma once
+
+#include <cstddef>
+#include <deque>
+#include <string>
+
+#include <boost/intrusive/list.hpp>
+
+#include "broker/request_table.hpp"
+#include "broker/worker_registry.hpp"
+
+namespace zbroker::broker {
+
+struct Service {
+    using IdleWorkers =
+        boost::intrusive::list<Worker,
+                               boost::intrusive::member_hook<Worker, ListHook, &Worker::idle_hook>>;
+
+    explicit Service(std::string service_name) : name(std::move(service_name)) {}
+    Service(const Service&) = delete;
+    Service& operator=(const Service&) = delete;
+    ~Service() { idle.clear(); }
+
+    std::string name;
+    std::size_t workers = 0;     // registered, busy or not
+    std::size_t dispatched = 0;  // requests held by its workers
+    std::size_t waiting = 0;     // live requests in `queue`
+    IdleWorkers idle;            // least recently used first
+
+    // Waiting requests, oldest first. A request that expires while queued is released in the
+    // table and its token here goes stale: skipped when popped, swept by compact().
+    std::deque<Token> queue;
+
+    void enqueue(Token token) {
+        queue.push_back(token);
+        ++waiting;
+    }
+    // A request whose worker died goes back to the head: it has waited longest.
+    void requeue(Token token) {
+        queue.push_front(token);
+        ++waiting;
+    }
+    // The oldest live waiting request, or nullptr when none is left.
+    RequestRecord* pop_waiting(RequestTable& table) {
+        while (!queue.empty()) {
+            RequestRecord* record = table.find(queue.front());
+            queue.pop_front();
+            if (record != nullptr && record->state == RequestState::queued) {
+                --waiting;
+                return record;
+            }
+        }
+        return nullptr;
+    }
+    // A queued request left by another way (deadline): keep the count, bound the stale tokens.
+    void forget_waiting(RequestTable& table) {
+        --waiting;
+        if (queue.size() > 2 * waiting + 64) compact(table);
+    }
+    void compact(RequestTable& table) {
+        std::erase_if(queue, [&table](Token token) {
+            const RequestRecord* record = table.find(token);
+            return record == nullptr || record->state != RequestState::queued;
+        });
+    }
+
+    // Puts a worker that has free credit at the back of the idle list, if not already there.
+    void offer(Worker& worker) {
+        if (worker.has_credit() && !worker.idle_hook.is_linked()) idle.push_back(worker);
+    }
+    void withdraw(Worker& worker) {
+        if (worker.idle_hook.is_linked()) idle.erase(idle.iterator_to(worker));
+    }
+    // After a dispatch: a worker with credit left goes to the back (round robin), else off.
+    void dispatched_to(Worker& worker) {
+        withdraw(worker);
+        offer(worker);
+    }
+};
+
+}  // namespace zbroker::broker

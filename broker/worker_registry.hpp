@@ -1,0 +1,73 @@
+// The workers the broker knows, by routing id, and in order of when each will expire.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+
+#include <boost/intrusive/list.hpp>
+
+#include "broker/request_table.hpp"
+
+namespace zbroker::broker {
+
+using HeldRequests = boost::intrusive::list<
+    RequestRecord,
+    boost::intrusive::member_hook<RequestRecord, ListHook, &RequestRecord::worker_hook>>;
+
+struct Worker {
+    std::string identity;  // ROUTER routing id
+    Service* service = nullptr;
+    std::uint32_t credit = 1;  // requests it may hold at once (READY's extension frame)
+    TimePoint expiry;          // declared dead when nothing is heard from it by then
+    HeldRequests held;         // dispatched to it, in dispatch order
+    ListHook idle_hook;        // in its service's list of workers with free credit
+    ListHook expiry_hook;      // in the registry's expiry order
+
+    bool has_credit() const noexcept { return held.size() < credit; }
+};
+
+class WorkerRegistry {
+  public:
+    WorkerRegistry() = default;
+    WorkerRegistry(const WorkerRegistry&) = delete;
+    WorkerRegistry& operator=(const WorkerRegistry&) = delete;
+    ~WorkerRegistry();
+
+    Worker* find(std::string_view identity) noexcept;
+    Worker& add(std::string_view identity, Service& service, std::uint32_t credit,
+                TimePoint expiry);
+    // The worker was heard from: it now expires last.
+    void touch(Worker& worker, TimePoint expiry) noexcept;
+    // The worker that expires first, or nullptr.
+    Worker* first_to_expire() noexcept;
+    const Worker* first_to_expire() const noexcept;
+    // Forgets the worker. It must hold no requests and be off its service's idle list.
+    void remove(Worker& worker);
+
+    std::size_t size() const noexcept { return by_identity_.size(); }
+
+    template <typename F>
+    void for_each(F&& f) {
+        for (Worker& worker : by_expiry_)
+            f(worker);
+    }
+
+  private:
+    struct IdentityHash {
+        using is_transparent = void;
+        std::size_t operator()(std::string_view s) const noexcept {
+            return std::hash<std::string_view>{}(s);
+        }
+    };
+    using ExpiryOrder = boost::intrusive::list<
+        Worker, boost::intrusive::member_hook<Worker, ListHook, &Worker::expiry_hook>>;
+
+    std::unordered_map<std::string, std::unique_ptr<Worker>, IdentityHash, std::equal_to<>>
+        by_identity_;
+    ExpiryOrder by_expiry_;  // every worker has the same lifetime, so touch = move to back
+};
+
+}  // namespace zbroker::broker

@@ -1,0 +1,377 @@
+// BrokerCore policies with a fake clock: dispatch order, credit, requeue, retry cap, deadlines,
+// limits, heartbeats and expiry, drain. No sockets.
+#include <catch2/catch.hpp>
+
+#include "core_harness.hpp"
+
+using namespace zbroker;
+using namespace zbroker::testing;
+using broker::BrokerConfig;
+using broker::Drop;
+using broker::Malformed;
+using protocol::Status;
+using namespace std::chrono_literals;
+
+namespace {
+
+bool is_request_to(const Message& m, const std::string& worker) {
+    return m.size() >= 6 && m[0] == worker && m[2] == "MDPW01" && m[3] == kRequest;
+}
+
+}  // namespace
+
+TEST_CASE("a request waits in its service queue until a worker registers") {
+    CoreHarness h;
+    h.mdp_request("C", "echo", "hi");
+    REQUIRE(h.take().empty());
+    REQUIRE(h.core.service_info("echo")->waiting == 1);
+    h.ready("W", "echo");
+    const Message request = h.take_one();
+    REQUIRE(is_request_to(request, "W"));
+    REQUIRE(request.back() == "hi");
+    REQUIRE(h.core.service_info("echo")->waiting == 0);
+}
+
+TEST_CASE("workers get requests least recently used first") {
+    CoreHarness h;
+    h.ready("W1", "echo");
+    h.ready("W2", "echo");
+    h.mdp_request("C", "echo", "1");
+    h.mdp_request("C", "echo", "2");
+    auto sent = h.take();
+    REQUIRE(sent.size() == 2);
+    REQUIRE(is_request_to(sent[0], "W1"));
+    REQUIRE(is_request_to(sent[1], "W2"));
+    h.reply(sent[1], "r2");  // W2 frees up first, so it is next in line
+    h.reply(sent[0], "r1");
+    h.take();
+    h.mdp_request("C", "echo", "3");
+    REQUIRE(is_request_to(h.take_one(), "W2"));
+}
+
+TEST_CASE("a worker never holds more requests than its credit") {
+    CoreHarness h;
+    h.ready("W", "echo", "2");
+    for (const char* body : {"1", "2", "3"})
+        h.mdp_request("C", "echo", body);
+    auto sent = h.take();
+    REQUIRE(sent.size() == 2);
+    REQUIRE(h.core.service_info("echo")->waiting == 1);
+    h.reply(sent[0], "r1");
+    sent = h.take();
+    REQUIRE(sent.size() == 2);  // the reply to C, then request 3 to W
+    REQUIRE(sent[0][0] == "C");
+    REQUIRE(is_request_to(sent[1], "W"));
+    REQUIRE(sent[1].back() == "3");
+}
+
+TEST_CASE("workers with credit take turns") {
+    CoreHarness h;
+    h.ready("W1", "echo", "10");
+    h.ready("W2", "echo", "10");
+    for (int i = 0; i < 4; ++i)
+        h.mdp_request("C", "echo", std::to_string(i));
+    auto sent = h.take();
+    REQUIRE(sent.size() == 4);
+    REQUIRE((sent[0][0] == "W1" && sent[1][0] == "W2" && sent[2][0] == "W1" && sent[3][0] == "W2"));
+}
+
+TEST_CASE("a reply reaches the client that asked, with the service name") {
+    CoreHarness h;
+    h.ready("W", "echo");
+    h.zbc_request("C", "echo", "id-7", "ping");
+    h.reply(h.take_one(), "pong");
+    REQUIRE(h.take_one() == Message{"C", "", "ZBC01", "echo", "id-7", "200", "pong"});
+    REQUIRE(h.core.live_requests() == 0);
+}
+
+TEST_CASE("a dead worker's requests go back to the queue and run elsewhere") {
+    BrokerConfig config;
+    config.heartbeat_interval = 100ms;
+    config.heartbeat_liveness = 3;
+    CoreHarness h(config);
+    h.ready("W1", "echo");
+    h.zbc_request("C", "echo", "a", "first");
+    REQUIRE(is_request_to(h.take_one(), "W1"));
+    h.ready("W2", "echo");
+    for (int i = 0; i < 3; ++i) {  // W1 falls silent, W2 keeps heartbeating
+        h.advance(100ms);
+        h.receive({"W2", kEmpty, "MDPW01", kHeartbeat});
+    }
+    const auto sent = h.take();
+    const auto retry = std::find_if(sent.begin(), sent.end(), [](const Message& m) {
+        return is_request_to(m, "W2") && m.back() == "first";
+    });
+    REQUIRE(retry != sent.end());
+    REQUIRE(h.core.counters().workers_expired == 1);
+    REQUIRE(h.core.counters().requeued == 1);
+    h.reply(*retry, "done");
+    REQUIRE(h.take_one() == Message{"C", "", "ZBC01", "echo", "a", "200", "done"});
+}
+
+TEST_CASE("requeued requests keep their order ahead of newer ones") {
+    CoreHarness h;
+    h.ready("W1", "echo", "2");
+    h.mdp_request("C", "echo", "1");
+    h.mdp_request("C", "echo", "2");
+    h.mdp_request("C", "echo", "3");
+    h.take();
+    h.receive({"W1", kEmpty, "MDPW01", kDisconnect});
+    h.ready("W2", "echo", "3");
+    auto sent = h.take();
+    REQUIRE(sent.size() == 3);
+    REQUIRE(sent[0].back() == "1");
+    REQUIRE(sent[1].back() == "2");
+    REQUIRE(sent[2].back() == "3");
+}
+
+TEST_CASE("past max attempts a ZBC01 client gets 500 and an MDP request is counted") {
+    BrokerConfig config;
+    config.max_attempts = 2;
+    CoreHarness h(config);
+    h.zbc_request("C", "crash", "z", "x");
+    h.mdp_request("M", "crash", "y");
+    for (int attempt = 0; attempt < 2; ++attempt) {
+        h.ready("W", "crash", "2");
+        REQUIRE(h.take().size() == 2);
+        h.receive({"W", kEmpty, "MDPW01", kDisconnect});
+    }
+    REQUIRE(h.take_one() == Message{"C", "", "ZBC01", "crash", "z", "500"});
+    REQUIRE(h.core.counters()[Drop::mdp_unanswerable] == 1);
+    REQUIRE(h.core.counters().answered(Status::retries_exhausted) == 2);
+    REQUIRE(h.core.live_requests() == 0);
+}
+
+TEST_CASE("a queued request past its deadline is answered 504 when workers exist") {
+    CoreHarness h;
+    h.ready("W", "slow");
+    h.zbc_request("C", "slow", "1", "busy");
+    h.take();
+    h.zbc_request("C", "slow", "2", "waits", deadline_header(50));
+    h.advance(49ms);
+    REQUIRE(h.take().empty());
+    h.advance(1ms);
+    REQUIRE(h.take_one() == Message{"C", "", "ZBC01", "slow", "2", "504"});
+    REQUIRE(h.core.service_info("slow")->waiting == 0);
+}
+
+TEST_CASE("a request for a service with no worker by its deadline is answered 503") {
+    CoreHarness h;
+    h.zbc_request("C", "nobody", "1", "x", deadline_header(100));
+    REQUIRE(h.core.next_timer() <= h.clock + 100ms);
+    h.advance(100ms);
+    REQUIRE(h.take_one() == Message{"C", "", "ZBC01", "nobody", "1", "503"});
+}
+
+TEST_CASE("a dispatched request past its deadline gets one 504, and the late reply is dropped") {
+    CoreHarness h;
+    h.ready("W", "slow");
+    h.zbc_request("C", "slow", "1", "x", deadline_header(100));
+    const Message request = h.take_one();
+    h.advance(100ms);
+    REQUIRE(h.take_one() == Message{"C", "", "ZBC01", "slow", "1", "504"});
+    h.reply(request, "too late");
+    REQUIRE(h.take().empty());
+    REQUIRE(h.core.counters()[Drop::late_reply] == 1);
+    // The worker's credit came back with its reply.
+    h.zbc_request("C", "slow", "2", "y");
+    REQUIRE(is_request_to(h.take_one(), "W"));
+}
+
+TEST_CASE("a request past its deadline whose worker dies is not answered twice") {
+    CoreHarness h;
+    h.ready("W", "slow");
+    h.zbc_request("C", "slow", "1", "x", deadline_header(10));
+    h.take();
+    h.advance(10ms);
+    REQUIRE(h.take_one()[5] == "504");
+    h.receive({"W", kEmpty, "MDPW01", kDisconnect});
+    REQUIRE(h.take().empty());
+    REQUIRE(h.core.live_requests() == 0);
+}
+
+TEST_CASE("a full service queue answers 429") {
+    BrokerConfig config;
+    config.queue_limit = 2;
+    CoreHarness h(config);
+    h.zbc_request("C", "q", "1", "");
+    h.zbc_request("C", "q", "2", "");
+    h.zbc_request("C", "q", "3", "");
+    REQUIRE(h.take_one() == Message{"C", "", "ZBC01", "q", "3", "429"});
+}
+
+TEST_CASE("the broker-wide request cap answers 429 across services") {
+    BrokerConfig config;
+    config.max_requests = 2;
+    CoreHarness h(config);
+    h.zbc_request("C", "a", "1", "");
+    h.zbc_request("C", "b", "2", "");
+    h.zbc_request("C", "c", "3", "");
+    REQUIRE(h.take_one()[5] == "429");
+}
+
+TEST_CASE("a request body over max_msg_size answers 413") {
+    BrokerConfig config;
+    config.max_msg_size = 8;
+    CoreHarness h(config);
+    h.ready("W", "echo");
+    h.zbc_request("C", "echo", "1", "123456789");
+    REQUIRE(h.take_one() == Message{"C", "", "ZBC01", "echo", "1", "413"});
+    h.zbc_request("C", "echo", "2", "12345678");
+    REQUIRE(is_request_to(h.take_one(), "W"));
+}
+
+TEST_CASE("a reply with a token the worker does not hold is dropped and counted") {
+    CoreHarness h;
+    h.ready("W1", "echo");
+    h.ready("W2", "echo");
+    h.mdp_request("C", "echo", "x");
+    const Message request = h.take_one();
+    REQUIRE(request[0] == "W1");
+    SECTION("forged token") {
+        h.receive({"W1", kEmpty, "MDPW01", kReply, "12345678", kEmpty, "forged"});
+    }
+    SECTION("token held by another worker") {
+        h.receive({"W2", kEmpty, "MDPW01", kReply, request[4], kEmpty, "stolen"});
+    }
+    SECTION("token of the wrong size") {
+        h.receive({"W1", kEmpty, "MDPW01", kReply, "abc", kEmpty, "short"});
+    }
+    REQUIRE(h.take().empty());
+    REQUIRE(h.core.counters()[Drop::unknown_token] == 1);
+    REQUIRE(h.core.worker_count() == 2);
+    h.reply(request, "real");  // the real reply still goes through
+    REQUIRE(h.take_one() == Message{"C", "", "MDPC01", "echo", "real"});
+}
+
+TEST_CASE("a replayed token names nothing once its request is done") {
+    CoreHarness h;
+    h.ready("W", "echo");
+    h.mdp_request("C", "echo", "x");
+    const Message request = h.take_one();
+    h.reply(request, "r");
+    h.take();
+    h.reply(request, "again");
+    REQUIRE(h.take().empty());
+    REQUIRE(h.core.counters()[Drop::unknown_token] == 1);
+}
+
+TEST_CASE("workers are sent heartbeats every interval and expire after liveness intervals") {
+    BrokerConfig config;
+    config.heartbeat_interval = 100ms;
+    config.heartbeat_liveness = 3;
+    CoreHarness h(config);
+    h.ready("W", "echo");
+    h.advance(100ms);
+    REQUIRE(h.take_one() == Message{"W", "", "MDPW01", kHeartbeat});
+    h.advance(100ms);
+    h.take();
+    REQUIRE(h.core.worker_count() == 1);
+    h.clock += 99ms;  // 299 ms since READY: still alive
+    h.core.on_timer(h.clock);
+    REQUIRE(h.core.worker_count() == 1);
+    h.advance(1ms);
+    REQUIRE(h.core.worker_count() == 0);
+    REQUIRE(h.core.counters().workers_expired == 1);
+}
+
+TEST_CASE("any message from a worker counts as a sign of life") {
+    BrokerConfig config;
+    config.heartbeat_interval = 100ms;
+    CoreHarness h(config);
+    h.ready("W", "echo");
+    for (int i = 0; i < 10; ++i) {
+        h.advance(100ms);
+        h.receive({"W", kEmpty, "MDPW01", kHeartbeat});
+    }
+    REQUIRE(h.core.worker_count() == 1);
+    REQUIRE(h.core.next_timer() <= h.clock + 100ms);
+}
+
+TEST_CASE("a worker that cannot be sent to is removed and its request goes to another") {
+    CoreHarness h;
+    h.ready("GONE", "echo");
+    h.ready("W", "echo");
+    h.outbox.unroutable.insert("GONE");
+    h.mdp_request("C", "echo", "x");
+    REQUIRE(is_request_to(h.take_one(), "W"));
+    REQUIRE(h.core.worker_count() == 1);
+}
+
+TEST_CASE("a reply to a vanished or slow client is counted, never fatal") {
+    CoreHarness h;
+    h.ready("W", "echo", "2");
+    h.mdp_request("GONE", "echo", "x");
+    h.mdp_request("SLOW", "echo", "y");
+    auto sent = h.take();
+    h.outbox.unroutable.insert("GONE");
+    h.outbox.full.insert("SLOW");
+    h.reply(sent[0], "r");
+    h.reply(sent[1], "r");
+    REQUIRE(h.core.counters()[Drop::client_unreachable] == 1);
+    REQUIRE(h.core.counters()[Drop::client_backpressure] == 1);
+    REQUIRE(h.core.live_requests() == 0);
+}
+
+TEST_CASE("draining refuses new requests with 503 and finishes held ones") {
+    BrokerConfig config;
+    config.drain_timeout = 1000ms;
+    CoreHarness h(config);
+    h.ready("W", "echo");
+    h.zbc_request("C", "echo", "held", "x");
+    const Message request = h.take_one();
+    h.core.begin_drain(h.clock);
+    h.zbc_request("C", "echo", "new", "y");
+    REQUIRE(h.take_one() == Message{"C", "", "ZBC01", "echo", "new", "503"});
+    REQUIRE_FALSE(h.core.drain_complete(h.clock));
+    h.reply(request, "done");
+    REQUIRE(h.take_one()[5] == "200");
+    REQUIRE(h.core.drain_complete(h.clock));
+    h.core.finish_drain();
+    REQUIRE(h.take_one() == Message{"W", "", "MDPW01", kDisconnect});
+}
+
+TEST_CASE("at the drain timeout what is left is answered 503") {
+    BrokerConfig config;
+    config.drain_timeout = 500ms;
+    CoreHarness h(config);
+    h.ready("W", "echo");
+    h.zbc_request("C", "echo", "held", "x");
+    h.zbc_request("C", "echo", "queued", "y");
+    h.take();
+    h.core.begin_drain(h.clock);
+    h.advance(499ms);
+    REQUIRE_FALSE(h.core.drain_complete(h.clock));
+    h.advance(1ms);
+    REQUIRE(h.core.drain_complete(h.clock));
+    h.core.finish_drain();
+    auto sent = h.take();
+    REQUIRE(sent.size() == 3);
+    REQUIRE(std::count_if(sent.begin(), sent.end(),
+                          [](const Message& m) { return m[0] == "C" && m[5] == "503"; }) == 2);
+    REQUIRE(h.core.live_requests() == 0);
+}
+
+TEST_CASE("a service with no workers and no queue is forgotten") {
+    BrokerConfig config;
+    config.heartbeat_interval = 100ms;
+    CoreHarness h(config);
+    h.ready("W", "temp");
+    h.receive({"W", kEmpty, "MDPW01", kDisconnect});
+    REQUIRE(h.core.service_info("temp"));
+    h.advance(100ms);
+    REQUIRE_FALSE(h.core.service_info("temp"));
+}
+
+TEST_CASE("stale deadline entries of answered requests do not pile up") {
+    CoreHarness h;
+    h.ready("W", "echo");
+    for (int i = 0; i < 5000; ++i) {
+        h.zbc_request("C", "echo", std::to_string(i), "x", deadline_header(60000));
+        h.reply(h.take_one(), "r");
+        h.take();
+        if (i % 100 == 0) h.advance(1ms);
+    }
+    REQUIRE(h.core.live_requests() == 0);
+    REQUIRE(h.core.next_timer() > h.clock);
+}
