@@ -1,0 +1,185 @@
+"""Interop: zbroker with Majordomo peers written from the spec (pyzmq), and zbroker's own
+client and worker with those peers. Run: ZBROKER_BIN_DIR=build/debug/bin python3 -m unittest"""
+import json
+import subprocess
+import threading
+import time
+import unittest
+
+import msgpack
+import zmq
+
+from mdp import DISCONNECT, MDPW, MdpClient, MdpWorker, ZbcClient
+from processes import Process, binary, start_broker
+
+
+def echo(body):
+    return body
+
+
+class BrokerTestCase(unittest.TestCase):
+    broker_args = ()
+
+    def setUp(self):
+        self.ctx = zmq.Context()
+        self.broker, self.endpoint = start_broker(*self.broker_args)
+        self.children = []
+        self.stop_workers = threading.Event()
+        self.threads = []
+
+    def tearDown(self):
+        self.stop_workers.set()
+        for t in self.threads:
+            t.join(10)
+        for child in self.children:
+            child.stop()
+        self.broker.stop()
+        self.ctx.destroy(linger=0)
+
+    def python_worker(self, service, handler=echo, **kwargs):
+        """A Python MDP worker serving in a thread until the test ends."""
+        ready = threading.Event()
+        worker_box = []
+
+        def run():
+            ctx = zmq.Context()
+            w = MdpWorker(ctx, self.endpoint, service, handler, **kwargs)
+            worker_box.append(w)
+            ready.set()
+            while not self.stop_workers.is_set() and not w.disconnected:
+                w.serve_for(0.1)
+            w.close()
+            ctx.destroy(linger=0)
+
+        t = threading.Thread(target=run, daemon=True)
+        t.start()
+        self.threads.append(t)
+        ready.wait(5)
+        self.wait_for_service(service)
+        return worker_box[0]
+
+    def zworker(self, *services, extra=()):
+        args = [binary("zworker"), "--broker", self.endpoint, "--heartbeat-ms", "500", *extra]
+        for s in services:
+            args += ["--service", s]
+        child = Process(args)
+        self.children.append(child)
+        for s in services:
+            self.wait_for_service(s)
+        return child
+
+    def wait_for_service(self, service, timeout=10):
+        client = MdpClient(self.ctx, self.endpoint)
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                reply = client.request(b"mmi.service", service.encode(), timeout_ms=1000)
+                if reply and reply[1] == [b"200"]:
+                    return
+                time.sleep(0.05)
+        finally:
+            client.close()
+        self.fail(f"service {service} never became available")
+
+
+class SpecPeersThroughZbroker(BrokerTestCase):
+    def test_req_client_and_python_worker(self):
+        self.python_worker("echo")
+        client = MdpClient(self.ctx, self.endpoint, zmq.REQ)
+        for i in range(20):
+            body = f"hello {i}".encode()
+            self.assertEqual(client.request(b"echo", body), (b"echo", [body]))
+        client.close()
+
+    def test_dealer_client_gets_multipart_bodies_in_order(self):
+        self.python_worker("echo")
+        client = MdpClient(self.ctx, self.endpoint, zmq.DEALER)
+        for i in range(50):
+            client.send(b"echo", b"a", str(i).encode())
+        replies = [client.recv() for _ in range(50)]
+        self.assertEqual(sorted(int(r[1][1]) for r in replies), list(range(50)))
+        self.assertTrue(all(r[1][0] == b"a" for r in replies))
+        client.close()
+
+    def test_mmi_service_and_unimplemented_mmi(self):
+        self.python_worker("echo")
+        client = MdpClient(self.ctx, self.endpoint, zmq.REQ)
+        self.assertEqual(client.request(b"mmi.service", b"echo"), (b"mmi.service", [b"200"]))
+        self.assertEqual(client.request(b"mmi.service", b"nobody"), (b"mmi.service", [b"404"]))
+        self.assertEqual(client.request(b"mmi.nothing", b"x"), (b"mmi.nothing", [b"501"]))
+        client.close()
+
+    def test_broker_heartbeats_the_python_worker(self):
+        worker = self.python_worker("echo", heartbeat_ms=100)
+        deadline = time.monotonic() + 5
+        while worker.heartbeats_seen == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertGreater(worker.heartbeats_seen, 0)
+
+    def test_worker_may_not_register_mmi(self):
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.connect(self.endpoint)
+        sock.send_multipart([b"", MDPW, b"\x01", b"mmi.service"])
+        self.assertTrue(sock.poll(5000))
+        self.assertEqual(sock.recv_multipart(), [b"", MDPW, DISCONNECT])
+        sock.close()
+
+    def test_zbc_client_gets_statuses(self):
+        zbc = ZbcClient(self.ctx, self.endpoint)
+        zbc.send(b"nobody", b"id-1", b"x", headers=msgpack.packb({"deadline_ms": 100}))
+        self.assertEqual(zbc.recv()[:3], (b"nobody", b"id-1", b"503"))
+        zbc.send(b"echo", b"id-2", b"x", headers=b"\x91\x01")
+        self.assertEqual(zbc.recv()[:3], (b"echo", b"id-2", b"400"))
+        self.python_worker("echo")
+        zbc.send(b"echo", b"id-3", b"x", headers=msgpack.packb({"deadline_ms": 1000, "trace": "t"}))
+        self.assertEqual(zbc.recv(), (b"echo", b"id-3", b"200", [b"x"]))
+        zbc.close()
+
+
+class ZworkerWithSpecClients(BrokerTestCase):
+    def test_req_client_calls_zworker_hello_in_msgpack(self):
+        self.zworker("hello")
+        client = MdpClient(self.ctx, self.endpoint, zmq.REQ)
+        service, body = client.request(b"hello", msgpack.packb("Hello, Server!"))
+        self.assertEqual(msgpack.unpackb(body[0]), "Hello, Client!")
+        client.close()
+
+    def test_dealer_client_pipelines_to_zworker_stats(self):
+        self.zworker("stats", extra=("--threads", "2"))
+        client = MdpClient(self.ctx, self.endpoint, zmq.DEALER)
+        for _ in range(20):
+            client.send(b"stats", msgpack.packb([1, 2, 3, 4]))
+        for _ in range(20):
+            result = msgpack.unpackb(client.recv()[1][0])
+            self.assertEqual((result["min"], result["max"], result["mean"]), (1, 4, 2.5))
+        client.close()
+
+
+class ZclientWithSpecWorker(BrokerTestCase):
+    def zclient(self, *args):
+        return subprocess.run([binary("zclient"), "--broker", self.endpoint, *args],
+                              capture_output=True, text=True, timeout=30)
+
+    def test_zclient_call_reaches_python_worker(self):
+        def reverse(body):
+            return [msgpack.packb(msgpack.unpackb(body[0])[::-1])]
+
+        self.python_worker("reverse", reverse)
+        result = self.zclient("call", "reverse", '[1, "two", 3.5]')
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(json.loads(result.stdout), [3.5, "two", 1])
+
+    def test_zclient_services_sees_python_worker(self):
+        self.python_worker("reverse")
+        result = self.zclient("services", "reverse", "nothing")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("reverse", result.stdout)
+
+    def test_zclient_reports_no_worker_with_its_exit_code(self):
+        result = self.zclient("--timeout", "300", "--retries", "0", "call", "absent", "1")
+        self.assertEqual(result.returncode, 3, result.stderr)  # 503
+
+
+if __name__ == "__main__":
+    unittest.main()
