@@ -1,0 +1,178 @@
+// BrokerLoop on real sockets (loopback, ephemeral port): raw DEALER peers, drain, bad input.
+#include <catch2/catch.hpp>
+
+#include <atomic>
+#include <random>
+#include <thread>
+
+#include "broker/broker_loop.hpp"
+#include "core_harness.hpp"
+
+using namespace zbroker;
+using namespace zbroker::testing;
+using namespace std::chrono_literals;
+
+namespace {
+
+// A broker serving in a thread; stop() drains it and joins.
+class RunningBroker {
+  public:
+    explicit RunningBroker(broker::BrokerConfig config = {})
+        : loop_(context_, config, "tcp://127.0.0.1:*"),
+          endpoint_(loop_.endpoint()),
+          thread_([this] { loop_.run(stop_); }) {}
+    ~RunningBroker() { stop(); }
+    void stop() {
+        stop_ = true;
+        if (thread_.joinable()) thread_.join();
+    }
+    const std::string& endpoint() const { return endpoint_; }
+    const broker::BrokerCore& core() const { return loop_.core(); }  // after stop() only
+
+  private:
+    zmq::context_t context_{1};
+    std::atomic<bool> stop_{false};
+    broker::BrokerLoop loop_;
+    std::string endpoint_;
+    std::thread thread_;
+};
+
+class Peer {
+  public:
+    Peer(zmq::context_t& context, const std::string& endpoint)
+        : socket_(context, zmq::socket_type::dealer) {
+        socket_.set(zmq::sockopt::linger, 0);
+        socket_.connect(endpoint);
+    }
+    void send(const Message& message) {
+        Frames frames = to_frames(message);
+        REQUIRE(send_frames(socket_, frames) == SendResult::sent);
+    }
+    std::optional<Message> receive(std::chrono::milliseconds timeout = 5000ms) {
+        zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+        if (zmq::poll(&item, 1, timeout) == 0) return std::nullopt;
+        Frames frames;
+        recv_frames(socket_, frames);
+        Message message;
+        for (const auto& f : frames)
+            message.emplace_back(view(f));
+        return message;
+    }
+    zmq::socket_t& socket() { return socket_; }
+
+  private:
+    zmq::socket_t socket_;
+};
+
+}  // namespace
+
+TEST_CASE("a request and its reply cross real sockets frame for frame") {
+    RunningBroker broker;
+    zmq::context_t context;
+    Peer worker(context, broker.endpoint());
+    Peer client(context, broker.endpoint());
+    worker.send({"", "MDPW01", kReady, "echo"});
+    client.send({"", "ZBC01", "echo", "r1", "\x80", "ping"});
+    const auto request = worker.receive();
+    REQUIRE(request);
+    REQUIRE(request->at(2) == kRequest);
+    worker.send({"", "MDPW01", kReply, request->at(3), "", "pong"});
+    REQUIRE(client.receive() == Message{"", "ZBC01", "echo", "r1", "200", "pong"});
+}
+
+TEST_CASE("stopping the broker drains and tells workers DISCONNECT") {
+    broker::BrokerConfig config;
+    config.drain_timeout = 2000ms;
+    RunningBroker broker(config);
+    zmq::context_t context;
+    Peer worker(context, broker.endpoint());
+    Peer client(context, broker.endpoint());
+    worker.send({"", "MDPW01", kReady, "echo"});
+    client.send({"", "ZBC01", "echo", "r1", "\x80", "ping"});
+    const auto request = worker.receive();
+    REQUIRE(request);
+    std::thread stopper([&broker] { broker.stop(); });
+    std::this_thread::sleep_for(100ms);  // the broker is draining, waiting for our reply
+    worker.send({"", "MDPW01", kReply, request->at(3), "", "pong"});
+    REQUIRE(client.receive() == Message{"", "ZBC01", "echo", "r1", "200", "pong"});
+    std::optional<Message> last;
+    while (auto m = worker.receive(3000ms))
+        last = m;  // heartbeats, then DISCONNECT
+    REQUIRE(last == Message{"", "MDPW01", kDisconnect});
+    stopper.join();
+}
+
+TEST_CASE("a flood of random and malformed messages neither crashes nor stalls the broker") {
+    RunningBroker broker;
+    zmq::context_t context;
+    Peer garbage(context, broker.endpoint());
+    std::mt19937 random(12345);
+    const std::vector<std::string> headers{"MDPC01", "MDPW01", "ZBC01", "", "XXX"};
+    const std::vector<std::string> commands{"",         kReady,      kRequest, kReply,
+                                            kHeartbeat, kDisconnect, "\x07",   "\x01\x01"};
+    constexpr int kMessages = 20'000;
+    for (int i = 0; i < kMessages; ++i) {
+        Message m;
+        const int parts = static_cast<int>(random() % 7);
+        for (int p = 0; p < parts; ++p) {
+            switch (random() % 5) {
+                case 0:
+                    m.push_back("");
+                    break;
+                case 1:
+                    m.push_back(headers[random() % headers.size()]);
+                    break;
+                case 2:
+                    m.push_back(commands[random() % commands.size()]);
+                    break;
+                case 3:
+                    m.push_back(std::string(random() % 300, static_cast<char>(random())));
+                    break;
+                default:
+                    m.push_back("mmi.service");
+                    break;
+            }
+        }
+        if (m.empty()) m.push_back("x");
+        garbage.send(m);
+    }
+    // Still serving: a fresh client and worker work, and MMI answers.
+    Peer worker(context, broker.endpoint());
+    Peer client(context, broker.endpoint());
+    worker.send({"", "MDPW01", kReady, "echo"});
+    client.send({"", "ZBC01", "mmi.service", "q", "", "echo"});
+    auto answer = client.receive(10'000ms);
+    REQUIRE(answer);
+    client.send({"", "ZBC01", "echo", "r", "\x80", "still here"});
+    std::optional<Message> request;
+    while ((request = worker.receive(5000ms)) && request->at(2) != kRequest) {
+    }
+    REQUIRE(request);
+    worker.send({"", "MDPW01", kReply, request->at(3), "", "yes"});
+    while ((answer = client.receive(5000ms)) && answer->at(3) != "r") {
+    }
+    REQUIRE(answer == Message{"", "ZBC01", "echo", "r", "200", "yes"});
+    broker.stop();
+    const auto& counters = broker.core().counters();
+    INFO("malformed " << counters.malformed_total() << ", requests " << counters.requests);
+    REQUIRE(counters.malformed_total() > kMessages / 2);
+}
+
+TEST_CASE("a reply to a client that went away is counted as unreachable") {
+    RunningBroker broker;
+    zmq::context_t context;
+    Peer worker(context, broker.endpoint());
+    worker.send({"", "MDPW01", kReady, "echo"});
+    std::optional<Message> request;
+    {
+        Peer client(context, broker.endpoint());
+        client.send({"", "ZBC01", "echo", "r1", "\x80", "ping"});
+        request = worker.receive();
+        REQUIRE(request);
+    }                                    // the client is gone before its reply
+    std::this_thread::sleep_for(300ms);  // let the broker see the disconnect
+    worker.send({"", "MDPW01", kReply, request->at(3), "", "pong"});
+    std::this_thread::sleep_for(200ms);
+    broker.stop();
+    REQUIRE(broker.core().counters()[broker::Drop::client_unreachable] == 1);
+}
