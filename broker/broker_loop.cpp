@@ -42,7 +42,12 @@ std::string BrokerLoop::endpoint() const {
 
 void BrokerLoop::read_batch() {
     for (int i = 0; i < kBatchSize; ++i) {
-        if (!recv_frames(socket_, in_, zmq::recv_flags::dontwait)) return;
+        try {
+            if (!recv_frames(socket_, in_, zmq::recv_flags::dontwait)) return;
+        } catch (const zmq::error_t& e) {
+            if (e.num() == EINTR) return;  // a signal: the loop looks at `stop` next
+            throw;
+        }
         core_.on_message(in_, now());
     }
 }
