@@ -1,0 +1,123 @@
+// zworker: a Majordomo worker program offering the built-in services: flags, logging, signals.
+#include <signal.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include <spdlog/fmt/ranges.h>
+#include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+
+#include <zbroker/version.hpp>
+
+#include "shared/logging.hpp"
+#include "worker/builtin_services.hpp"
+#include "worker/worker.hpp"
+
+namespace {
+
+std::atomic<zbroker::Worker*> g_worker{nullptr};
+std::atomic<int> g_signals{0};
+
+// The first signal asks for a clean stop; a second one means "do not wait for running jobs".
+extern "C" void on_stop_signal(int signal_number) {
+    if (g_signals.fetch_add(1) > 0) std::_Exit(128 + signal_number);
+    if (zbroker::Worker* worker = g_worker.load()) worker->stop();
+}
+
+void install_signal_handlers() {
+    struct sigaction action {};
+    action.sa_handler = on_stop_signal;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, nullptr);
+    sigaction(SIGTERM, &action, nullptr);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    using namespace zbroker;
+    WorkerOptions options;
+    std::vector<std::string> services;
+    std::string log_level = "info";
+    auto heartbeat_ms = options.heartbeat_interval.count();
+    auto reconnect_ms = options.reconnect_delay.count();
+
+    CLI::App app{
+        "zworker: a Majordomo (7/MDP) worker offering built-in services.\n"
+        "Each service gets its own connection to the broker, announced with a credit: how many\n"
+        "requests it may hold at once. Handlers run on --threads threads; heartbeats never wait\n"
+        "for them, so a long job is not taken for a dead worker.",
+        "zworker"};
+    app.set_version_flag("--version", std::string("zworker ") + kVersion);
+    app.add_option("-b,--broker", options.endpoint, "Broker endpoint to connect to")
+        ->capture_default_str();
+    app.add_option("-s,--service", services,
+                   "Service to offer (repeatable): " +
+                       fmt::format("{}", fmt::join(builtin_service_names(), ", ")))
+        ->required()
+        ->check(CLI::IsMember(builtin_service_names()));
+    app.add_option("-t,--threads", options.threads, "Handler threads, shared by all services")
+        ->check(CLI::Range(1, 256))
+        ->capture_default_str();
+    app.add_option("--credit", options.credit,
+                   "Requests each service may hold at once; 0 means as many as --threads")
+        ->check(CLI::Range(0, 10'000))
+        ->capture_default_str();
+    app.add_option("--heartbeat-ms", heartbeat_ms, "Heartbeat interval, milliseconds")
+        ->check(CLI::Range(10, 3'600'000))
+        ->capture_default_str();
+    app.add_option("--liveness", options.liveness,
+                   "Heartbeat intervals of broker silence before reconnecting")
+        ->check(CLI::Range(1, 100))
+        ->capture_default_str();
+    app.add_option("--reconnect-ms", reconnect_ms,
+                   "Wait before reconnecting after the broker disconnected or went silent")
+        ->check(CLI::Range(0, 3'600'000))
+        ->capture_default_str();
+    app.add_option("--log-level", log_level, "Log level")
+        ->check(CLI::IsMember(log_level_names()))
+        ->capture_default_str();
+    app.footer(
+        "Services (msgpack in and out):\n"
+        "  echo   the request body, unchanged\n"
+        "  hello  \"Hello, Server!\" -> \"Hello, Client!\"; a name -> \"Hello, <name>!\"\n"
+        "  sleep  {\"ms\": n} sleeps n ms (0..600000) -> {\"slept_ms\": n}\n"
+        "  stats  [numbers] -> {\"count\", \"mean\", \"min\", \"max\", \"stddev\"}\n"
+        "  fail   always fails: the client gets {\"error\": ...}\n\n"
+        "Example:\n  zbroker &\n  zworker --service echo --service stats --threads 4 &\n"
+        "  zclient call stats '[1, 2, 3]'\n\n"
+        "SIGINT/SIGTERM: no new work, running jobs finish and are replied, DISCONNECT, exit 0.\n"
+        "A second signal exits at once.");
+    CLI11_PARSE(app, argc, argv);
+    options.heartbeat_interval = std::chrono::milliseconds(heartbeat_ms);
+    options.reconnect_delay = std::chrono::milliseconds(reconnect_ms);
+    init_logging("zworker", log_level);
+
+    try {
+        Worker worker(options);
+        for (const std::string& service : services)
+            add_builtin_service(worker, service);
+        g_worker.store(&worker);
+        install_signal_handlers();
+        const int credit = options.credit > 0 ? options.credit : options.threads;
+        spdlog::info("zworker {} serving {} for {} with {} thread(s), credit {} per service",
+                     kVersion, fmt::join(services, ", "), options.endpoint, options.threads,
+                     credit);
+        worker.run();
+        g_worker.store(nullptr);
+        const WorkerStats stats = worker.stats();
+        spdlog::info("stopped: {} request(s) served, {} handler failure(s), {} reconnect(s)",
+                     stats.served, stats.failed, stats.reconnects);
+    } catch (const zmq::error_t& e) {
+        spdlog::error("cannot connect to broker at {}: {}. Check --broker (e.g. tcp://host:5555).",
+                      options.endpoint, e.what());
+        return EXIT_FAILURE;
+    } catch (const std::exception& e) {
+        spdlog::error("{}", e.what());
+        return EXIT_FAILURE;
+    }
+    return EXIT_SUCCESS;
+}

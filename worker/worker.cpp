@@ -1,0 +1,67 @@
+// Worker: validates options and handlers, then hands them to a WorkerLoop for one run().
+#include "worker/worker.hpp"
+
+#include <stdexcept>
+
+#include <spdlog/spdlog.h>
+
+#include "worker/worker_loop.hpp"
+
+namespace zbroker {
+
+namespace {
+
+void require(bool condition, const std::string& message) {
+    if (!condition) throw std::invalid_argument(message);
+}
+
+}  // namespace
+
+Worker::Worker(WorkerOptions options) : options_(std::move(options)) {
+    require(!options_.endpoint.empty(), "WorkerOptions.endpoint is empty: give the broker address");
+    require(options_.threads >= 1, "WorkerOptions.threads is " + std::to_string(options_.threads) +
+                                       ": a worker needs at least one handler thread");
+    require(options_.credit >= 0, "WorkerOptions.credit is " + std::to_string(options_.credit) +
+                                      ": use 0 (as many as threads) or a positive number");
+    require(options_.heartbeat_interval.count() > 0,
+            "WorkerOptions.heartbeat_interval must be positive, got " +
+                std::to_string(options_.heartbeat_interval.count()) + " ms");
+    require(options_.liveness >= 1,
+            "WorkerOptions.liveness is " + std::to_string(options_.liveness) +
+                ": the broker may be silent for at least one heartbeat interval");
+    require(options_.reconnect_delay.count() >= 0,
+            "WorkerOptions.reconnect_delay must not be negative, got " +
+                std::to_string(options_.reconnect_delay.count()) + " ms");
+}
+
+Worker::~Worker() = default;
+
+void Worker::handle(std::string service, Handler handler) {
+    if (started_) throw std::logic_error("Worker::handle('" + service + "') after run() started");
+    require(!service.empty(), "a service name must not be empty");
+    require(!protocol::is_mmi(service),
+            "service '" + service + "' is reserved: names starting with mmi. belong to the broker");
+    require(static_cast<bool>(handler), "the handler for service '" + service + "' is empty");
+    for (const auto& registered : handlers_) {
+        require(registered.first != service, "service '" + service + "' is registered twice");
+    }
+    handlers_.emplace_back(std::move(service), std::move(handler));
+}
+
+void Worker::run() {
+    if (handlers_.empty()) throw std::logic_error("Worker::run() with no service: call handle()");
+    if (started_.exchange(true)) throw std::logic_error("Worker::run() called a second time");
+    detail::WorkerLoop loop(context_, options_, handlers_, stop_requested_, counters_);
+    loop.run();
+}
+
+void Worker::stop() noexcept {
+    stop_requested_.store(true);
+}
+
+WorkerStats Worker::stats() const {
+    return {counters_.served.load(), counters_.failed.load(), counters_.reconnects.load(),
+            counters_.malformed.load(), counters_.dropped_replies.load()};
+}
+
+}  // namespace zbroker

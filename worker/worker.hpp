@@ -1,0 +1,116 @@
+// The worker library: register handlers per service, then run() serves them for a broker (7/MDP).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "shared/frames.hpp"
+#include "shared/protocol.hpp"
+
+namespace zbroker {
+
+// One request as a handler sees it. `frames` are the body frames; a handler may move them out
+// (echo does), since nothing reads them after the handler returns.
+struct Request {
+    std::string_view service;
+    Frames& frames;
+
+    // The first body frame, or empty when the request has no body.
+    std::string_view body() const noexcept;
+
+    // The first body frame decoded from msgpack; throws CodecError. Defined in
+    // worker/payload.hpp, which keeps msgpack out of this header.
+    template <class T>
+    T as() const;
+};
+
+// What a handler answers: the body frames of the REPLY.
+class Reply {
+  public:
+    static Reply raw(std::string_view bytes);
+    static Reply frames(Frames&& parts);
+    // `value` as msgpack; defined in worker/payload.hpp.
+    template <class T>
+    static Reply of(const T& value);
+    // A msgpack map {"error": message}: what a client sees when a handler throws.
+    static Reply error(std::string_view message);
+
+    Frames body;
+};
+
+using Handler = std::function<Reply(Request&)>;
+
+struct WorkerOptions {
+    std::string endpoint{protocol::kDefaultBrokerConnect};
+    int threads = 1;  // handler threads shared by all services
+    int credit = 0;   // requests one service socket may hold at once; 0 means `threads`
+    std::chrono::milliseconds heartbeat_interval{protocol::kHeartbeatInterval};
+    int liveness = protocol::kHeartbeatLiveness;  // intervals of broker silence before reconnect
+    std::chrono::milliseconds reconnect_delay{1000};
+};
+
+// A snapshot of what a worker has done so far.
+struct WorkerStats {
+    std::uint64_t served = 0;           // handler returned a reply
+    std::uint64_t failed = 0;           // handler threw; the client got Reply::error
+    std::uint64_t reconnects = 0;       // new broker connections after a DISCONNECT or silence
+    std::uint64_t malformed = 0;        // broker messages ignored as malformed
+    std::uint64_t dropped_replies = 0;  // results of a previous connection, never sent
+};
+
+namespace detail {
+// Counters written by the I/O thread and the handler threads, read by stats() from anywhere.
+struct WorkerCounters {
+    std::atomic<std::uint64_t> served{0};
+    std::atomic<std::uint64_t> failed{0};
+    std::atomic<std::uint64_t> reconnects{0};
+    std::atomic<std::uint64_t> malformed{0};
+    std::atomic<std::uint64_t> dropped_replies{0};
+};
+}  // namespace detail
+
+// A Majordomo worker: one DEALER per registered service (each one MDP worker with
+// `credit`), heartbeats on the I/O thread in run(), handlers on a pool of `threads` threads.
+// A Worker runs once: handle() every service, then run() until stop().
+class Worker {
+  public:
+    // Throws std::invalid_argument when an option is out of range.
+    explicit Worker(WorkerOptions options);
+    ~Worker();
+    Worker(const Worker&) = delete;
+    Worker& operator=(const Worker&) = delete;
+
+    // Registers `handler` for `service`. Throws std::invalid_argument for an empty, duplicate or
+    // mmi.* name, std::logic_error once run() has started.
+    void handle(std::string service, Handler handler);
+
+    // Serves until stop(): then finishes the jobs already accepted, replies, sends DISCONNECT on
+    // every socket and returns. Throws zmq::error_t if the endpoint is unusable, and
+    // std::logic_error with no service registered or when called a second time.
+    void run();
+
+    // Thread-safe and async-signal-safe: it only stores a lock-free atomic flag.
+    void stop() noexcept;
+
+    WorkerStats stats() const;
+
+    const WorkerOptions& options() const noexcept { return options_; }
+
+  private:
+    static_assert(std::atomic<bool>::is_always_lock_free, "stop() must be async-signal-safe");
+
+    WorkerOptions options_;
+    std::vector<std::pair<std::string, Handler>> handlers_;
+    std::atomic<bool> stop_requested_{false};
+    std::atomic<bool> started_{false};
+    detail::WorkerCounters counters_;
+    zmq::context_t context_;
+};
+
+}  // namespace zbroker

@@ -1,0 +1,53 @@
+// The worker's I/O thread: polls every service's DEALER and the handler results, runs the timers.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "shared/clock.hpp"
+#include "worker/broker_connection.hpp"
+#include "worker/handler_pool.hpp"
+#include "worker/worker.hpp"
+
+namespace zbroker::detail {
+
+// Lives for one Worker::run(): sockets are made, used and closed on the thread that runs it.
+class WorkerLoop {
+  public:
+    WorkerLoop(zmq::context_t& context, const WorkerOptions& options,
+               const std::vector<std::pair<std::string, Handler>>& handlers,
+               const std::atomic<bool>& stop_requested, WorkerCounters& counters);
+
+    // Serves until stop is requested and every accepted job is replied, then DISCONNECTs.
+    void run();
+
+  private:
+    // Each reads at most a batch of what is waiting, so that no socket starves the others.
+    void read_broker(std::uint32_t slot);
+    void read_results();
+    void on_broker_message(std::uint32_t slot, Frames& frames);
+    void on_request(std::uint32_t slot, Frames& frames);
+    void on_result(Frames& frames);
+    void run_timers(TimePoint now);
+    void connect(BrokerConnection& connection, TimePoint now);
+    Millis poll_timeout(TimePoint now) const;
+
+    zmq::context_t& context_;
+    const WorkerOptions& options_;
+    const std::vector<std::pair<std::string, Handler>>& handlers_;
+    const std::atomic<bool>& stop_requested_;
+    WorkerCounters& counters_;
+    zmq::socket_t results_;  // bound before the pool starts, closed after it is joined
+    HandlerPool pool_;
+    std::vector<BrokerConnection> connections_;  // one per handler, same index (the slot)
+    std::size_t jobs_in_flight_ = 0;             // submitted to the pool, result not yet read
+    std::uint64_t next_connection_id_ = 1;
+    bool draining_ = false;
+    Frames incoming_;  // reused for every read
+};
+
+}  // namespace zbroker::detail
