@@ -1,0 +1,165 @@
+// zbench: request-reply throughput and latency of zbroker, on a topology it starts or an existing
+// one.
+#include <unistd.h>
+
+#include <climits>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <optional>
+
+#include <CLI/CLI.hpp>
+
+#include <zbroker/version.hpp>
+
+#include "bench/baselines.hpp"
+#include "bench/load_run.hpp"
+#include "bench/report.hpp"
+#include "bench/topology.hpp"
+
+namespace {
+
+std::string own_directory(const char* argv0) {
+    std::error_code error;
+    const auto self = std::filesystem::read_symlink("/proc/self/exe", error);
+    return (error ? std::filesystem::absolute(argv0) : self).parent_path().string();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    using namespace zbroker::bench;
+    std::string connect;
+    std::string service = "echo";
+    std::vector<std::string> modes{"sync", "pipelined"};
+    std::vector<std::size_t> clients{1};
+    std::vector<std::size_t> workers{2};
+    std::vector<std::size_t> inflight{16, 256};
+    std::vector<std::size_t> sizes{32};
+    std::uint64_t requests = 0;
+    double duration_s = 2.0;
+    double warmup_s = 0.3;
+    int credit = 0;
+    std::string json_path;
+    std::string csv_path;
+    std::string bin_dir = own_directory(argv[0]);
+    bool baseline = false;
+
+    CLI::App app{
+        "zbench: throughput and latency of zbroker request-reply.\n"
+        "Starts its own broker and echo workers on loopback (or measures --connect ENDPOINT)\n"
+        "and sweeps every combination of the list options given.",
+        "zbench"};
+    app.set_version_flag("--version", std::string("zbench ") + zbroker::kVersion);
+    app.add_option("--connect", connect, "Measure this running broker instead of starting one");
+    app.add_option("--service", service, "Service to call; its workers must echo")
+        ->capture_default_str();
+    app.add_option("--mode", modes, "sync (one request at a time per client) and/or pipelined")
+        ->delimiter(',')
+        ->check(CLI::IsMember({"sync", "pipelined"}))
+        ->capture_default_str();
+    app.add_option("--clients", clients, "Client connections, comma-separated list")
+        ->delimiter(',')
+        ->check(CLI::Range(1, 1000))
+        ->capture_default_str();
+    app.add_option("--workers", workers, "Worker processes to start, list (ignored with --connect)")
+        ->delimiter(',')
+        ->check(CLI::Range(1, 500))
+        ->capture_default_str();
+    app.add_option("--inflight", inflight, "Requests in flight per client in pipelined mode, list")
+        ->delimiter(',')
+        ->check(CLI::Range(1, 100000))
+        ->capture_default_str();
+    app.add_option("--size", sizes, "Request body bytes, list")
+        ->delimiter(',')
+        ->check(CLI::Range(std::size_t{0}, std::size_t{64} << 20))
+        ->capture_default_str();
+    auto* count =
+        app.add_option("--requests", requests, "Requests per point (instead of --duration)")
+            ->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 40));
+    app.add_option("--duration", duration_s, "Seconds per point")
+        ->check(CLI::Range(0.1, 3600.0))
+        ->excludes(count)
+        ->capture_default_str();
+    app.add_option("--warmup", warmup_s, "Seconds of warm-up before each timed point")
+        ->check(CLI::Range(0.0, 60.0))
+        ->capture_default_str();
+    app.add_option("--credit", credit, "Credit of each started worker (0: zworker's default)")
+        ->check(CLI::Range(0, 10000));
+    app.add_option("--json", json_path, "Write all points as JSON to this file");
+    app.add_option("--csv", csv_path, "Write all points as CSV to this file");
+    app.add_flag("--baseline", baseline,
+                 "Also run each point against a direct echo server (no broker) and a featureless\n"
+                 "ROUTER-to-ROUTER relay, and print zbroker's ratio to each");
+    app.add_option("--bin-dir", bin_dir, "Where zbroker and zworker are")->capture_default_str();
+    app.footer(
+        "MB/s counts request payload bytes once. Latency is per request, from send to reply,\n"
+        "exact percentiles over every sample. Example:\n"
+        "  zbench --mode pipelined --inflight 1,16,256,1024 --size 32,1024 --duration 2");
+    CLI11_PARSE(app, argc, argv);
+
+    std::vector<Point> points;
+    const auto topologies = connect.empty() ? workers : std::vector<std::size_t>{0};
+    try {
+        print_table_header(std::cout);
+        for (const std::size_t worker_count : topologies) {
+            std::optional<Topology> topology;
+            if (connect.empty())
+                topology.emplace(TopologySpec{bin_dir, worker_count, credit, service});
+            const std::string endpoint = connect.empty() ? topology->endpoint() : connect;
+            std::optional<DirectEchoServer> direct;
+            std::optional<FeaturelessRelay> relay;
+            if (baseline) {
+                direct.emplace();
+                relay.emplace(std::max<std::size_t>(worker_count, 1));
+            }
+            for (const auto& mode : modes) {
+                const auto windows = mode == "sync" ? std::vector<std::size_t>{1} : inflight;
+                for (const std::size_t size : sizes) {
+                    for (const std::size_t window : windows) {
+                        for (const std::size_t client_count : clients) {
+                            LoadSpec spec;
+                            spec.endpoint = endpoint;
+                            spec.service = service;
+                            spec.clients = client_count;
+                            spec.inflight = window;
+                            spec.size = size;
+                            spec.requests = requests;
+                            spec.duration =
+                                std::chrono::milliseconds(static_cast<long>(duration_s * 1000));
+                            spec.warmup =
+                                std::chrono::milliseconds(static_cast<long>(warmup_s * 1000));
+                            Point point{"zbroker", mode, client_count,  worker_count,
+                                        window,    size, run_load(spec)};
+                            print_table_row(std::cout, point);
+                            points.push_back(point);
+                            if (!baseline) continue;
+                            for (auto [name, target] : {std::pair{"relay", relay->endpoint()},
+                                                        std::pair{"direct", direct->endpoint()}}) {
+                                spec.endpoint = target;
+                                Point base{name,   mode, client_count,  worker_count,
+                                           window, size, run_load(spec)};
+                                print_table_row(std::cout, base);
+                                print_ratio(std::cout, point, base);
+                                points.push_back(std::move(base));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if (!json_path.empty()) write_json(json_path, points);
+        if (!csv_path.empty()) write_csv(csv_path, points);
+    } catch (const std::exception& e) {
+        std::cerr << "zbench: " << e.what() << '\n';
+        return EXIT_FAILURE;
+    }
+    for (const Point& p : points) {
+        if (p.result.answered() != p.result.sent) {
+            std::cerr << "zbench: " << (p.result.sent - p.result.answered())
+                      << " request(s) got no answer at some point: see the errors column\n";
+            return 2;
+        }
+    }
+    return EXIT_SUCCESS;
+}

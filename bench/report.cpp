@@ -1,0 +1,110 @@
+// Formats benchmark points; JSON through nlohmann_json, CSV and the table by hand.
+#include "report.hpp"
+
+#include <fstream>
+#include <iomanip>
+#include <stdexcept>
+
+#include <nlohmann/json.hpp>
+
+namespace zbroker::bench {
+namespace {
+
+std::string errors_text(const LoadResult& result) {
+    if (result.errors.empty()) return "0";
+    std::string text;
+    for (const auto& [status, count] : result.errors) {
+        if (!text.empty()) text += ',';
+        text += std::string(protocol::status_text(status)) + ":" + std::to_string(count);
+    }
+    return text;
+}
+
+std::ofstream open_for_writing(const std::string& path) {
+    std::ofstream file(path);
+    if (!file) throw std::runtime_error("cannot write " + path + ": check the directory exists");
+    return file;
+}
+
+}  // namespace
+
+void print_table_header(std::ostream& out) {
+    out << std::left << std::setw(9) << "target" << std::setw(10) << "mode" << std::right
+        << std::setw(8) << "clients" << std::setw(8) << "workers" << std::setw(9) << "inflight"
+        << std::setw(7) << "size" << std::setw(10) << "requests" << std::setw(11) << "req/s"
+        << std::setw(9) << "MB/s" << std::setw(9) << "p50 us" << std::setw(9) << "p90 us"
+        << std::setw(9) << "p99 us" << std::setw(10) << "p99.9 us" << std::setw(9) << "max us"
+        << "  errors\n";
+}
+
+void print_table_row(std::ostream& out, const Point& p) {
+    const auto& r = p.result;
+    out << std::left << std::setw(9) << p.target << std::setw(10) << p.mode << std::right
+        << std::setw(8) << p.clients << std::setw(8) << p.workers << std::setw(9) << p.inflight
+        << std::setw(7) << p.size << std::setw(10) << r.sent << std::setw(11) << std::fixed
+        << std::setprecision(0) << r.requests_per_second() << std::setw(9) << std::setprecision(2)
+        << p.megabytes_per_second() << std::setprecision(0) << std::setw(9) << r.latency.p50_us
+        << std::setw(9) << r.latency.p90_us << std::setw(9) << r.latency.p99_us << std::setw(10)
+        << r.latency.p999_us << std::setw(9) << r.latency.max_us << "  " << errors_text(r) << '\n'
+        << std::flush;
+}
+
+void print_ratio(std::ostream& out, const Point& zbroker, const Point& baseline) {
+    const auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
+    out << "  zbroker / " << baseline.target << ": throughput " << std::fixed
+        << std::setprecision(2)
+        << ratio(zbroker.result.requests_per_second(), baseline.result.requests_per_second())
+        << "x, p50 latency " << ratio(zbroker.result.latency.p50_us, baseline.result.latency.p50_us)
+        << "x\n"
+        << std::flush;
+}
+
+void write_json(const std::string& path, const std::vector<Point>& points) {
+    nlohmann::json doc;
+    doc["points"] = nlohmann::json::array();
+    for (const Point& p : points) {
+        const auto& r = p.result;
+        nlohmann::json errors = nlohmann::json::object();
+        for (const auto& [status, count] : r.errors)
+            errors[std::string(protocol::status_text(status))] = count;
+        doc["points"].push_back({
+            {"target", p.target},
+            {"mode", p.mode},
+            {"clients", p.clients},
+            {"workers", p.workers},
+            {"inflight", p.inflight},
+            {"size", p.size},
+            {"sent", r.sent},
+            {"ok", r.ok},
+            {"errors", errors},
+            {"seconds", r.seconds},
+            {"requests_per_second", r.requests_per_second()},
+            {"megabytes_per_second", p.megabytes_per_second()},
+            {"latency_us",
+             {{"p50", r.latency.p50_us},
+              {"p90", r.latency.p90_us},
+              {"p99", r.latency.p99_us},
+              {"p99_9", r.latency.p999_us},
+              {"max", r.latency.max_us},
+              {"mean", r.latency.mean_us}}},
+        });
+    }
+    open_for_writing(path) << doc.dump(2) << '\n';
+}
+
+void write_csv(const std::string& path, const std::vector<Point>& points) {
+    std::ofstream file = open_for_writing(path);
+    file << "target,mode,clients,workers,inflight,size,sent,ok,errors,seconds,req_per_s,mb_per_s,"
+            "p50_us,p90_us,p99_us,p999_us,max_us\n";
+    for (const Point& p : points) {
+        const auto& r = p.result;
+        file << p.target << ',' << p.mode << ',' << p.clients << ',' << p.workers << ','
+             << p.inflight << ',' << p.size << ',' << r.sent << ',' << r.ok << ','
+             << (r.sent - r.ok) << ',' << r.seconds << ',' << r.requests_per_second() << ','
+             << p.megabytes_per_second() << ',' << r.latency.p50_us << ',' << r.latency.p90_us
+             << ',' << r.latency.p99_us << ',' << r.latency.p999_us << ',' << r.latency.max_us
+             << '\n';
+    }
+}
+
+}  // namespace zbroker::bench

@@ -1,0 +1,62 @@
+// Spawns zbroker and zworker processes and waits until mmi.services shows every worker.
+#include "topology.hpp"
+
+#include <chrono>
+#include <map>
+#include <stdexcept>
+#include <thread>
+
+#include "client/client.hpp"
+#include "shared/codec.hpp"
+
+namespace zbroker::bench {
+
+namespace {
+
+struct ServiceFigures {
+    int workers = 0;
+    MSGPACK_DEFINE_MAP(workers)
+};
+
+}  // namespace
+
+int registered_workers(const std::string& endpoint, const std::string& service) {
+    Client client(endpoint);
+    const Response response = client.call(
+        protocol::kMmiServices, "", {.timeout = std::chrono::milliseconds(1000), .retries = 0});
+    if (!response.ok()) return -1;
+    try {
+        const auto services = unpack<std::map<std::string, msgpack::object>>(response.body_view());
+        const auto it = services.find(service);
+        return it == services.end() ? 0 : it->second.as<ServiceFigures>().workers;
+    } catch (const std::exception&) {
+        return -1;
+    }
+}
+
+Topology::Topology(const TopologySpec& spec)
+    : broker_(start_broker(spec.bin_dir)) {  // at info: it announces its endpoint there
+    for (std::size_t i = 0; i < spec.workers; ++i) {
+        std::vector<std::string> argv{spec.bin_dir + "/zworker",
+                                      "--broker",
+                                      endpoint(),
+                                      "--service",
+                                      spec.service,
+                                      "--log-level",
+                                      "warn"};
+        if (spec.credit > 0) {
+            argv.insert(argv.end(), {"--credit", std::to_string(spec.credit)});
+        }
+        workers_.emplace_back(std::move(argv));
+    }
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (registered_workers(endpoint(), spec.service) < static_cast<int>(spec.workers)) {
+        if (std::chrono::steady_clock::now() > deadline) {
+            throw std::runtime_error("workers did not register within 30 s; broker log:\n" +
+                                     broker_.first.output());
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+}
+
+}  // namespace zbroker::bench

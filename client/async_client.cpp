@@ -1,0 +1,143 @@
+// AsyncClient: non-blocking sends and a flat set of the ids still awaited.
+#include "client/async_client.hpp"
+
+#include <bit>
+#include <stdexcept>
+
+#include <spdlog/spdlog.h>
+
+#include "client/zbc_envelope.hpp"
+#include "shared/clock.hpp"
+#include "shared/request_headers.hpp"
+
+namespace zbroker {
+namespace detail {
+
+RequestIdSet::RequestIdSet(std::size_t max_size)
+    : slots_(std::bit_ceil(std::max<std::size_t>(16, 2 * max_size)), kEmpty),
+      mask_(slots_.size() - 1) {}
+
+std::size_t RequestIdSet::slot_of(std::uint64_t id) const {
+    std::size_t slot = static_cast<std::size_t>(id) & mask_;
+    while (slots_[slot] != kEmpty && slots_[slot] != id)
+        slot = (slot + 1) & mask_;
+    return slot;
+}
+
+void RequestIdSet::insert(std::uint64_t id) {
+    std::uint64_t& slot = slots_[slot_of(id)];
+    if (slot == kEmpty) {
+        slot = id;
+        ++size_;
+    }
+}
+
+bool RequestIdSet::contains(std::uint64_t id) const {
+    return id != kEmpty && slots_[slot_of(id)] == id;
+}
+
+bool RequestIdSet::erase(std::uint64_t id) {
+    if (id == kEmpty) return false;
+    std::size_t hole = slot_of(id);
+    if (slots_[hole] != id) return false;
+    slots_[hole] = kEmpty;
+    --size_;
+    // Backward-shift deletion: pull later members of the probe run into the hole, so that
+    // lookups never stop early at it and no tombstones accumulate.
+    for (std::size_t next = (hole + 1) & mask_; slots_[next] != kEmpty; next = (next + 1) & mask_) {
+        const std::size_t home = static_cast<std::size_t>(slots_[next]) & mask_;
+        // Movable when its home is not in the cyclic range (hole, next].
+        const bool home_after_hole = ((next - home) & mask_) < ((next - hole) & mask_);
+        if (home_after_hole) continue;
+        slots_[hole] = slots_[next];
+        slots_[next] = kEmpty;
+        hole = next;
+    }
+    return true;
+}
+
+}  // namespace detail
+
+AsyncClient::AsyncClient(std::string endpoint, std::size_t window)
+    : endpoint_(std::move(endpoint)),
+      window_(window),
+      context_(std::make_unique<zmq::context_t>(1)),
+      in_flight_(window) {
+    if (window_ == 0) throw std::invalid_argument("AsyncClient window must be at least 1");
+    socket_ = zmq::socket_t(*context_, zmq::socket_type::dealer);
+    socket_.set(zmq::sockopt::linger, 0);
+    // The window already bounds both queues (one reply per request at most), so a high-water
+    // mark could only turn a send inside the window into a spurious would-block.
+    socket_.set(zmq::sockopt::sndhwm, 0);
+    socket_.set(zmq::sockopt::rcvhwm, 0);
+    socket_.connect(endpoint_);
+    request_.reserve(detail::kReplyBody + 1);
+    reply_.reserve(detail::kReplyBody + 1);
+}
+
+AsyncClient::~AsyncClient() = default;
+AsyncClient::AsyncClient(AsyncClient&&) noexcept = default;
+AsyncClient& AsyncClient::operator=(AsyncClient&&) noexcept = default;
+
+std::optional<std::uint64_t> AsyncClient::send(std::string_view service, std::string_view body,
+                                               std::chrono::milliseconds deadline) {
+    if (in_flight_.size() >= window_) return std::nullopt;
+    if (deadline != headers_deadline_) {
+        // Encoded once per distinct deadline: a run of sends reuses the same bytes.
+        RequestHeaders headers;
+        if (deadline.count() > 0) headers.deadline = deadline;
+        headers_ = encode_request_headers(headers);
+        headers_deadline_ = deadline;
+    }
+    const std::uint64_t id = next_request_id_;
+    detail::build_request_envelope(request_, service, id, headers_);
+    request_.emplace_back(body.data(), body.size());
+    if (send_frames(socket_, request_, zmq::send_flags::dontwait) != SendResult::sent) {
+        return std::nullopt;
+    }
+    ++next_request_id_;
+    in_flight_.insert(id);
+    return id;
+}
+
+std::optional<Completion> AsyncClient::receive(std::chrono::milliseconds timeout) {
+    std::optional<TimePoint> give_up;  // read the clock only when we have to wait
+    while (true) {
+        if (recv_frames(socket_, reply_, zmq::recv_flags::dontwait)) {
+            if (auto done = complete_reply()) return done;
+            continue;
+        }
+        if (!give_up) give_up = now() + timeout;
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(*give_up - now());
+        if (left.count() <= 0) return std::nullopt;
+        zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+        try {
+            zmq::poll(&item, 1, left);
+        } catch (const zmq::error_t& e) {
+            if (e.num() != EINTR) throw;
+        }
+    }
+}
+
+std::optional<Completion> AsyncClient::complete_reply() {
+    const char* why = "";
+    const auto envelope = detail::parse_reply_envelope(reply_, why);
+    if (!envelope) {
+        spdlog::warn("ignoring a malformed reply from {}: {}: {}", endpoint_, why,
+                     describe(reply_));
+        return std::nullopt;
+    }
+    if (!in_flight_.erase(envelope->id)) {
+        spdlog::debug("ignoring a reply for request {} that is not in flight", envelope->id);
+        return std::nullopt;
+    }
+    Completion done{envelope->id, envelope->status, {}};
+    if (reply_.size() > detail::kReplyBody) {
+        done.body.reserve(reply_.size() - detail::kReplyBody);
+        for (std::size_t i = detail::kReplyBody; i < reply_.size(); ++i)
+            done.body.push_back(std::move(reply_[i]));
+    }
+    return done;
+}
+
+}  // namespace zbroker

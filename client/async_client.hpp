@@ -1,0 +1,88 @@
+// Pipelined ZBC01 client: a window of requests in flight, replies matched by request id.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "shared/frames.hpp"
+#include "shared/protocol.hpp"
+
+namespace zbroker {
+
+// One answered request: the id send() returned, the broker's status, the reply frames.
+struct Completion {
+    std::uint64_t id = 0;
+    protocol::Status status = protocol::Status::no_reply;
+    Frames body;
+};
+
+namespace detail {
+
+// The ids in flight, as an open-addressing set at most half full. Ids are consecutive, so
+// `id & mask` spreads them without hashing and lookups are a probe or two.
+class RequestIdSet {
+  public:
+    explicit RequestIdSet(std::size_t max_size);
+    void insert(std::uint64_t id);
+    bool erase(std::uint64_t id);  // false when `id` was not in the set
+    bool contains(std::uint64_t id) const;
+    std::size_t size() const { return size_; }
+
+  private:
+    static constexpr std::uint64_t kEmpty = 0;  // never an id: ids start at 1
+    std::size_t slot_of(std::uint64_t id) const;
+
+    std::vector<std::uint64_t> slots_;
+    std::size_t mask_ = 0;
+    std::size_t size_ = 0;
+};
+
+}  // namespace detail
+
+// Keeps up to `window` requests in flight on one DEALER socket and hands back replies in
+// the order they arrive, which need not be the order sent. Nothing is retried: a request
+// that should not wait forever carries a deadline, and the broker answers 504 or 503 at it.
+// Not thread-safe: one AsyncClient per thread.
+class AsyncClient {
+  public:
+    // Throws std::invalid_argument when window is 0, zmq::error_t on a bad endpoint.
+    AsyncClient(std::string endpoint, std::size_t window);
+    ~AsyncClient();
+    AsyncClient(AsyncClient&&) noexcept;
+    AsyncClient& operator=(AsyncClient&&) noexcept;
+
+    // Queues a request; its id, or nullopt when the window is full (receive() first).
+    // `deadline` is sent as deadline_ms; 0 means none.
+    std::optional<std::uint64_t> send(std::string_view service, std::string_view body,
+                                      std::chrono::milliseconds deadline = {});
+
+    // The next reply to a request in flight, or nullopt when none came within `timeout`.
+    std::optional<Completion> receive(std::chrono::milliseconds timeout);
+
+    std::size_t in_flight() const { return in_flight_.size(); }
+    std::size_t window() const { return window_; }
+
+  private:
+    // The completion in reply_, or nullopt when it is malformed or not awaited.
+    std::optional<Completion> complete_reply();
+
+    std::string endpoint_;
+    std::size_t window_;
+    std::unique_ptr<zmq::context_t> context_;
+    zmq::socket_t socket_;
+    std::uint64_t next_request_id_ = 1;
+    detail::RequestIdSet in_flight_;
+    // Reused for every request and reply, so the hot path allocates nothing for small bodies.
+    Frames request_;
+    Frames reply_;
+    std::chrono::milliseconds headers_deadline_{-1};
+    std::string headers_;  // encoded for headers_deadline_
+};
+
+}  // namespace zbroker

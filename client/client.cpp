@@ -1,0 +1,121 @@
+// Client: the Lazy Pirate pattern over a DEALER socket speaking ZBC01.
+#include "client/client.hpp"
+
+#include <algorithm>
+#include <thread>
+
+#include <spdlog/spdlog.h>
+
+#include "client/zbc_envelope.hpp"
+#include "shared/clock.hpp"
+#include "shared/request_headers.hpp"
+
+namespace zbroker {
+namespace {
+
+constexpr std::chrono::milliseconds kMaxBackoff{5000};
+
+// The broker answers 503/504 exactly at the deadline we send, which equals our own timeout;
+// listening a little longer lets that answer arrive instead of racing it.
+std::chrono::milliseconds reply_grace(std::chrono::milliseconds timeout) {
+    using std::chrono::milliseconds;
+    return std::clamp(timeout / 4, milliseconds{50}, milliseconds{500});
+}
+
+}  // namespace
+
+std::string_view Response::body_view() const {
+    return body.empty() ? std::string_view{} : view(body.front());
+}
+
+Client::Client(std::string endpoint)
+    : endpoint_(std::move(endpoint)), context_(std::make_unique<zmq::context_t>(1)) {
+    reconnect();
+}
+
+Client::~Client() = default;
+Client::Client(Client&&) noexcept = default;
+Client& Client::operator=(Client&&) noexcept = default;
+
+void Client::reconnect() {
+    socket_ = zmq::socket_t(*context_, zmq::socket_type::dealer);
+    // Unsent or unanswered requests die with the socket: a closed Client never blocks exit.
+    socket_.set(zmq::sockopt::linger, 0);
+    socket_.connect(endpoint_);
+}
+
+Response Client::call(std::string_view service, std::string_view body, const CallOptions& options) {
+    Frames frames;
+    frames.push_back(frame(body));
+    return call(service, std::move(frames), options);
+}
+
+Response Client::call(std::string_view service, Frames body, const CallOptions& options) {
+    auto backoff = options.backoff;
+    const int attempts = 1 + std::max(options.retries, 0);
+    for (int attempt_number = 1;; ++attempt_number) {
+        Response response = attempt(service, body, options.timeout);
+        if (response.status != protocol::Status::no_reply) return response;
+        spdlog::debug("no reply from {} for '{}' within {} ms (attempt {} of {})", endpoint_,
+                      service, options.timeout.count(), attempt_number, attempts);
+        // A fresh socket, so a late reply to this attempt cannot be taken for the next one's.
+        reconnect();
+        if (attempt_number >= attempts) return response;
+        std::this_thread::sleep_for(backoff);
+        backoff = std::min(backoff * 2, kMaxBackoff);
+    }
+}
+
+Response Client::attempt(std::string_view service, Frames& body,
+                         std::chrono::milliseconds timeout) {
+    const std::uint64_t id = next_request_id_++;
+    const std::string headers = encode_request_headers({.deadline = timeout});
+    detail::build_request_envelope(request_, service, id, headers);
+    for (zmq::message_t& part : body) {
+        // Shared, not moved: a retry sends the same body again (large bodies are refcounted).
+        request_.emplace_back().copy(part);
+    }
+
+    const TimePoint give_up = now() + timeout + reply_grace(timeout);
+    // A DEALER queues while it connects; the send only fails when that queue is full.
+    socket_.set(zmq::sockopt::sndtimeo, static_cast<int>(timeout.count()));
+    if (send_frames(socket_, request_) != SendResult::sent) {
+        spdlog::debug("could not queue a request to {} within {} ms", endpoint_, timeout.count());
+        return {};
+    }
+
+    while (true) {
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(give_up - now());
+        if (left.count() <= 0) return {};
+        zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+        try {
+            zmq::poll(&item, 1, left);
+        } catch (const zmq::error_t& e) {
+            if (e.num() != EINTR) throw;
+            continue;  // a signal handler ran; the deadline still holds
+        }
+        if ((item.revents & ZMQ_POLLIN) == 0) continue;
+        if (!recv_frames(socket_, reply_, zmq::recv_flags::dontwait)) continue;
+
+        const char* why = "";
+        const auto envelope = detail::parse_reply_envelope(reply_, why);
+        if (!envelope) {
+            spdlog::warn("ignoring a malformed reply from {}: {}: {}", endpoint_, why,
+                         describe(reply_));
+            continue;
+        }
+        if (envelope->id != id) {
+            spdlog::debug("ignoring a reply for request {} that is no longer awaited",
+                          envelope->id);
+            continue;
+        }
+        Response response{envelope->status, {}};
+        response.body.reserve(reply_.size() - detail::kReplyBody);
+        for (std::size_t i = detail::kReplyBody; i < reply_.size(); ++i) {
+            response.body.push_back(std::move(reply_[i]));
+        }
+        return response;
+    }
+}
+
+}  // namespace zbroker

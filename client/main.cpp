@@ -1,0 +1,298 @@
+// zclient: call a service or list services from a shell; JSON in and out, msgpack on the wire.
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <iostream>
+#include <iterator>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <zbroker/version.hpp>
+
+#include "client/client.hpp"
+#include "shared/logging.hpp"
+
+namespace {
+
+using nlohmann::json;
+using zbroker::protocol::Status;
+
+// Documented in the --help footer; scripts branch on these.
+enum ExitCode : int {
+    kOk = 0,
+    kUsage = 1,
+    kNoReply = 2,
+    kUnavailable = 3,
+    kDeadline = 4,
+    kQueueFull = 5,
+    kRetriesExhausted = 6,
+    kBadRequest = 7,
+    kHandlerError = 8,
+};
+
+constexpr const char* kExitCodesHelp =
+    "Exit codes:\n"
+    "  0  ok\n"
+    "  1  usage or input error (e.g. the JSON does not parse)\n"
+    "  2  no reply: the broker is unreachable or too slow (check --broker, raise --timeout)\n"
+    "  3  service unavailable (503): no worker for it, or the broker is draining\n"
+    "  4  deadline exceeded (504): the worker did not answer within --timeout\n"
+    "  5  queue full (429): too many requests waiting for the service\n"
+    "  6  retries exhausted (500): the workers given the request kept dying\n"
+    "  7  bad request (400) or request too large (413)\n"
+    "  8  the worker's handler reported an error ({\"error\": ...} reply)\n\n"
+    "Examples:\n"
+    "  zclient call hello '\"Hello, Server!\"'\n"
+    "  echo '{\"ms\": 100}' | zclient call sleep\n"
+    "  zclient --timeout 500 --retries 0 services echo stats";
+
+struct Settings {
+    std::string broker{zbroker::protocol::kDefaultBrokerConnect};
+    long long timeout_ms = 2500;
+    int retries = 2;
+
+    zbroker::CallOptions call_options() const {
+        return {.timeout = std::chrono::milliseconds(timeout_ms), .retries = retries};
+    }
+};
+
+int fail(int code, const std::string& message) {
+    std::cerr << "zclient: " << message << '\n';
+    return code;
+}
+
+// The exit code and the one line of advice for an answer that is not 200.
+int report_status(Status status, const Settings& settings, const std::string& service,
+                  std::size_t request_size) {
+    const std::string quoted = "'" + service + "'";
+    const std::string timeout = std::to_string(settings.timeout_ms) + " ms";
+    switch (status) {
+        case Status::ok:
+            return kOk;
+        case Status::no_reply:
+            return fail(kNoReply, "no reply from " + settings.broker + " after " +
+                                      std::to_string(settings.retries + 1) + " attempt(s) of " +
+                                      timeout +
+                                      ": check that zbroker is running and reachable there "
+                                      "(--broker), or raise --timeout if the service is slow");
+        case Status::unavailable:
+            return fail(kUnavailable,
+                        "service " + quoted + " is unavailable (503): no worker took it within " +
+                            timeout + ", or the broker is draining; start one (zworker --service " +
+                            service + ") and see `zclient services`");
+        case Status::deadline_exceeded:
+            return fail(kDeadline, "deadline exceeded (504): service " + quoted +
+                                       " did not answer within " + timeout +
+                                       "; raise --timeout or check the worker");
+        case Status::queue_full:
+            return fail(kQueueFull, "queue full (429): too many requests are waiting for " +
+                                        quoted + "; retry later or start more workers");
+        case Status::retries_exhausted:
+            return fail(kRetriesExhausted,
+                        "retries exhausted (500): every worker given this request died on it; "
+                        "check the worker logs, the request may crash the handler");
+        case Status::bad_request:
+            return fail(kBadRequest,
+                        "bad request (400): the broker refused the request as malformed; "
+                        "the broker's log says why");
+        case Status::too_large:
+            return fail(kBadRequest, "request too large (413): " + std::to_string(request_size) +
+                                         " bytes is over the broker's --max-msg-size; send less");
+    }
+    return fail(kBadRequest,
+                "unexpected status " + std::string(zbroker::protocol::status_text(status)));
+}
+
+std::string read_stdin() {
+    if (isatty(STDIN_FILENO) != 0) std::cerr << "zclient: reading the request from stdin...\n";
+    return {std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>()};
+}
+
+// nlohmann's messages start with "[json.exception.parse_error.101] ": noise to a user.
+std::string without_exception_id(const std::string& what) {
+    const auto end = what.find("] ");
+    return end == std::string::npos ? what : what.substr(end + 2);
+}
+
+std::optional<json> decode_msgpack(std::string_view bytes) {
+    try {
+        return json::from_msgpack(bytes.begin(), bytes.end());
+    } catch (const json::exception&) {
+        return std::nullopt;  // not msgpack, or a map with non-string keys: shown as text
+    }
+}
+
+std::string to_text(const json& value) {
+    // Msgpack strings need not be UTF-8; a reply must print, not throw.
+    return value.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+int run_call(const Settings& settings, const std::string& service,
+             const std::optional<std::string>& argument, bool raw) {
+    const std::string input = !argument || *argument == "-" ? read_stdin() : *argument;
+    std::string body = input;
+    if (!raw) {
+        try {
+            const std::vector<std::uint8_t> packed = json::to_msgpack(json::parse(input));
+            body.assign(packed.begin(), packed.end());
+        } catch (const json::parse_error& e) {
+            return fail(kUsage, "the request is not valid JSON (" + without_exception_id(e.what()) +
+                                    "); quote it for the shell, e.g. zclient call hello "
+                                    "'\"Alice\"', or send bytes as they are with --raw");
+        }
+    }
+
+    zbroker::Client client(settings.broker);
+    const zbroker::Response response = client.call(service, body, settings.call_options());
+    if (!response.ok()) return report_status(response.status, settings, service, body.size());
+
+    if (raw) {
+        for (const zmq::message_t& part : response.body)
+            std::cout << zbroker::view(part);
+        std::cout.flush();
+        return kOk;
+    }
+    for (const zmq::message_t& part : response.body) {
+        const std::string_view bytes = zbroker::view(part);
+        const std::optional<json> value = decode_msgpack(bytes);
+        if (!value) {
+            std::cout << bytes << '\n';
+            continue;
+        }
+        if (value->is_object() && value->contains("error")) {
+            const json& error = value->at("error");
+            return fail(kHandlerError,
+                        "service '" + service + "' failed: " +
+                            (error.is_string() ? error.get<std::string>() : to_text(error)) +
+                            " (reported by the worker's handler; see the worker's log)");
+        }
+        std::cout << to_text(*value) << '\n';
+    }
+    return kOk;
+}
+
+// With names: mmi.service for each. Without: the mmi.services table.
+int run_services(const Settings& settings, const std::vector<std::string>& names) {
+    zbroker::Client client(settings.broker);
+    if (!names.empty()) {
+        std::size_t width = 0;
+        for (const std::string& name : names)
+            width = std::max(width, name.size());
+        for (const std::string& name : names) {
+            const zbroker::Response response =
+                client.call(zbroker::protocol::kMmiService, name, settings.call_options());
+            if (!response.ok()) {
+                return report_status(response.status, settings,
+                                     std::string(zbroker::protocol::kMmiService), name.size());
+            }
+            const std::string_view answer = response.body_view();
+            std::string verdict;
+            if (answer == zbroker::protocol::kMmiFound) {
+                verdict = "available";
+            } else if (answer == zbroker::protocol::kMmiNotFound) {
+                verdict = "unknown (no workers)";
+            } else {
+                verdict = "unexpected answer " + zbroker::printable(answer);
+            }
+            std::cout << name << std::string(width - name.size() + 2, ' ') << verdict << '\n';
+        }
+        return kOk;
+    }
+
+    const zbroker::Response response =
+        client.call(zbroker::protocol::kMmiServices, "", settings.call_options());
+    if (!response.ok()) {
+        return report_status(response.status, settings,
+                             std::string(zbroker::protocol::kMmiServices), 0);
+    }
+    const std::optional<json> services = decode_msgpack(response.body_view());
+    if (!services || !services->is_object()) {
+        return fail(kNoReply, "the answer to mmi.services from " + settings.broker +
+                                  " is not a msgpack map; is that a zbroker (mmi.services is "
+                                  "its extension)? Ask per name: zclient services NAME");
+    }
+    std::size_t width = 7;
+    for (const auto& [name, figures] : services->items())
+        width = std::max(width, name.size());
+    auto figure = [](const json& figures, const char* key) -> std::string {
+        const auto it = figures.find(key);
+        return it != figures.end() && it->is_number() ? to_text(*it) : "?";
+    };
+    std::printf("%-*s  %7s  %7s  %9s\n", static_cast<int>(width), "SERVICE", "WORKERS", "QUEUED",
+                "IN FLIGHT");
+    for (const auto& [name, figures] : services->items()) {
+        std::printf("%-*s  %7s  %7s  %9s\n", static_cast<int>(width), name.c_str(),
+                    figure(figures, "workers").c_str(), figure(figures, "queued").c_str(),
+                    figure(figures, "in_flight").c_str());
+    }
+    if (services->empty()) std::printf("(no services: no worker has registered yet)\n");
+    return kOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    Settings settings;
+    std::string log_level = "warn";
+
+    CLI::App app{
+        "zclient: call a zbroker service, or ask which services have workers.\n"
+        "Requests are JSON on the command line, sent as msgpack (ZBC01); replies print as JSON.\n"
+        "An attempt without a reply within --timeout is sent again, --retries more times.",
+        "zclient"};
+    app.set_version_flag("--version", std::string("zclient ") + zbroker::kVersion);
+    app.add_option("-b,--broker", settings.broker, "Broker endpoint to connect to")
+        ->capture_default_str();
+    app.add_option("-t,--timeout", settings.timeout_ms,
+                   "Milliseconds to wait for each attempt; also the deadline the broker enforces")
+        ->check(CLI::Range(1LL, 3'600'000LL))
+        ->capture_default_str();
+    app.add_option("-r,--retries", settings.retries,
+                   "Extra attempts after an attempt got no reply (never after a broker error)")
+        ->check(CLI::Range(0, 100))
+        ->capture_default_str();
+    app.add_option("--log-level", log_level, "Log level")
+        ->check(CLI::IsMember(zbroker::log_level_names()))
+        ->capture_default_str();
+    app.require_subcommand(1);
+    app.footer(kExitCodesHelp);
+
+    std::string service;
+    std::string json_argument;
+    bool raw = false;
+    CLI::App* call = app.add_subcommand("call", "Send one request to SERVICE and print the reply");
+    call->add_option("service", service, "Service name")->required();
+    CLI::Option* json_option = call->add_option(
+        "json", json_argument, "Request as JSON; read from stdin when omitted or \"-\"");
+    call->add_flag("--raw", raw, "Send the input bytes as they are; print the reply bytes as is");
+
+    std::vector<std::string> names;
+    CLI::App* services = app.add_subcommand(
+        "services", "With names: whether each has workers. Without: every service's figures");
+    services->add_option("names", names, "Service names to ask about");
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e) == 0 ? kOk : kUsage;
+    }
+    zbroker::init_logging("zclient", log_level);
+
+    try {
+        if (call->parsed()) {
+            std::optional<std::string> argument;
+            if (json_option->count() > 0) argument = json_argument;
+            return run_call(settings, service, argument, raw);
+        }
+        return run_services(settings, names);
+    } catch (const zmq::error_t& e) {
+        return fail(kUsage, "cannot use broker endpoint '" + settings.broker + "': " + e.what() +
+                                "; give one like tcp://localhost:5555 (--broker)");
+    }
+}
