@@ -49,7 +49,10 @@ std::optional<std::uint32_t> parse_credit(std::string_view text) noexcept {
 }  // namespace
 
 BrokerCore::BrokerCore(BrokerConfig config, Outbox& outbox, TimePoint now)
-    : config_(config), outbox_(outbox), next_heartbeat_(now + config.heartbeat_interval) {}
+    : config_(config),
+      outbox_(outbox),
+      started_(now),
+      next_heartbeat_(now + config.heartbeat_interval) {}
 
 BrokerCore::~BrokerCore() = default;
 
@@ -96,7 +99,7 @@ void BrokerCore::on_client_request(Frames& in, ClientProtocol protocol, TimePoin
         return refuse(in, protocol, Status::bad_request);
     }
     ++counters_.requests;
-    if (protocol::is_mmi(service_name)) return answer_mmi(in, protocol);
+    if (protocol::is_mmi(service_name)) return answer_mmi(in, protocol, now);
     if (draining_) return refuse(in, protocol, Status::unavailable);
 
     const std::size_t first = body_start(protocol);
@@ -217,13 +220,14 @@ void BrokerCore::on_reply(Worker& worker, Frames& in) {
     } else {
         send_to_client(record->protocol, record->client, service.name, record->request_id,
                        Status::ok, in, kReplyBody);
+        ++service.served;
     }
     table_.release(*record);
     service.offer(worker);
     dispatch(service);
 }
 
-void BrokerCore::answer_mmi(Frames& in, ClientProtocol protocol) {
+void BrokerCore::answer_mmi(Frames& in, ClientProtocol protocol, TimePoint now) {
     const std::string_view service = view(in[kService]);
     const std::size_t first = body_start(protocol);
     std::string answer;
@@ -232,6 +236,11 @@ void BrokerCore::answer_mmi(Frames& in, ClientProtocol protocol) {
         answer = found && found->workers > 0 ? protocol::kMmiFound : protocol::kMmiNotFound;
     } else if (service == protocol::kMmiServices) {
         answer = encode_service_list(*this);
+    } else if (service == protocol::kMmiStats) {
+        answer = encode_stats(*this, now);
+    } else if (service == protocol::kMmiDrain) {
+        begin_drain(now);
+        answer = protocol::kMmiFound;
     } else {
         answer = protocol::kMmiNotImplemented;
     }
@@ -458,6 +467,7 @@ void BrokerCore::refuse(Frames& in, ClientProtocol protocol, Status status) {
 }
 
 void BrokerCore::fail(RequestRecord& record, Status status) {
+    ++record.service->failures[Counters::answer_index(status)];
     send_to_client(record.protocol, record.client, record.service->name, record.request_id, status,
                    empty_, 0);
     if (record.worker != nullptr) {
@@ -495,7 +505,8 @@ Service& BrokerCore::service_named(std::string_view name) {
 }
 
 ServiceInfo BrokerCore::info(const Service& service) const noexcept {
-    return {service.name, service.workers, service.waiting, service.dispatched};
+    return {service.name,       service.workers, service.waiting,
+            service.dispatched, service.served,  &service.failures};
 }
 
 std::optional<ServiceInfo> BrokerCore::service_info(std::string_view name) const {

@@ -48,6 +48,8 @@ struct ServiceInfo {
     std::size_t workers;
     std::size_t waiting;
     std::size_t dispatched;
+    std::uint64_t served;
+    const std::array<std::uint64_t, 8>* failures;  // by Counters::answer_index
 };
 
 class BrokerCore {
@@ -74,6 +76,7 @@ class BrokerCore {
     void finish_drain();
 
     const Counters& counters() const noexcept { return counters_; }
+    TimePoint started() const noexcept { return started_; }
     const BrokerConfig& config() const noexcept { return config_; }
     std::size_t worker_count() const noexcept { return workers_.size(); }
     std::size_t live_requests() const noexcept { return table_.live(); }
@@ -96,7 +99,7 @@ class BrokerCore {
     void on_worker_message(Frames& in, TimePoint now);
     void on_ready(Frames& in, TimePoint now);
     void on_reply(Worker& worker, Frames& in);
-    void answer_mmi(Frames& in, ClientProtocol protocol);
+    void answer_mmi(Frames& in, ClientProtocol protocol, TimePoint now);
 
     void dispatch(Service& service);
     bool send_request(Worker& worker, RequestRecord& record);
@@ -126,6 +129,7 @@ class BrokerCore {
 
     BrokerConfig config_;
     Outbox& outbox_;
+    TimePoint started_;
     Counters counters_;
     RequestTable table_;
     WorkerRegistry workers_;

@@ -1,4 +1,5 @@
-// mmi.services: the only broker answer that is msgpack, so the only file here that includes it.
+// mmi.services and mmi.stats: the only broker answers in msgpack, so the only file here that
+// includes it.
 #include "mmi.hpp"
 
 #include <msgpack.hpp>
@@ -6,24 +7,109 @@
 #include "broker/broker_core.hpp"
 
 namespace zbroker::broker {
+namespace {
 
-std::string encode_service_list(const BrokerCore& core) {
-    std::size_t count = 0;
+using Packer = msgpack::packer<msgpack::sbuffer>;
+using protocol::Status;
+
+constexpr Status kStatuses[] = {Status::ok,
+                                Status::bad_request,
+                                Status::too_large,
+                                Status::queue_full,
+                                Status::retries_exhausted,
+                                Status::unavailable,
+                                Status::deadline_exceeded};
+
+// {status: n} for the non-zero entries of an array indexed by Counters::answer_index.
+void pack_by_status(Packer& packer, const std::array<std::uint64_t, 8>& counts) {
+    std::uint32_t present = 0;
+    for (Status s : kStatuses)
+        present += counts[Counters::answer_index(s)] > 0 ? 1 : 0;
+    packer.pack_map(present);
+    for (Status s : kStatuses) {
+        const std::uint64_t n = counts[Counters::answer_index(s)];
+        if (n == 0) continue;
+        packer.pack(protocol::status_text(s));
+        packer.pack(n);
+    }
+}
+
+template <typename Kind, std::size_t N>
+void pack_by_kind(Packer& packer, const std::array<std::uint64_t, N>& counts) {
+    packer.pack_map(static_cast<std::uint32_t>(N));
+    for (std::size_t i = 0; i < N; ++i) {
+        packer.pack(name(static_cast<Kind>(i)));
+        packer.pack(counts[i]);
+    }
+}
+
+void pack_services(Packer& packer, const BrokerCore& core) {
+    std::uint32_t count = 0;
     core.for_each_service([&count](const ServiceInfo&) { ++count; });
-    msgpack::sbuffer buffer;
-    msgpack::packer<msgpack::sbuffer> packer(buffer);
-    packer.pack_map(static_cast<std::uint32_t>(count));
+    packer.pack_map(count);
     core.for_each_service([&packer](const ServiceInfo& info) {
         packer.pack(info.name);
-        packer.pack_map(3);
+        packer.pack_map(5);
         packer.pack("workers");
         packer.pack(info.workers);
         packer.pack("queued");
         packer.pack(info.waiting);
         packer.pack("in_flight");
         packer.pack(info.dispatched);
+        packer.pack("served");
+        packer.pack(info.served);
+        packer.pack("errors");
+        pack_by_status(packer, *info.failures);
     });
+}
+
+std::string to_string(const msgpack::sbuffer& buffer) {
     return {buffer.data(), buffer.size()};
+}
+
+}  // namespace
+
+std::string encode_service_list(const BrokerCore& core) {
+    msgpack::sbuffer buffer;
+    Packer packer(buffer);
+    pack_services(packer, core);
+    return to_string(buffer);
+}
+
+std::string encode_stats(const BrokerCore& core, TimePoint now) {
+    const Counters& c = core.counters();
+    msgpack::sbuffer buffer;
+    Packer packer(buffer);
+    packer.pack_map(8);
+    packer.pack("uptime_s");
+    packer.pack(std::chrono::duration<double>(now - core.started()).count());
+    packer.pack("workers");
+    packer.pack(core.worker_count());
+    packer.pack("requests_held");
+    packer.pack(core.live_requests());
+    packer.pack("totals");
+    packer.pack_map(6);
+    packer.pack("requests");
+    packer.pack(c.requests);
+    packer.pack("dispatches");
+    packer.pack(c.dispatches);
+    packer.pack("requeued");
+    packer.pack(c.requeued);
+    packer.pack("workers_registered");
+    packer.pack(c.workers_registered);
+    packer.pack("workers_expired");
+    packer.pack(c.workers_expired);
+    packer.pack("workers_disconnected");
+    packer.pack(c.workers_disconnected);
+    packer.pack("answers");
+    pack_by_status(packer, c.answers);
+    packer.pack("malformed");
+    pack_by_kind<Malformed>(packer, c.malformed);
+    packer.pack("drops");
+    pack_by_kind<Drop>(packer, c.drops);
+    packer.pack("services");
+    pack_services(packer, core);
+    return to_string(buffer);
 }
 
 }  // namespace zbroker::broker

@@ -1,13 +1,19 @@
-// Answers of our 8/MMI extension mmi.services, encoded once here.
+// Answers of our 8/MMI extensions mmi.services and mmi.stats, encoded here and only here.
 #pragma once
 
 #include <string>
+
+#include "shared/clock.hpp"
 
 namespace zbroker::broker {
 
 class BrokerCore;
 
-// msgpack map {service: {"workers": n, "queued": n, "in_flight": n}} of every known service.
+// msgpack map {service: {"workers", "queued", "in_flight", "served", "errors": {status: n}}}.
 std::string encode_service_list(const BrokerCore& core);
+
+// msgpack map of the broker's counters: "uptime_s", "workers", "requests_held", "totals",
+// "answers" {status: n}, "malformed" {kind: n}, "drops" {reason: n}, and "services" as above.
+std::string encode_stats(const BrokerCore& core, TimePoint now);
 
 }  // namespace zbroker::broker

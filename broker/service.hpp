@@ -1,7 +1,9 @@
 // One named service: a FIFO of waiting requests and an LRU list of its workers with free credit.
 #pragma once
 
+#include <array>
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <string>
 
@@ -23,10 +25,12 @@ struct Service {
     ~Service() { idle.clear(); }
 
     std::string name;
-    std::size_t workers = 0;     // registered, busy or not
-    std::size_t dispatched = 0;  // requests held by its workers
-    std::size_t waiting = 0;     // live requests in `queue`
-    IdleWorkers idle;            // least recently used first
+    std::size_t workers = 0;                  // registered, busy or not
+    std::size_t dispatched = 0;               // requests held by its workers
+    std::size_t waiting = 0;                  // live requests in `queue`
+    std::uint64_t served = 0;                 // answered 200 by a worker
+    std::array<std::uint64_t, 8> failures{};  // answered otherwise, by Counters::answer_index
+    IdleWorkers idle;                         // least recently used first
 
     // Waiting requests, oldest first. A request that expires while queued is released in the
     // table and its token here goes stale: skipped when popped, swept by compact().

@@ -177,6 +177,81 @@ int run_call(const Settings& settings, const std::string& service,
     return kOk;
 }
 
+std::string figure(const json& figures, const char* key) {
+    const auto it = figures.find(key);
+    return it != figures.end() && it->is_number() ? to_text(*it) : "?";
+}
+
+// "504:3 503:1" from {"504": 3, "503": 1}; "0" when empty.
+std::string by_status(const json& counts) {
+    std::string text;
+    for (const auto& [key, value] : counts.items()) {
+        if (!text.empty()) text += ' ';
+        text += key + ":" + to_text(value);
+    }
+    return text.empty() ? "0" : text;
+}
+
+// One row per service of an mmi.services (or mmi.stats "services") map.
+void print_service_table(const json& services) {
+    std::size_t width = 7;
+    for (const auto& [name, figures] : services.items())
+        width = std::max(width, name.size());
+    std::printf("%-*s  %7s  %7s  %9s  %9s  %s\n", static_cast<int>(width), "SERVICE", "WORKERS",
+                "QUEUED", "IN FLIGHT", "SERVED", "ERRORS");
+    for (const auto& [name, figures] : services.items()) {
+        const auto errors = figures.find("errors");
+        std::printf("%-*s  %7s  %7s  %9s  %9s  %s\n", static_cast<int>(width), name.c_str(),
+                    figure(figures, "workers").c_str(), figure(figures, "queued").c_str(),
+                    figure(figures, "in_flight").c_str(), figure(figures, "served").c_str(),
+                    errors != figures.end() ? by_status(*errors).c_str() : "?");
+    }
+}
+
+// The broker's counters from mmi.stats, as a summary and a service table (or raw JSON).
+int run_stats(const Settings& settings, bool as_json) {
+    zbroker::Client client(settings.broker);
+    const zbroker::Response response =
+        client.call(zbroker::protocol::kMmiStats, "", settings.call_options());
+    if (!response.ok()) {
+        return report_status(response.status, settings, std::string(zbroker::protocol::kMmiStats),
+                             0);
+    }
+    const std::optional<json> stats = decode_msgpack(response.body_view());
+    if (!stats || !stats->is_object()) {
+        return fail(kNoReply, "the answer to mmi.stats from " + settings.broker +
+                                  " is not a msgpack map (" +
+                                  zbroker::printable(response.body_view()) +
+                                  "); is that a zbroker, and are you allowed to ask?");
+    }
+    if (as_json) {
+        std::cout << stats->dump(2) << '\n';
+        return kOk;
+    }
+    const json empty = json::object();
+    auto section = [&](const char* key) -> const json& {
+        const auto it = stats->find(key);
+        return it != stats->end() && it->is_object() ? *it : empty;
+    };
+    auto non_zero = [](const json& counts) {
+        std::string text;
+        for (const auto& [key, value] : counts.items()) {
+            if (!value.is_number() || value.get<double>() == 0) continue;
+            if (!text.empty()) text += ", ";
+            text += key + " " + to_text(value);
+        }
+        return text.empty() ? std::string("none") : text;
+    };
+    std::cout << "uptime     " << figure(*stats, "uptime_s") << " s, " << figure(*stats, "workers")
+              << " worker(s), " << figure(*stats, "requests_held") << " request(s) held\n"
+              << "totals     " << non_zero(section("totals")) << '\n'
+              << "answers    " << by_status(section("answers")) << '\n'
+              << "malformed  " << non_zero(section("malformed")) << '\n'
+              << "dropped    " << non_zero(section("drops")) << "\n\n";
+    print_service_table(section("services"));
+    return kOk;
+}
+
 // With names: mmi.service for each. Without: the mmi.services table.
 int run_services(const Settings& settings, const std::vector<std::string>& names) {
     zbroker::Client client(settings.broker);
@@ -217,20 +292,7 @@ int run_services(const Settings& settings, const std::vector<std::string>& names
                                   " is not a msgpack map; is that a zbroker (mmi.services is "
                                   "its extension)? Ask per name: zclient services NAME");
     }
-    std::size_t width = 7;
-    for (const auto& [name, figures] : services->items())
-        width = std::max(width, name.size());
-    auto figure = [](const json& figures, const char* key) -> std::string {
-        const auto it = figures.find(key);
-        return it != figures.end() && it->is_number() ? to_text(*it) : "?";
-    };
-    std::printf("%-*s  %7s  %7s  %9s\n", static_cast<int>(width), "SERVICE", "WORKERS", "QUEUED",
-                "IN FLIGHT");
-    for (const auto& [name, figures] : services->items()) {
-        std::printf("%-*s  %7s  %7s  %9s\n", static_cast<int>(width), name.c_str(),
-                    figure(figures, "workers").c_str(), figure(figures, "queued").c_str(),
-                    figure(figures, "in_flight").c_str());
-    }
+    print_service_table(*services);
     if (services->empty()) std::printf("(no services: no worker has registered yet)\n");
     return kOk;
 }
@@ -277,6 +339,11 @@ int main(int argc, char** argv) {
         "services", "With names: whether each has workers. Without: every service's figures");
     services->add_option("names", names, "Service names to ask about");
 
+    bool stats_json = false;
+    CLI::App* stats = app.add_subcommand(
+        "stats", "The broker's counters (mmi.stats): answers by status, malformed input, drops");
+    stats->add_flag("--json", stats_json, "Print them as JSON instead of tables");
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
@@ -290,6 +357,7 @@ int main(int argc, char** argv) {
             if (json_option->count() > 0) argument = json_argument;
             return run_call(settings, service, argument, raw);
         }
+        if (stats->parsed()) return run_stats(settings, stats_json);
         return run_services(settings, names);
     } catch (const zmq::error_t& e) {
         return fail(kUsage, "cannot use broker endpoint '" + settings.broker + "': " + e.what() +

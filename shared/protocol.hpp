@@ -28,6 +28,8 @@ std::string_view command_name(WorkerCommand command) noexcept;
 inline constexpr std::string_view kMmiPrefix = "mmi.";
 inline constexpr std::string_view kMmiService = "mmi.service";
 inline constexpr std::string_view kMmiServices = "mmi.services";  // extension: list them
+inline constexpr std::string_view kMmiStats = "mmi.stats";        // extension: counters
+inline constexpr std::string_view kMmiDrain = "mmi.drain";        // extension: start draining
 inline constexpr std::string_view kMmiFound = "200";
 inline constexpr std::string_view kMmiNotFound = "404";
 inline constexpr std::string_view kMmiNotImplemented = "501";

@@ -1,7 +1,10 @@
 // Conformance to 7/MDP v0.1 and 8/MMI, frame for frame, and to the ZBC01 extension.
 #include <catch2/catch.hpp>
 
+#include <map>
+
 #include "core_harness.hpp"
+#include "shared/codec.hpp"
 
 using namespace zbroker;
 using namespace zbroker::testing;
@@ -103,13 +106,52 @@ TEST_CASE("MMI: a worker may not register an mmi.* service") {
 TEST_CASE("MMI: mmi.services lists services as a msgpack map") {
     CoreHarness h;
     h.ready("W", "echo");
+    h.mdp_request("C", "echo", "x");
+    h.mdp_request("C", "echo", "y");
+    h.reply(h.take().at(0), "r");
+    h.take();
     h.receive({"C", kEmpty, "ZBC01", "mmi.services", "id", "\x80"});
     const Message answer = h.take_one();
     REQUIRE(answer[5] == "200");
-    // {"echo": {"workers": 1, "queued": 0, "in_flight": 0}}
-    REQUIRE(answer[6] == std::string("\x81\xa4"
-                                     "echo\x83\xa7workers\x01\xa6queued\x00\xa9in_flight\x00",
-                                     35));
+    const auto services = unpack<std::map<std::string, msgpack::object>>(answer[6]);
+    REQUIRE(services.size() == 1);
+    const auto echo = services.at("echo").as<std::map<std::string, msgpack::object>>();
+    REQUIRE(echo.at("workers").as<int>() == 1);
+    REQUIRE(echo.at("in_flight").as<int>() == 1);  // "y" went to W when "x" was answered
+    REQUIRE(echo.at("queued").as<int>() == 0);
+    REQUIRE(echo.at("served").as<int>() == 1);
+}
+
+TEST_CASE("MMI: mmi.stats reports totals, answers by status, malformed and drops by kind") {
+    CoreHarness h;
+    h.ready("W", "echo");
+    h.zbc_request("C", "echo", "1", "x");
+    h.reply(h.take_one(), "r");
+    h.take();
+    h.receive({"C", kEmpty, "XXX"});  // malformed: unknown protocol
+    h.receive({"C", kEmpty, "ZBC01", "mmi.stats", "s", ""});
+    const Message answer = h.take_one();
+    REQUIRE(answer[5] == "200");
+    const auto stats = unpack<std::map<std::string, msgpack::object>>(answer[6]);
+    for (const char* key : {"uptime_s", "workers", "requests_held", "totals", "answers",
+                            "malformed", "drops", "services"}) {
+        REQUIRE(stats.count(key) == 1);
+    }
+    REQUIRE(stats.at("workers").as<int>() == 1);
+    const auto answers = stats.at("answers").as<std::map<std::string, int>>();
+    REQUIRE(answers.at("200") == 1);
+    const auto malformed = stats.at("malformed").as<std::map<std::string, int>>();
+    REQUIRE(malformed.at("unknown_protocol") == 1);
+    REQUIRE(malformed.size() == static_cast<std::size_t>(broker::Malformed::kCount));
+    const auto totals = stats.at("totals").as<std::map<std::string, int>>();
+    REQUIRE(totals.at("dispatches") == 1);
+}
+
+TEST_CASE("MMI: mmi.drain starts a drain and answers 200") {
+    CoreHarness h;
+    h.receive({"C", kEmpty, "MDPC01", "mmi.drain"});
+    REQUIRE(h.take_one() == Message{"C", "", "MDPC01", "mmi.drain", "200"});
+    REQUIRE(h.core.draining());
 }
 
 TEST_CASE("ZBC01: the reply carries the request id and a status, and MMI works through it") {
