@@ -26,7 +26,8 @@ int registered_workers(const std::string& endpoint, const std::string& service) 
         protocol::kMmiServices, "", {.timeout = std::chrono::milliseconds(1000), .retries = 0});
     if (!response.ok()) return -1;
     try {
-        const auto services = unpack<std::map<std::string, msgpack::object>>(response.body_view());
+        const msgpack::object_handle handle = unpack_object(response.body_view());
+        const auto services = handle.get().as<std::map<std::string, msgpack::object>>();
         const auto it = services.find(service);
         return it == services.end() ? 0 : it->second.as<ServiceFigures>().workers;
     } catch (const std::exception&) {

@@ -28,6 +28,8 @@ const char* type_name(msgpack::type::object_type type) noexcept;
 // Decodes one msgpack value; the handle keeps the zone that its object points into.
 msgpack::object_handle unpack_object(std::string_view bytes);
 
+// T must own its data: a msgpack::object inside T would point into a zone freed on return.
+// For such views keep the handle of unpack_object() alive instead.
 template <typename T>
 T unpack(std::string_view bytes) {
     const msgpack::object_handle handle = unpack_object(bytes);

@@ -50,7 +50,9 @@ ServiceFigures figures(const std::string& endpoint, const std::string& service) 
     Client client(endpoint);
     const Response r = client.call(protocol::kMmiServices, "", {.timeout = 1000ms, .retries = 0});
     if (!r.ok()) return {};
-    const auto all = unpack<std::map<std::string, msgpack::object>>(r.body_view());
+    const msgpack::object_handle handle =
+        unpack_object(r.body_view());  // owns what `all` points to
+    const auto all = handle.get().as<std::map<std::string, msgpack::object>>();
     const auto it = all.find(service);
     return it == all.end() ? ServiceFigures{} : it->second.as<ServiceFigures>();
 }

@@ -113,7 +113,8 @@ TEST_CASE("MMI: mmi.services lists services as a msgpack map") {
     h.receive({"C", kEmpty, "ZBC01", "mmi.services", "id", "\x80"});
     const Message answer = h.take_one();
     REQUIRE(answer[5] == "200");
-    const auto services = unpack<std::map<std::string, msgpack::object>>(answer[6]);
+    const msgpack::object_handle handle = unpack_object(answer[6]);
+    const auto services = handle.get().as<std::map<std::string, msgpack::object>>();
     REQUIRE(services.size() == 1);
     const auto echo = services.at("echo").as<std::map<std::string, msgpack::object>>();
     REQUIRE(echo.at("workers").as<int>() == 1);
@@ -132,7 +133,8 @@ TEST_CASE("MMI: mmi.stats reports totals, answers by status, malformed and drops
     h.receive({"C", kEmpty, "ZBC01", "mmi.stats", "s", ""});
     const Message answer = h.take_one();
     REQUIRE(answer[5] == "200");
-    const auto stats = unpack<std::map<std::string, msgpack::object>>(answer[6]);
+    const msgpack::object_handle handle = unpack_object(answer[6]);
+    const auto stats = handle.get().as<std::map<std::string, msgpack::object>>();
     for (const char* key : {"uptime_s", "workers", "requests_held", "totals", "answers",
                             "malformed", "drops", "services"}) {
         REQUIRE(stats.count(key) == 1);
