@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -29,6 +30,9 @@ ChildProcess::ChildProcess(std::vector<std::string> argv) {
     pid_ = fork();
     if (pid_ < 0) throw std::system_error(errno, std::generic_category(), "fork");
     if (pid_ == 0) {
+        // Dies with its parent: a test that crashes must not leave brokers and workers behind.
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() == 1) _exit(127);  // the parent died before prctl took effect
         dup2(log_fd, STDERR_FILENO);
         const int null_fd = open("/dev/null", O_RDWR);
         dup2(null_fd, STDIN_FILENO);

@@ -1,5 +1,7 @@
 // A child program for tests and zbench: started with fork/exec, its stderr captured to a file
-// (never a pipe that could fill and stall it), killed and reaped on destruction.
+// (never a pipe that could fill and stall it), killed and reaped on destruction, and killed by
+// the kernel if the thread that started it dies first (PR_SET_PDEATHSIG): a crashed test
+// leaves no broker behind. So start children from a thread that outlives them.
 #pragma once
 
 #include <sys/types.h>
