@@ -36,16 +36,16 @@ Worker::Worker(WorkerOptions options) : options_(std::move(options)) {
 
 Worker::~Worker() = default;
 
-void Worker::handle(std::string service, Handler handler) {
+void Worker::handle(std::string service, Handler handler, Execution execution) {
     if (started_) throw std::logic_error("Worker::handle('" + service + "') after run() started");
     require(!service.empty(), "a service name must not be empty");
     require(!protocol::is_mmi(service),
             "service '" + service + "' is reserved: names starting with mmi. belong to the broker");
     require(static_cast<bool>(handler), "the handler for service '" + service + "' is empty");
     for (const auto& registered : handlers_) {
-        require(registered.first != service, "service '" + service + "' is registered twice");
+        require(registered.service != service, "service '" + service + "' is registered twice");
     }
-    handlers_.emplace_back(std::move(service), std::move(handler));
+    handlers_.push_back({std::move(service), std::move(handler), execution});
 }
 
 void Worker::run() {

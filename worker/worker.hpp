@@ -46,6 +46,18 @@ class Reply {
 
 using Handler = std::function<Reply(Request&)>;
 
+// Where a handler runs. `pool`: on the handler threads, so that however long it takes, the
+// socket thread keeps heartbeating. `io_thread`: on the socket thread itself, for handlers that
+// take microseconds (echo, small computations): no hand-off between threads per request, at
+// the price of delaying heartbeats and other services while it runs.
+enum class Execution { pool, io_thread };
+
+struct Registration {
+    std::string service;
+    Handler handler;
+    Execution execution = Execution::pool;
+};
+
 struct WorkerOptions {
     std::string endpoint{protocol::kDefaultBrokerConnect};
     int threads = 1;  // handler threads shared by all services
@@ -88,7 +100,7 @@ class Worker {
 
     // Registers `handler` for `service`. Throws std::invalid_argument for an empty, duplicate or
     // mmi.* name, std::logic_error once run() has started.
-    void handle(std::string service, Handler handler);
+    void handle(std::string service, Handler handler, Execution execution = Execution::pool);
 
     // Serves until stop(): then finishes the jobs already accepted, replies, sends DISCONNECT on
     // every socket and returns. Throws zmq::error_t if the endpoint is unusable, and
@@ -106,7 +118,7 @@ class Worker {
     static_assert(std::atomic<bool>::is_always_lock_free, "stop() must be async-signal-safe");
 
     WorkerOptions options_;
-    std::vector<std::pair<std::string, Handler>> handlers_;
+    std::vector<Registration> handlers_;
     std::atomic<bool> stop_requested_{false};
     std::atomic<bool> started_{false};
     detail::WorkerCounters counters_;

@@ -40,7 +40,7 @@ bool receive(zmq::socket_t& socket, Frames& frames) {
 }  // namespace
 
 WorkerLoop::WorkerLoop(zmq::context_t& context, const WorkerOptions& options,
-                       const std::vector<std::pair<std::string, Handler>>& handlers,
+                       const std::vector<Registration>& handlers,
                        const std::atomic<bool>& stop_requested, WorkerCounters& counters)
     : context_(context),
       options_(options),
@@ -53,8 +53,8 @@ WorkerLoop::WorkerLoop(zmq::context_t& context, const WorkerOptions& options,
     const ConnectionTiming timing{options.heartbeat_interval, options.liveness,
                                   options.reconnect_delay};
     connections_.reserve(handlers.size());
-    for (const auto& [service, handler] : handlers)
-        connections_.emplace_back(service, credit, timing);
+    for (const Registration& registration : handlers)
+        connections_.emplace_back(registration.service, credit, timing);
 }
 
 void WorkerLoop::run() {
@@ -159,10 +159,24 @@ void WorkerLoop::on_request(std::uint32_t slot, Frames& frames) {
                      connection.service());
         return;
     }
+    const Registration& registration = handlers_[slot];
+    if (registration.execution == Execution::io_thread) {
+        inline_body_.clear();
+        for (std::size_t i = kRequestBody; i < frames.size(); ++i)
+            inline_body_.push_back(std::move(frames[i]));
+        Request request{registration.service, inline_body_};
+        Reply reply = run_handler(registration.handler, request, counters_);
+        if (!connection.send_reply(frames[kRequestToken], reply.body)) {
+            ++counters_.dropped_replies;
+            spdlog::warn("dropping a reply for '{}': the queue to the broker is full",
+                         connection.service());
+        }
+        return;
+    }
     Job job;
     job.origin = {slot, connection.id()};
-    job.handler = &handlers_[slot].second;
-    job.service = handlers_[slot].first;  // outlives the pool, unlike the connection
+    job.handler = &registration.handler;
+    job.service = registration.service;  // outlives the pool, unlike the connection
     job.token = std::move(frames[kRequestToken]);
     job.body.reserve(frames.size() - kRequestBody);
     for (std::size_t i = kRequestBody; i < frames.size(); ++i)

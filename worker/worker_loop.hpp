@@ -19,8 +19,8 @@ namespace zbroker::detail {
 class WorkerLoop {
   public:
     WorkerLoop(zmq::context_t& context, const WorkerOptions& options,
-               const std::vector<std::pair<std::string, Handler>>& handlers,
-               const std::atomic<bool>& stop_requested, WorkerCounters& counters);
+               const std::vector<Registration>& handlers, const std::atomic<bool>& stop_requested,
+               WorkerCounters& counters);
 
     // Serves until stop is requested and every accepted job is replied, then DISCONNECTs.
     void run();
@@ -38,7 +38,7 @@ class WorkerLoop {
 
     zmq::context_t& context_;
     const WorkerOptions& options_;
-    const std::vector<std::pair<std::string, Handler>>& handlers_;
+    const std::vector<Registration>& handlers_;
     const std::atomic<bool>& stop_requested_;
     WorkerCounters& counters_;
     zmq::socket_t results_;  // bound before the pool starts, closed after it is joined
@@ -47,7 +47,8 @@ class WorkerLoop {
     std::size_t jobs_in_flight_ = 0;             // submitted to the pool, result not yet read
     std::uint64_t next_connection_id_ = 1;
     bool draining_ = false;
-    Frames incoming_;  // reused for every read
+    Frames incoming_;     // reused for every read
+    Frames inline_body_;  // the body handed to an io_thread handler, reused
 };
 
 }  // namespace zbroker::detail
