@@ -7,11 +7,14 @@ namespace zbroker::broker {
 
 RequestRecord& RequestTable::allocate() {
     if (free_slots_.empty()) {
-        RequestRecord& record = records_.emplace_back();
-        record.slot = static_cast<std::uint32_t>(records_.size() - 1);
+        if ((size_ & (kChunkSize - 1)) == 0) {
+            chunks_.push_back(std::make_unique<RequestRecord[]>(kChunkSize));
+        }
+        RequestRecord& record = at(size_);
+        record.slot = size_++;
         return record;
     }
-    RequestRecord& record = records_[free_slots_.back()];
+    RequestRecord& record = at(free_slots_.back());
     free_slots_.pop_back();
     return record;
 }
@@ -20,8 +23,8 @@ void RequestTable::release(RequestRecord& record) {
     record.state = RequestState::free;
     ++record.generation;
     record.attempts = 0;
-    record.client.rebuild();
-    record.request_id.rebuild();
+    record.client.clear();
+    record.request_id.clear();
     record.body.clear();  // keeps its capacity for the next request in this slot
     record.service = nullptr;
     record.worker = nullptr;
@@ -32,8 +35,8 @@ void RequestTable::release(RequestRecord& record) {
 RequestRecord* RequestTable::find(Token token) noexcept {
     const auto slot = static_cast<std::uint32_t>(token);
     const auto generation = static_cast<std::uint32_t>(token >> 32);
-    if (slot >= records_.size()) return nullptr;
-    RequestRecord& record = records_[slot];
+    if (slot >= size_) return nullptr;
+    RequestRecord& record = at(slot);
     if (record.generation != generation || record.state == RequestState::free) return nullptr;
     return &record;
 }

@@ -5,8 +5,9 @@
 #pragma once
 
 #include <cstdint>
-#include <deque>
+#include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -41,9 +42,12 @@ struct RequestRecord {
     RequestState state = RequestState::free;
     ClientProtocol protocol = ClientProtocol::mdp;
     std::uint16_t attempts = 0;  // dispatches so far
-    zmq::message_t client;       // the client's routing id
-    zmq::message_t request_id;   // ZBC01 only
-    Frames body;                 // kept for a retry; workers get reference-counted copies
+    // Strings, not frames: a 5-byte routing id and an 8-byte request id fit in place (short
+    // string optimization), where a zmq::message_t costs 64 bytes each. Memory per queued
+    // request is what bounds the queue.
+    std::string client;      // the client's routing id
+    std::string request_id;  // ZBC01 only
+    Frames body;             // kept for a retry; workers get reference-counted copies
     Service* service = nullptr;
     Worker* worker = nullptr;
     TimePoint deadline = TimePoint::max();
@@ -62,19 +66,29 @@ class RequestTable {
     RequestRecord* find(Token token) noexcept;
     RequestRecord* find(std::string_view token_bytes) noexcept;
 
-    std::size_t live() const noexcept { return records_.size() - free_slots_.size(); }
+    std::size_t live() const noexcept { return size_ - free_slots_.size(); }
 
     template <typename F>
     void for_each_live(F&& f) {
-        for (RequestRecord& record : records_) {
-            if (record.state != RequestState::free) f(record);
+        for (std::uint32_t slot = 0; slot < size_; ++slot) {
+            if (at(slot).state != RequestState::free) f(at(slot));
         }
     }
 
     static zmq::message_t token_frame(Token token);
 
   private:
-    std::deque<RequestRecord> records_;  // deque: records never move, hooks stay valid
+    // Records live in fixed chunks, so they never move (hooks stay valid) and cost no more
+    // than their size: std::deque's 512-byte nodes would hold two and waste a fifth.
+    static constexpr std::uint32_t kChunkBits = 10;
+    static constexpr std::uint32_t kChunkSize = 1u << kChunkBits;
+
+    RequestRecord& at(std::uint32_t slot) noexcept {
+        return chunks_[slot >> kChunkBits][slot & (kChunkSize - 1)];
+    }
+
+    std::vector<std::unique_ptr<RequestRecord[]>> chunks_;
+    std::uint32_t size_ = 0;  // slots handed out at least once
     std::vector<std::uint32_t> free_slots_;
 };
 
