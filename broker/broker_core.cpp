@@ -116,8 +116,8 @@ void BrokerCore::on_client_request(Frames& in, ClientProtocol protocol, TimePoin
     RequestRecord& record = table_.allocate();
     record.state = RequestState::queued;
     record.protocol = protocol;
-    record.client = std::move(in[kIdentity]);
-    if (zbc) record.request_id = std::move(in[kRequestId]);
+    record.client.assign(view(in[kIdentity]));
+    if (zbc) record.request_id.assign(view(in[kRequestId]));
     for (std::size_t i = first; i < in.size(); ++i)
         record.body.push_back(std::move(in[i]));
     record.service = &service;
@@ -246,9 +246,9 @@ void BrokerCore::answer_mmi(Frames& in, ClientProtocol protocol, TimePoint now) 
     }
     Frames body;
     body.push_back(frame(answer));
-    zmq::message_t request_id;
-    if (protocol == ClientProtocol::zbc) request_id = std::move(in[kRequestId]);
-    send_to_client(protocol, in[kIdentity], service, request_id, Status::ok, body, 0);
+    const std::string_view request_id =
+        protocol == ClientProtocol::zbc ? view(in[kRequestId]) : std::string_view{};
+    send_to_client(protocol, view(in[kIdentity]), service, request_id, Status::ok, body, 0);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -424,9 +424,9 @@ void BrokerCore::finish_drain() {
 // ---------------------------------------------------------------------------------------------
 // Output
 
-void BrokerCore::send_to_client(ClientProtocol protocol, zmq::message_t& client,
-                                std::string_view service, zmq::message_t& request_id, Status status,
-                                Frames& body, std::size_t body_from) {
+void BrokerCore::send_to_client(ClientProtocol protocol, std::string_view client,
+                                std::string_view service, std::string_view request_id,
+                                Status status, Frames& body, std::size_t body_from) {
     ++counters_.answered(status);
     if (protocol == ClientProtocol::mdp && status != Status::ok) {
         ++counters_[Drop::mdp_unanswerable];
@@ -435,12 +435,12 @@ void BrokerCore::send_to_client(ClientProtocol protocol, zmq::message_t& client,
         return;
     }
     out_.clear();
-    out_.push_back(std::move(client));
+    out_.push_back(frame(client));
     out_.push_back(empty_frame());
     out_.push_back(frame(header_of(protocol)));
     out_.push_back(frame(service));
     if (protocol == ClientProtocol::zbc) {
-        out_.push_back(std::move(request_id));
+        out_.push_back(frame(request_id));
         out_.push_back(frame(protocol::status_text(status)));
     }
     for (std::size_t i = body_from; i < body.size(); ++i)
@@ -458,12 +458,11 @@ void BrokerCore::send_to_client(ClientProtocol protocol, zmq::message_t& client,
 }
 
 void BrokerCore::refuse(Frames& in, ClientProtocol protocol, Status status) {
-    zmq::message_t request_id;
-    if (protocol == ClientProtocol::zbc && in.size() > kRequestId)
-        request_id = std::move(in[kRequestId]);
-    const std::string service =
-        in.size() > kService ? std::string(view(in[kService])) : std::string();
-    send_to_client(protocol, in[kIdentity], service, request_id, status, empty_, 0);
+    const std::string_view request_id = protocol == ClientProtocol::zbc && in.size() > kRequestId
+                                            ? view(in[kRequestId])
+                                            : std::string_view{};
+    const std::string_view service = in.size() > kService ? view(in[kService]) : std::string_view{};
+    send_to_client(protocol, view(in[kIdentity]), service, request_id, status, empty_, 0);
 }
 
 void BrokerCore::fail(RequestRecord& record, Status status) {

@@ -111,8 +111,8 @@ class BrokerCore {
 
     // Sends [client "" header service (request-id status) body[from..]...] to a client.
     // A plain MDP client has no status frame: a non-200 answer to it is counted and dropped.
-    void send_to_client(ClientProtocol protocol, zmq::message_t& client, std::string_view service,
-                        zmq::message_t& request_id, protocol::Status status, Frames& body,
+    void send_to_client(ClientProtocol protocol, std::string_view client, std::string_view service,
+                        std::string_view request_id, protocol::Status status, Frames& body,
                         std::size_t body_from);
     // Answers a request that has no record yet (refused at the door).
     void refuse(Frames& in, ClientProtocol protocol, protocol::Status status);
