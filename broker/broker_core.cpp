@@ -59,17 +59,31 @@ BrokerCore::~BrokerCore() = default;
 // ---------------------------------------------------------------------------------------------
 // Input
 
-void BrokerCore::on_message(Frames& in, TimePoint now) {
+void BrokerCore::on_message(Frames& in, TimePoint now, PeerRole role) {
     if (in.size() < kHeader + 1) return malformed(Malformed::too_short, in);
     if (in[kDelimiter].size() != 0) return malformed(Malformed::no_delimiter, in);
     const std::string_view header = view(in[kHeader]);
-    if (header == protocol::kMdpWorker) return on_worker_message(in, now);
-    if (header == protocol::kMdpClient) return on_client_request(in, ClientProtocol::mdp, now);
-    if (header == protocol::kZbcClient) return on_client_request(in, ClientProtocol::zbc, now);
+    if (header == protocol::kMdpWorker) {
+        if (role == PeerRole::anyone || role == PeerRole::worker) return on_worker_message(in, now);
+        // A role is fixed per connection, so such a peer never registered: nothing to remove.
+        malformed(Malformed::not_authorized, in, "a client or admin key may not act as a worker");
+        return send_command(view(in[kIdentity]), WorkerCommand::disconnect);
+    }
+    const bool client_header = header == protocol::kMdpClient || header == protocol::kZbcClient;
+    if (client_header && role == PeerRole::worker) {
+        // Dropped, not answered: a worker key has no business asking, and silence tells a
+        // stolen worker key nothing (the counter and the log tell the operator).
+        return malformed(Malformed::not_authorized, in, "a worker key may not send requests");
+    }
+    if (header == protocol::kMdpClient)
+        return on_client_request(in, ClientProtocol::mdp, now, role);
+    if (header == protocol::kZbcClient)
+        return on_client_request(in, ClientProtocol::zbc, now, role);
     malformed(Malformed::unknown_protocol, in);
 }
 
-void BrokerCore::on_client_request(Frames& in, ClientProtocol protocol, TimePoint now) {
+void BrokerCore::on_client_request(Frames& in, ClientProtocol protocol, TimePoint now,
+                                   PeerRole role) {
     const bool zbc = protocol == ClientProtocol::zbc;
     // Without a request id a ZBC01 client could not match an answer: drop, don't answer.
     if (in.size() < (zbc ? kRequestId + 1 : kService + 1))
@@ -99,7 +113,7 @@ void BrokerCore::on_client_request(Frames& in, ClientProtocol protocol, TimePoin
         return refuse(in, protocol, Status::bad_request);
     }
     ++counters_.requests;
-    if (protocol::is_mmi(service_name)) return answer_mmi(in, protocol, now);
+    if (protocol::is_mmi(service_name)) return answer_mmi(in, protocol, now, role);
     if (draining_) return refuse(in, protocol, Status::unavailable);
 
     const std::size_t first = body_start(protocol);
@@ -227,11 +241,15 @@ void BrokerCore::on_reply(Worker& worker, Frames& in) {
     dispatch(service);
 }
 
-void BrokerCore::answer_mmi(Frames& in, ClientProtocol protocol, TimePoint now) {
+void BrokerCore::answer_mmi(Frames& in, ClientProtocol protocol, TimePoint now, PeerRole role) {
     const std::string_view service = view(in[kService]);
     const std::size_t first = body_start(protocol);
+    const bool admin_only = service == protocol::kMmiStats || service == protocol::kMmiDrain;
     std::string answer;
-    if (service == protocol::kMmiService) {
+    if (admin_only && role != PeerRole::anyone && role != PeerRole::admin) {
+        malformed(Malformed::not_authorized, in, "mmi.stats and mmi.drain need the admin role");
+        answer = protocol::kMmiForbidden;  // an MMI answer, as 404 and 501 are
+    } else if (service == protocol::kMmiService) {
         const auto found = in.size() > first ? service_info(view(in[first])) : std::nullopt;
         answer = found && found->workers > 0 ? protocol::kMmiFound : protocol::kMmiNotFound;
     } else if (service == protocol::kMmiServices) {

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -34,6 +35,34 @@ struct BrokerConfig {
     std::uint32_t max_credit = 10'000;     // a larger READY credit is a protocol error
     Millis drain_timeout{10'000};
 };
+
+// What a peer may do, as the ZAP authenticator decided from its CURVE key. `anyone` means CURVE
+// is off: every peer may do everything, as in plain MDP. A `client` sends requests and may ask
+// mmi.service(s); an `admin` also mmi.stats and mmi.drain; a `worker` only speaks MDPW01.
+enum class PeerRole : std::uint8_t { anyone, client, worker, admin };
+
+// The role's name, as the authorized-keys file and the ZAP user id spell it.
+constexpr std::string_view role_name(PeerRole role) noexcept {
+    switch (role) {
+        case PeerRole::client:
+            return "client";
+        case PeerRole::worker:
+            return "worker";
+        case PeerRole::admin:
+            return "admin";
+        case PeerRole::anyone:
+            break;
+    }
+    return "anyone";
+}
+
+// The role named `name` (client, worker or admin); nullopt for anything else.
+constexpr std::optional<PeerRole> parse_role(std::string_view name) noexcept {
+    for (const PeerRole role : {PeerRole::client, PeerRole::worker, PeerRole::admin}) {
+        if (name == role_name(role)) return role;
+    }
+    return std::nullopt;
+}
 
 // Where the core's messages go: frames[0] is the peer's routing id. Send never blocks.
 class Outbox {
@@ -60,8 +89,8 @@ class BrokerCore {
     ~BrokerCore();
 
     // One message from the ROUTER: frames[0] is the sender's routing id. Frames it keeps are
-    // moved out; the caller may reuse the vector.
-    void on_message(Frames& frames, TimePoint now);
+    // moved out; the caller may reuse the vector. `role` is what the sender may do.
+    void on_message(Frames& frames, TimePoint now, PeerRole role = PeerRole::anyone);
     // Timers: heartbeats, dead workers, request deadlines, drain timeout.
     void on_timer(TimePoint now);
     // When on_timer next has something to do.
@@ -95,11 +124,11 @@ class BrokerCore {
         }
     };
 
-    void on_client_request(Frames& in, ClientProtocol protocol, TimePoint now);
+    void on_client_request(Frames& in, ClientProtocol protocol, TimePoint now, PeerRole role);
     void on_worker_message(Frames& in, TimePoint now);
     void on_ready(Frames& in, TimePoint now);
     void on_reply(Worker& worker, Frames& in);
-    void answer_mmi(Frames& in, ClientProtocol protocol, TimePoint now);
+    void answer_mmi(Frames& in, ClientProtocol protocol, TimePoint now, PeerRole role);
 
     void dispatch(Service& service);
     bool send_request(Worker& worker, RequestRecord& record);

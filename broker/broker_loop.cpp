@@ -6,6 +6,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include "broker/zap_authenticator.hpp"
+#include "shared/curve_keys.hpp"
+
 namespace zbroker::broker {
 namespace {
 
@@ -33,6 +36,10 @@ BrokerLoop::BrokerLoop(zmq::context_t& context, BrokerConfig config, const std::
                            ? std::int64_t{-1}
                            : static_cast<std::int64_t>(2 * config.max_msg_size + 4096);
     socket_.set(zmq::sockopt::maxmsgsize, limit);
+    if (!options.curve_secret_key.empty()) {
+        apply_curve_server(socket_, options.curve_secret_key, std::string(kZapDomain));
+        curve_ = true;
+    }
     socket_.bind(bind);
 }
 
@@ -48,8 +55,27 @@ void BrokerLoop::read_batch() {
             if (e.num() == EINTR) return;  // a signal: the loop looks at `stop` next
             throw;
         }
-        core_.on_message(in_, now());
+        if (!curve_) {
+            core_.on_message(in_, now());
+            continue;
+        }
+        if (const auto role = role_of_message()) {
+            core_.on_message(in_, now(), *role);
+        } else if (!warned_no_role_) {
+            // Only if libzmq admitted a peer without asking ZAP: fail closed, say so once.
+            warned_no_role_ = true;
+            spdlog::error("dropping messages from a CURVE peer without a role (no ZAP answer?)");
+        }
     }
+}
+
+std::optional<PeerRole> BrokerLoop::role_of_message() const {
+    // The routing id frame is made by the ROUTER and carries no metadata (libzmq 4.3.4), so ask
+    // the first frame the peer sent: libzmq attaches the connection's User-Id to each of those.
+    if (in_.size() < 2) return std::nullopt;
+    const char* user_id = zmq_msg_gets(in_[1].handle(), "User-Id");
+    if (user_id == nullptr) return std::nullopt;
+    return parse_role(user_id);
 }
 
 void BrokerLoop::run(const std::atomic<bool>& stop) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <optional>
 #include <string>
 
 #include <zmq.hpp>
@@ -12,6 +13,9 @@ namespace zbroker::broker {
 
 struct SocketOptions {
     int hwm = 10'000;  // messages queued per peer before the broker counts drops
+    // The broker's CURVE secret key (Z85); empty: CURVE off. When set, a ZapAuthenticator must
+    // already serve the context, and every message is handed to the core with its peer's role.
+    std::string curve_secret_key;
 };
 
 class BrokerLoop {
@@ -41,7 +45,12 @@ class BrokerLoop {
     // Reads what is waiting, up to a batch, so timers still run under a flood.
     void read_batch();
 
+    // The role ZAP gave the sender of in_, or nullopt when it has none (then it is dropped).
+    std::optional<PeerRole> role_of_message() const;
+
     zmq::socket_t socket_;
+    bool curve_ = false;
+    bool warned_no_role_ = false;
     SocketOutbox outbox_;
     BrokerCore core_;
     Frames in_;

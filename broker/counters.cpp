@@ -31,6 +31,8 @@ std::string_view name(Malformed kind) noexcept {
             return "duplicate_ready";
         case Malformed::mmi_registration:
             return "mmi_registration";
+        case Malformed::not_authorized:
+            return "not_authorized";
         case Malformed::kCount:
             break;
     }

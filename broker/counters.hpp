@@ -23,6 +23,7 @@ enum class Malformed : std::uint8_t {
     not_ready,         // worker command before READY
     duplicate_ready,   // READY from a worker already registered
     mmi_registration,  // worker tried to register an mmi.* service
+    not_authorized,    // CURVE role forbids it: READY from a non-worker, a request from a worker
     kCount
 };
 

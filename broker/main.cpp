@@ -1,6 +1,7 @@
 // zbroker: the Majordomo broker program: flags, logging, signals, then BrokerLoop.
 #include <csignal>
 #include <cstdlib>
+#include <iostream>
 
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
@@ -8,14 +9,23 @@
 #include <zbroker/version.hpp>
 
 #include "broker/broker_loop.hpp"
+#include "broker/zap_authenticator.hpp"
+#include "shared/curve_keys.hpp"
 #include "shared/logging.hpp"
 
 namespace {
 
 std::atomic<bool> g_stop{false};
+// Bumped by SIGHUP; the ZAP handler's thread notices the change and reloads the keys there.
+std::atomic<std::uint32_t> g_reload_requests{0};
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "used from a signal handler");
 
 extern "C" void request_stop(int) {
     g_stop.store(true);
+}
+
+extern "C" void request_reload(int) {
+    g_reload_requests.fetch_add(1);
 }
 
 void install_signal_handlers() {
@@ -24,6 +34,22 @@ void install_signal_handlers() {
     sigemptyset(&action.sa_mask);
     sigaction(SIGINT, &action, nullptr);
     sigaction(SIGTERM, &action, nullptr);
+    // Always caught, CURVE or not: a stray reload must never kill a broker (SIGHUP's default).
+    action.sa_handler = request_reload;
+    sigaction(SIGHUP, &action, nullptr);
+}
+
+// `zbroker keygen --out FILE`: a new key pair in FILE (mode 0600), the public key on stdout.
+int run_keygen(const std::string& out) {
+    try {
+        const zbroker::CurveKeyPair pair = zbroker::generate_curve_keypair();
+        zbroker::write_curve_keypair(out, pair);
+        std::cout << pair.public_key << '\n';
+        return EXIT_SUCCESS;
+    } catch (const std::exception& e) {
+        std::cerr << "zbroker keygen: " << e.what() << '\n';
+        return EXIT_FAILURE;
+    }
 }
 
 void log_summary(const zbroker::broker::BrokerCore& core) {
@@ -52,6 +78,8 @@ int main(int argc, char** argv) {
     std::string log_level = "info";
     auto heartbeat_ms = config.heartbeat_interval.count();
     auto drain_ms = config.drain_timeout.count();
+    std::string curve_secret_file;
+    std::string authorized_keys_file;
 
     CLI::App app{
         "zbroker: a Majordomo (7/MDP + 8/MMI) request-reply broker.\n"
@@ -97,17 +125,56 @@ int main(int argc, char** argv) {
     app.add_option("--log-level", log_level, "Log level")
         ->check(CLI::IsMember(log_level_names()))
         ->capture_default_str();
+    auto* secret_option =
+        app.add_option("--curve-secret", curve_secret_file,
+                       "Turns CURVE on: the broker's key pair file (from `zbroker keygen`)")
+            ->check(CLI::ExistingFile);
+    auto* keys_option =
+        app.add_option("--authorized-keys", authorized_keys_file,
+                       "With --curve-secret: lines `ROLE PUBLIC-KEY` (client, worker, admin) of "
+                       "the peers admitted; SIGHUP reloads it")
+            ->check(CLI::ExistingFile);
+    secret_option->needs(keys_option);
+    keys_option->needs(secret_option);
+    std::string keygen_out;
+    CLI::App* keygen = app.add_subcommand(
+        "keygen", "Write a new CURVE key pair file (mode 0600) and print its public key");
+    keygen->add_option("-o,--out", keygen_out, "File to create (never overwritten)")->required();
+    app.require_subcommand(0, 1);
     app.footer(
         "Example:\n  zbroker --bind tcp://*:5555 &\n  zworker --service echo &\n"
         "  zclient call echo '\"hi\"'\n\nSIGINT/SIGTERM drains: no new work, held requests "
         "finish,\n"
-        "workers get DISCONNECT, exit 0.");
+        "workers get DISCONNECT, exit 0.\n\n"
+        "CURVE (see README, Security):\n  zbroker keygen --out broker.key\n"
+        "  zbroker --curve-secret broker.key --authorized-keys authorized_keys\n"
+        "SIGHUP reloads the authorized keys for new connections.");
     CLI11_PARSE(app, argc, argv);
+    if (keygen->parsed()) return run_keygen(keygen_out);
     config.heartbeat_interval = Millis(heartbeat_ms);
     config.drain_timeout = Millis(drain_ms);
     init_logging("zbroker", log_level);
 
     zmq::context_t context{1};
+    // Before the loop, so it outlives it and serves ZAP before the ROUTER accepts anyone.
+    std::optional<broker::ZapAuthenticator> authenticator;
+    if (!curve_secret_file.empty()) {
+        try {
+            if (!curve_available()) {
+                throw std::runtime_error(
+                    "this libzmq has no CURVE support (zmq_has(\"curve\") is false); install one "
+                    "built with libsodium, or run without --curve-secret");
+            }
+            const CurveKeyPair pair = read_curve_keypair(curve_secret_file);
+            socket_options.curve_secret_key = pair.secret_key;
+            authenticator.emplace(context, authorized_keys_file, g_reload_requests);
+            spdlog::info("CURVE on: public key {}, {} authorized key(s) from {}", pair.public_key,
+                         authenticator->initial_key_count(), authorized_keys_file);
+        } catch (const std::exception& e) {
+            spdlog::error("cannot turn CURVE on: {}", e.what());
+            return EXIT_FAILURE;
+        }
+    }
     std::optional<broker::BrokerLoop> loop;
     try {
         loop.emplace(context, config, bind, socket_options);

@@ -58,7 +58,8 @@ bool RequestIdSet::erase(std::uint64_t id) {
 
 }  // namespace detail
 
-AsyncClient::AsyncClient(std::string endpoint, std::size_t window)
+AsyncClient::AsyncClient(std::string endpoint, std::size_t window,
+                         std::optional<CurveClientKeys> curve)
     : endpoint_(std::move(endpoint)),
       window_(window),
       context_(std::make_unique<zmq::context_t>(1)),
@@ -70,6 +71,7 @@ AsyncClient::AsyncClient(std::string endpoint, std::size_t window)
     // mark could only turn a send inside the window into a spurious would-block.
     socket_.set(zmq::sockopt::sndhwm, 0);
     socket_.set(zmq::sockopt::rcvhwm, 0);
+    if (curve) apply_curve_client(socket_, *curve);
     socket_.connect(endpoint_);
     request_.reserve(detail::kReplyBody + 1);
     reply_.reserve(detail::kReplyBody + 1);

@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "shared/curve_keys.hpp"
 #include "shared/frames.hpp"
 #include "shared/protocol.hpp"
 
@@ -51,8 +52,10 @@ class RequestIdSet {
 // Not thread-safe: one AsyncClient per thread.
 class AsyncClient {
   public:
-    // Throws std::invalid_argument when window is 0, zmq::error_t on a bad endpoint.
-    AsyncClient(std::string endpoint, std::size_t window);
+    // Throws std::invalid_argument when window is 0 or a `curve` key is not 40-character Z85,
+    // zmq::error_t on a bad endpoint. With `curve`, talks CURVE to the broker.
+    AsyncClient(std::string endpoint, std::size_t window,
+                std::optional<CurveClientKeys> curve = std::nullopt);
     ~AsyncClient();
     AsyncClient(AsyncClient&&) noexcept;
     AsyncClient& operator=(AsyncClient&&) noexcept;

@@ -28,8 +28,10 @@ std::string_view Response::body_view() const {
     return body.empty() ? std::string_view{} : view(body.front());
 }
 
-Client::Client(std::string endpoint)
-    : endpoint_(std::move(endpoint)), context_(std::make_unique<zmq::context_t>(1)) {
+Client::Client(std::string endpoint, std::optional<CurveClientKeys> curve)
+    : endpoint_(std::move(endpoint)),
+      curve_(std::move(curve)),
+      context_(std::make_unique<zmq::context_t>(1)) {
     reconnect();
 }
 
@@ -41,6 +43,7 @@ void Client::reconnect() {
     socket_ = zmq::socket_t(*context_, zmq::socket_type::dealer);
     // Unsent or unanswered requests die with the socket: a closed Client never blocks exit.
     socket_.set(zmq::sockopt::linger, 0);
+    if (curve_) apply_curve_client(socket_, *curve_);
     socket_.connect(endpoint_);
 }
 

@@ -4,9 +4,11 @@
 #include <chrono>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
+#include "shared/curve_keys.hpp"
 #include "shared/frames.hpp"
 #include "shared/protocol.hpp"
 
@@ -36,8 +38,9 @@ struct CallOptions {
 // Not thread-safe: one Client per thread.
 class Client {
   public:
-    // Throws zmq::error_t when `endpoint` is not a valid ZeroMQ endpoint.
-    explicit Client(std::string endpoint);
+    // Throws zmq::error_t when `endpoint` is not a valid ZeroMQ endpoint, std::invalid_argument
+    // when a `curve` key is not 40-character Z85. With `curve`, talks CURVE to the broker.
+    explicit Client(std::string endpoint, std::optional<CurveClientKeys> curve = std::nullopt);
     ~Client();
     Client(Client&&) noexcept;
     Client& operator=(Client&&) noexcept;
@@ -53,6 +56,7 @@ class Client {
     Response attempt(std::string_view service, Frames& body, std::chrono::milliseconds timeout);
 
     std::string endpoint_;
+    std::optional<CurveClientKeys> curve_;     // applied to every socket reconnect() opens
     std::unique_ptr<zmq::context_t> context_;  // one per client: nothing shared across threads
     zmq::socket_t socket_;
     std::uint64_t next_request_id_ = 1;

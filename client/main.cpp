@@ -34,6 +34,7 @@ enum ExitCode : int {
     kRetriesExhausted = 6,
     kBadRequest = 7,
     kHandlerError = 8,
+    kForbidden = 9,
 };
 
 constexpr const char* kExitCodesHelp =
@@ -46,16 +47,20 @@ constexpr const char* kExitCodesHelp =
     "  5  queue full (429): too many requests waiting for the service\n"
     "  6  retries exhausted (500): the workers given the request kept dying\n"
     "  7  bad request (400) or request too large (413)\n"
-    "  8  the worker's handler reported an error ({\"error\": ...} reply)\n\n"
+    "  8  the worker's handler reported an error ({\"error\": ...} reply)\n"
+    "  9  forbidden (403): with CURVE on, mmi.stats and mmi.drain need an admin key\n\n"
     "Examples:\n"
     "  zclient call hello '\"Hello, Server!\"'\n"
     "  echo '{\"ms\": 100}' | zclient call sleep\n"
-    "  zclient --timeout 500 --retries 0 services echo stats";
+    "  zclient --timeout 500 --retries 0 services echo stats\n"
+    "  zclient keygen --out client.key   # then list its public key at the broker\n"
+    "  zclient --curve-server-key 'BROKER-PUBLIC-KEY' --curve-secret client.key call echo 1";
 
 struct Settings {
     std::string broker{zbroker::protocol::kDefaultBrokerConnect};
     long long timeout_ms = 2500;
     int retries = 2;
+    std::optional<zbroker::CurveClientKeys> curve;
 
     zbroker::CallOptions call_options() const {
         return {.timeout = std::chrono::milliseconds(timeout_ms), .retries = retries};
@@ -109,6 +114,30 @@ int report_status(Status status, const Settings& settings, const std::string& se
                 "unexpected status " + std::string(zbroker::protocol::status_text(status)));
 }
 
+// The broker answers 403 (an MMI body, like 404) to an admin-only mmi.* without the admin role.
+bool forbidden(const std::string& service, const zbroker::Response& response) {
+    return zbroker::protocol::is_mmi(service) &&
+           response.body_view() == zbroker::protocol::kMmiForbidden;
+}
+
+int report_forbidden(const std::string& service) {
+    return fail(kForbidden, service +
+                                " is forbidden (403): the broker needs an admin key for it; ask "
+                                "for one to be listed as `admin KEY` in its authorized-keys file");
+}
+
+// `zclient keygen --out FILE`: a new key pair in FILE (mode 0600), the public key on stdout.
+int run_keygen(const std::string& out) {
+    try {
+        const zbroker::CurveKeyPair pair = zbroker::generate_curve_keypair();
+        zbroker::write_curve_keypair(out, pair);
+        std::cout << pair.public_key << '\n';
+        return kOk;
+    } catch (const std::exception& e) {
+        return fail(kUsage, std::string("keygen: ") + e.what());
+    }
+}
+
 std::string read_stdin() {
     if (isatty(STDIN_FILENO) != 0) std::cerr << "zclient: reading the request from stdin...\n";
     return {std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>()};
@@ -148,9 +177,10 @@ int run_call(const Settings& settings, const std::string& service,
         }
     }
 
-    zbroker::Client client(settings.broker);
+    zbroker::Client client(settings.broker, settings.curve);
     const zbroker::Response response = client.call(service, body, settings.call_options());
     if (!response.ok()) return report_status(response.status, settings, service, body.size());
+    if (forbidden(service, response)) return report_forbidden(service);
 
     if (raw) {
         for (const zmq::message_t& part : response.body)
@@ -210,13 +240,15 @@ void print_service_table(const json& services) {
 
 // The broker's counters from mmi.stats, as a summary and a service table (or raw JSON).
 int run_stats(const Settings& settings, bool as_json) {
-    zbroker::Client client(settings.broker);
+    zbroker::Client client(settings.broker, settings.curve);
     const zbroker::Response response =
         client.call(zbroker::protocol::kMmiStats, "", settings.call_options());
     if (!response.ok()) {
         return report_status(response.status, settings, std::string(zbroker::protocol::kMmiStats),
                              0);
     }
+    if (forbidden(std::string(zbroker::protocol::kMmiStats), response))
+        return report_forbidden(std::string(zbroker::protocol::kMmiStats));
     const std::optional<json> stats = decode_msgpack(response.body_view());
     if (!stats || !stats->is_object()) {
         return fail(kNoReply, "the answer to mmi.stats from " + settings.broker +
@@ -254,7 +286,7 @@ int run_stats(const Settings& settings, bool as_json) {
 
 // With names: mmi.service for each. Without: the mmi.services table.
 int run_services(const Settings& settings, const std::vector<std::string>& names) {
-    zbroker::Client client(settings.broker);
+    zbroker::Client client(settings.broker, settings.curve);
     if (!names.empty()) {
         std::size_t width = 0;
         for (const std::string& name : names)
@@ -322,6 +354,17 @@ int main(int argc, char** argv) {
     app.add_option("--log-level", log_level, "Log level")
         ->check(CLI::IsMember(zbroker::log_level_names()))
         ->capture_default_str();
+    std::string curve_server_key;
+    std::string curve_secret_file;
+    auto* server_key_option = app.add_option(
+        "--curve-server-key", curve_server_key,
+        "Talk CURVE: the broker's public key (Z85, the `public =` line of its key file)");
+    auto* secret_option =
+        app.add_option("--curve-secret", curve_secret_file,
+                       "With --curve-server-key: our key pair file (from `zclient keygen`)")
+            ->check(CLI::ExistingFile);
+    server_key_option->needs(secret_option);
+    secret_option->needs(server_key_option);
     app.require_subcommand(1);
     app.footer(kExitCodesHelp);
 
@@ -344,12 +387,25 @@ int main(int argc, char** argv) {
         "stats", "The broker's counters (mmi.stats): answers by status, malformed input, drops");
     stats->add_flag("--json", stats_json, "Print them as JSON instead of tables");
 
+    std::string keygen_out;
+    CLI::App* keygen = app.add_subcommand(
+        "keygen", "Write a new CURVE key pair file (mode 0600) and print its public key");
+    keygen->add_option("-o,--out", keygen_out, "File to create (never overwritten)")->required();
+
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         return app.exit(e) == 0 ? kOk : kUsage;
     }
     zbroker::init_logging("zclient", log_level);
+    if (keygen->parsed()) return run_keygen(keygen_out);
+    if (!curve_secret_file.empty()) {
+        try {
+            settings.curve = zbroker::load_curve_client_keys(curve_server_key, curve_secret_file);
+        } catch (const std::exception& e) {
+            return fail(kUsage, e.what());
+        }
+    }
 
     try {
         if (call->parsed()) {

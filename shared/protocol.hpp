@@ -33,6 +33,8 @@ inline constexpr std::string_view kMmiDrain = "mmi.drain";        // extension: 
 inline constexpr std::string_view kMmiFound = "200";
 inline constexpr std::string_view kMmiNotFound = "404";
 inline constexpr std::string_view kMmiNotImplemented = "501";
+// Extension: with CURVE on, mmi.stats and mmi.drain answer this to a peer without the admin role.
+inline constexpr std::string_view kMmiForbidden = "403";
 
 inline bool is_mmi(std::string_view service) noexcept {
     return service.starts_with(kMmiPrefix);

@@ -48,9 +48,9 @@ struct CoreHarness {
         : clock(std::chrono::steady_clock::time_point{} + std::chrono::hours(1)),
           core(config, outbox, clock) {}
 
-    void receive(const Message& message) {
+    void receive(const Message& message, broker::PeerRole role = broker::PeerRole::anyone) {
         Frames frames = to_frames(message);
-        core.on_message(frames, clock);
+        core.on_message(frames, clock, role);
     }
     void advance(std::chrono::milliseconds by) {
         clock += by;

@@ -44,9 +44,11 @@ BrokerConnection::BrokerConnection(std::string service, int credit, ConnectionTi
     : service_(std::move(service)), credit_(std::to_string(credit)), timing_(timing) {}
 
 void BrokerConnection::connect(zmq::context_t& context, const std::string& endpoint,
-                               std::uint64_t id, TimePoint now) {
+                               std::uint64_t id, TimePoint now,
+                               const std::optional<CurveClientKeys>& curve) {
     zmq::socket_t socket(context, zmq::socket_type::dealer);
     socket.set(zmq::sockopt::linger, 0);
+    if (curve) apply_curve_client(socket, *curve);
     socket.connect(endpoint);
     socket_ = std::move(socket);
     id_ = id;

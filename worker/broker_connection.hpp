@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "shared/clock.hpp"
+#include "shared/curve_keys.hpp"
 #include "shared/frames.hpp"
 #include "shared/protocol.hpp"
 
@@ -39,9 +40,10 @@ class BrokerConnection {
   public:
     BrokerConnection(std::string service, int credit, ConnectionTiming timing);
 
-    // Opens a new DEALER to `endpoint` and sends READY with our credit.
+    // Opens a new DEALER to `endpoint` (CURVE when `curve` is set) and sends READY with our
+    // credit.
     void connect(zmq::context_t& context, const std::string& endpoint, std::uint64_t id,
-                 TimePoint now);
+                 TimePoint now, const std::optional<CurveClientKeys>& curve = std::nullopt);
     // Closes at once (linger 0: whatever is queued belongs to a dead session) and schedules
     // the next connect after the reconnect delay.
     void drop(TimePoint now);

@@ -5,11 +5,13 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
 
+#include "shared/curve_keys.hpp"
 #include "shared/frames.hpp"
 #include "shared/protocol.hpp"
 
@@ -65,6 +67,9 @@ struct WorkerOptions {
     std::chrono::milliseconds heartbeat_interval{protocol::kHeartbeatInterval};
     int liveness = protocol::kHeartbeatLiveness;  // intervals of broker silence before reconnect
     std::chrono::milliseconds reconnect_delay{1000};
+    // CURVE to a broker run with --curve-secret; nullopt: plain TCP. run() throws
+    // std::invalid_argument when a key is not 40-character Z85.
+    std::optional<CurveClientKeys> curve;
 };
 
 // A snapshot of what a worker has done so far.

@@ -233,7 +233,7 @@ void WorkerLoop::run_timers(TimePoint at) {
 }
 
 void WorkerLoop::connect(BrokerConnection& connection, TimePoint at) {
-    connection.connect(context_, options_.endpoint, next_connection_id_++, at);
+    connection.connect(context_, options_.endpoint, next_connection_id_++, at, options_.curve);
     spdlog::debug("sent READY for '{}' to {}", connection.service(), options_.endpoint);
 }
 

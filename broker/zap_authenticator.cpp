@@ -1,0 +1,196 @@
+// ZAP 1.0 (RFC 27) over a REP socket: CURVE only, key looked up in the authorized-keys table.
+#include "broker/zap_authenticator.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+#include <spdlog/spdlog.h>
+
+#include "shared/curve_keys.hpp"
+
+namespace zbroker::broker {
+namespace {
+
+// RFC 27 request frames (REP has stripped the envelope).
+constexpr std::size_t kVersion = 0;
+constexpr std::size_t kRequestId = 1;
+constexpr std::size_t kDomain = 2;
+constexpr std::size_t kAddress = 3;
+constexpr std::size_t kMechanism = 5;
+constexpr std::size_t kCredentials = 6;
+constexpr std::string_view kZapVersion = "1.0";
+
+// Bounds how long a reload request or a stop waits to be noticed.
+constexpr std::chrono::milliseconds kPollInterval{100};
+// Bounds the memory a stream of made-up keys can take from the log-once set.
+constexpr std::size_t kMaxRefusedLogged = 10'000;
+
+std::string_view trim(std::string_view text) {
+    const auto first = text.find_first_not_of(" \t\r");
+    if (first == std::string_view::npos) return {};
+    const auto last = text.find_last_not_of(" \t\r");
+    return text.substr(first, last - first + 1);
+}
+
+// The next whitespace-separated word of `text`, consumed from it.
+std::string_view next_word(std::string_view& text) {
+    text = trim(text);
+    const auto end = text.find_first_of(" \t");
+    const std::string_view word = text.substr(0, end);
+    text = end == std::string_view::npos ? std::string_view{} : text.substr(end);
+    return word;
+}
+
+void set_reply(Frames& reply, std::string_view request_id, std::string_view code,
+               std::string_view text, std::string_view user_id) {
+    reply.clear();
+    reply.push_back(frame(kZapVersion));
+    reply.push_back(frame(request_id));
+    reply.push_back(frame(code));
+    reply.push_back(frame(text));
+    reply.push_back(frame(user_id));
+    reply.push_back(empty_frame());  // no metadata
+}
+
+}  // namespace
+
+AuthorizedKeys parse_authorized_keys(std::string_view text) {
+    AuthorizedKeys keys;
+    std::size_t line_number = 0;
+    auto fail = [&](const std::string& why) {
+        throw std::invalid_argument("line " + std::to_string(line_number) + ": " + why);
+    };
+    while (!text.empty()) {
+        ++line_number;
+        const auto end = text.find('\n');
+        std::string_view line = text.substr(0, end);
+        text = end == std::string_view::npos ? std::string_view{} : text.substr(end + 1);
+        line = trim(line);
+        // Z85 keys may contain '#': a comment starts a line, or follows the key after a space.
+        if (line.empty() || line.front() == '#') continue;
+        const std::string_view role_word = next_word(line);
+        const std::string_view key = next_word(line);
+        const std::string_view rest = trim(line);
+        const auto role = parse_role(role_word);
+        if (!role) {
+            fail("unknown role '" + std::string(role_word) +
+                 "' (expected client, worker or admin, then the key)");
+        }
+        if (!is_z85_key(key)) {
+            fail("'" + std::string(key) + "' is not a 40-character Z85 public key");
+        }
+        if (!rest.empty() && rest.front() != '#') {
+            fail("unexpected '" + std::string(rest) + "' after the key (comments start with #)");
+        }
+        if (!keys.emplace(std::string(key), *role).second) {
+            fail("key " + std::string(key) + " is listed twice; one key has one role");
+        }
+    }
+    return keys;
+}
+
+AuthorizedKeys load_authorized_keys(const std::string& path) {
+    std::ifstream in(path);
+    if (!in) {
+        throw std::runtime_error("cannot read authorized-keys file " + path + ": " +
+                                 std::strerror(errno));
+    }
+    std::ostringstream text;
+    text << in.rdbuf();
+    try {
+        return parse_authorized_keys(text.str());
+    } catch (const std::invalid_argument& e) {
+        throw std::runtime_error("authorized-keys file " + path + ": " + e.what());
+    }
+}
+
+ZapAuthenticator::ZapAuthenticator(zmq::context_t& context, std::string authorized_keys_path,
+                                   const std::atomic<std::uint32_t>& reload_requests)
+    : path_(std::move(authorized_keys_path)),
+      reload_requests_(reload_requests),
+      reloads_seen_(reload_requests.load()),
+      keys_(load_authorized_keys(path_)),
+      initial_key_count_(keys_.size()),
+      socket_(context, zmq::socket_type::rep) {
+    socket_.set(zmq::sockopt::linger, 0);
+    socket_.bind(kZapEndpoint);
+    thread_ = std::thread([this] { run(); });
+}
+
+ZapAuthenticator::~ZapAuthenticator() {
+    stop_.store(true);
+    thread_.join();
+}
+
+void ZapAuthenticator::run() {
+    Frames request;
+    Frames reply;
+    while (!stop_.load()) {
+        if (const auto requested = reload_requests_.load(); requested != reloads_seen_) {
+            reloads_seen_ = requested;
+            reload();
+        }
+        zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+        try {
+            zmq::poll(&item, 1, kPollInterval);
+            if ((item.revents & ZMQ_POLLIN) == 0) continue;
+            if (!recv_frames(socket_, request, zmq::recv_flags::dontwait)) continue;
+            answer(request, reply);
+            send_frames(socket_, reply);
+        } catch (const zmq::error_t& e) {
+            if (e.num() == EINTR) continue;  // SIGHUP may land on this thread
+            if (e.num() == ETERM) return;
+            spdlog::error("ZAP handler: {}; new CURVE connections will wait for it", e.what());
+        }
+    }
+}
+
+void ZapAuthenticator::reload() {
+    try {
+        AuthorizedKeys fresh = load_authorized_keys(path_);
+        spdlog::info("reloaded {}: {} key(s) (was {}); applies to new connections", path_,
+                     fresh.size(), keys_.size());
+        keys_ = std::move(fresh);
+        refused_logged_.clear();  // a key removed now should be logged when it is refused
+    } catch (const std::exception& e) {
+        spdlog::error("reload failed, keeping the {} key(s) loaded before: {}", keys_.size(),
+                      e.what());
+    }
+}
+
+void ZapAuthenticator::answer(Frames& request, Frames& reply) {
+    const std::string_view request_id =
+        request.size() > kRequestId ? view(request[kRequestId]) : std::string_view{};
+    // A REP socket must answer every request, or it stalls: malformed ones get 500.
+    if (request.size() < kCredentials || view(request[kVersion]) != kZapVersion) {
+        spdlog::error("ZAP handler: malformed request {}", describe(request));
+        return set_reply(reply, request_id, "500", "malformed ZAP request", "");
+    }
+    const std::string_view address = view(request[kAddress]);
+    if (view(request[kDomain]) != kZapDomain) {
+        return set_reply(reply, request_id, "400", "unknown domain", "");
+    }
+    if (view(request[kMechanism]) != "CURVE" || request.size() != kCredentials + 1) {
+        spdlog::warn("refused a {} connection from {}: only CURVE is accepted",
+                     printable(view(request[kMechanism])), address);
+        return set_reply(reply, request_id, "400", "CURVE required", "");
+    }
+    const std::string key = z85_from_binary(view(request[kCredentials]));
+    const auto it = keys_.find(key);
+    if (it == keys_.end()) {
+        if (refused_logged_.size() < kMaxRefusedLogged && refused_logged_.insert(key).second) {
+            spdlog::warn(
+                "refused CURVE key {} from {}: not in {} (add `client|worker|admin {}` and "
+                "send SIGHUP to admit it)",
+                key, address, path_, key);
+        }
+        return set_reply(reply, request_id, "400", "key not authorized", "");
+    }
+    spdlog::debug("admitted CURVE key {} from {} as {}", key, address, role_name(it->second));
+    set_reply(reply, request_id, "200", "OK", role_name(it->second));
+}
+
+}  // namespace zbroker::broker
