@@ -12,9 +12,11 @@ bin=build/release/bin
 port=${ZBROKER_PORT:-5555}
 endpoint="tcp://127.0.0.1:${port}"
 pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+cleanup() {  # workers first, then the broker: no one is told DISCONNECT while leaving
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill -TERM "${pids[i]}" 2>/dev/null || true
+    wait "${pids[i]}" 2>/dev/null || true
+  done
 }
 trap cleanup EXIT
 
@@ -27,10 +29,10 @@ if ! kill -0 "${pids[0]}" 2>/dev/null; then
   exit 1
 fi
 
-echo "== two workers: echo, hello, stats, sleep"
+echo "== two workers: echo, hello, stats, sleep (credit 32: up to 32 requests each at once)"
 for _ in 1 2; do
   "$bin/zworker" --broker "$endpoint" --service echo --service hello --service stats \
-    --service sleep --threads 2 --log-level warn &
+    --service sleep --threads 2 --credit 32 --log-level warn &
   pids+=($!)
 done
 
