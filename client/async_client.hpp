@@ -71,6 +71,9 @@ class AsyncClient {
     std::size_t in_flight() const { return in_flight_.size(); }
     std::size_t window() const { return window_; }
 
+    // To poll many clients from one thread: when it is readable, receive(0ms) has a reply.
+    zmq::socket_ref socket() noexcept { return socket_; }
+
   private:
     // The completion in reply_, or nullopt when it is malformed or not awaited.
     std::optional<Completion> complete_reply();
