@@ -19,14 +19,17 @@ struct ClientTally {
     LatencyRecorder latency;
 };
 
-// Send times by request id, and whether the request counts (sent after the warm-up). Ids
-// grow by one per request, so a ring well above the window holds every one in flight.
+// Send times by request id, and whether the request counts (sent after the warm-up). Ids grow
+// by one per request, so a ring indexed by id holds every request in flight as long as the
+// oldest is less than a ring's length behind the newest. One slow reply can be thousands
+// behind; the ring then doubles rather than overwrite it.
 class SendTimes {
   public:
     struct Sent {
-        std::uint64_t id = ~std::uint64_t{0};
+        std::uint64_t id = 0;
         SteadyClock::time_point at;
         bool measured = false;
+        bool live = false;
     };
     explicit SendTimes(std::size_t window) {
         std::size_t size = 16;
@@ -35,14 +38,28 @@ class SendTimes {
         slots_.resize(size);
     }
     void put(std::uint64_t id, SteadyClock::time_point at, bool measured) {
-        slots_[id & (slots_.size() - 1)] = {id, at, measured};
+        while (slot(id).live)
+            grow();
+        slot(id) = {id, at, measured, true};
     }
-    const Sent* find(std::uint64_t id) const {
-        const Sent& slot = slots_[id & (slots_.size() - 1)];
-        return slot.id == id ? &slot : nullptr;
+    // The request's entry, taken out of the ring; nullopt for an id not in flight.
+    std::optional<Sent> take(std::uint64_t id) {
+        Sent& entry = slot(id);
+        if (!entry.live || entry.id != id) return std::nullopt;
+        entry.live = false;
+        return entry;
     }
 
   private:
+    Sent& slot(std::uint64_t id) { return slots_[id & (slots_.size() - 1)]; }
+    void grow() {
+        std::vector<Sent> old(slots_.size() * 2);
+        old.swap(slots_);
+        for (const Sent& entry : old) {
+            if (entry.live) slot(entry.id) = entry;  // distinct ids within a ring's length
+        }
+    }
+
     std::vector<Sent> slots_;
 };
 
@@ -62,8 +79,8 @@ class Budget {
 
 // One client connection: its window, and when each of its requests went out.
 struct Connection {
-    Connection(const LoadSpec& spec)
-        : client(spec.endpoint, spec.inflight), send_times(spec.inflight) {}
+    Connection(zmq::context_t& context, const LoadSpec& spec)
+        : client(context, spec.endpoint, spec.inflight), send_times(spec.inflight) {}
     AsyncClient client;
     SendTimes send_times;
 };
@@ -74,10 +91,11 @@ struct Connection {
 void drive_connections(const LoadSpec& spec, std::size_t count, Budget& budget,
                        const std::atomic<bool>& measuring, const std::atomic<bool>& stop_sending,
                        ClientTally& tally) {
+    zmq::context_t context(1);  // one I/O thread for the group; outlives its sockets
     std::vector<Connection> connections;
     connections.reserve(count);
     for (std::size_t i = 0; i < count; ++i)
-        connections.emplace_back(spec);
+        connections.emplace_back(context, spec);
     std::vector<zmq::pollitem_t> items(count);
     const std::string body(spec.size, 'x');
     tally.latency.reserve(spec.requests > 0 ? spec.requests / spec.clients * count + 16 : 1 << 20);
@@ -113,8 +131,8 @@ void drive_connections(const LoadSpec& spec, std::size_t count, Budget& budget,
             if ((items[i].revents & ZMQ_POLLIN) == 0) continue;
             Connection& c = connections[i];
             while (auto done = c.client.receive(std::chrono::milliseconds(0))) {
-                const SendTimes::Sent* sent = c.send_times.find(done->id);
-                if (sent == nullptr || !sent->measured) continue;  // warm-up
+                const auto sent = c.send_times.take(done->id);
+                if (!sent || !sent->measured) continue;  // warm-up
                 if (done->status == protocol::Status::ok) {
                     ++tally.ok;
                     tally.latency.add(SteadyClock::now() - sent->at);

@@ -64,8 +64,18 @@ AsyncClient::AsyncClient(std::string endpoint, std::size_t window,
       window_(window),
       context_(std::make_unique<zmq::context_t>(1)),
       in_flight_(window) {
+    open(*context_, curve);
+}
+
+AsyncClient::AsyncClient(zmq::context_t& context, std::string endpoint, std::size_t window,
+                         std::optional<CurveClientKeys> curve)
+    : endpoint_(std::move(endpoint)), window_(window), in_flight_(window) {
+    open(context, curve);
+}
+
+void AsyncClient::open(zmq::context_t& context, const std::optional<CurveClientKeys>& curve) {
     if (window_ == 0) throw std::invalid_argument("AsyncClient window must be at least 1");
-    socket_ = zmq::socket_t(*context_, zmq::socket_type::dealer);
+    socket_ = zmq::socket_t(context, zmq::socket_type::dealer);
     socket_.set(zmq::sockopt::linger, 0);
     // The window already bounds both queues (one reply per request at most), so a high-water
     // mark could only turn a send inside the window into a spurious would-block.

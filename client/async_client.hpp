@@ -56,6 +56,10 @@ class AsyncClient {
     // zmq::error_t on a bad endpoint. With `curve`, talks CURVE to the broker.
     AsyncClient(std::string endpoint, std::size_t window,
                 std::optional<CurveClientKeys> curve = std::nullopt);
+    // The same on a context of the caller's, which must outlive the client: many clients in
+    // one process then share its I/O thread instead of starting one each.
+    AsyncClient(zmq::context_t& context, std::string endpoint, std::size_t window,
+                std::optional<CurveClientKeys> curve = std::nullopt);
     ~AsyncClient();
     AsyncClient(AsyncClient&&) noexcept;
     AsyncClient& operator=(AsyncClient&&) noexcept;
@@ -75,12 +79,13 @@ class AsyncClient {
     zmq::socket_ref socket() noexcept { return socket_; }
 
   private:
+    void open(zmq::context_t& context, const std::optional<CurveClientKeys>& curve);
     // The completion in reply_, or nullopt when it is malformed or not awaited.
     std::optional<Completion> complete_reply();
 
     std::string endpoint_;
     std::size_t window_;
-    std::unique_ptr<zmq::context_t> context_;
+    std::unique_ptr<zmq::context_t> context_;  // its own, unless it was given one
     zmq::socket_t socket_;
     std::uint64_t next_request_id_ = 1;
     detail::RequestIdSet in_flight_;
