@@ -28,16 +28,9 @@ constexpr std::chrono::milliseconds kPollInterval{100};
 // Bounds the memory a stream of made-up keys can take from the log-once set.
 constexpr std::size_t kMaxRefusedLogged = 10'000;
 
-std::string_view trim(std::string_view text) {
-    const auto first = text.find_first_not_of(" \t\r");
-    if (first == std::string_view::npos) return {};
-    const auto last = text.find_last_not_of(" \t\r");
-    return text.substr(first, last - first + 1);
-}
-
 // The next whitespace-separated word of `text`, consumed from it.
 std::string_view next_word(std::string_view& text) {
-    text = trim(text);
+    text = trim_blanks(text);
     const auto end = text.find_first_of(" \t");
     const std::string_view word = text.substr(0, end);
     text = end == std::string_view::npos ? std::string_view{} : text.substr(end);
@@ -59,36 +52,29 @@ void set_reply(Frames& reply, std::string_view request_id, std::string_view code
 
 AuthorizedKeys parse_authorized_keys(std::string_view text) {
     AuthorizedKeys keys;
-    std::size_t line_number = 0;
-    auto fail = [&](const std::string& why) {
-        throw std::invalid_argument("line " + std::to_string(line_number) + ": " + why);
-    };
-    while (!text.empty()) {
-        ++line_number;
-        const auto end = text.find('\n');
-        std::string_view line = text.substr(0, end);
-        text = end == std::string_view::npos ? std::string_view{} : text.substr(end + 1);
-        line = trim(line);
-        // Z85 keys may contain '#': a comment starts a line, or follows the key after a space.
-        if (line.empty() || line.front() == '#') continue;
+    // Z85 keys may contain '#': a comment starts a line, or follows the key after a space.
+    for_each_key_file_line(text, [&keys](std::string_view line) {
         const std::string_view role_word = next_word(line);
         const std::string_view key = next_word(line);
-        const std::string_view rest = trim(line);
+        const std::string_view rest = trim_blanks(line);
         const auto role = parse_role(role_word);
         if (!role) {
-            fail("unknown role '" + std::string(role_word) +
-                 "' (expected client, worker or admin, then the key)");
+            throw std::invalid_argument("unknown role '" + std::string(role_word) +
+                                        "' (expected client, worker or admin, then the key)");
         }
         if (!is_z85_key(key)) {
-            fail("'" + std::string(key) + "' is not a 40-character Z85 public key");
+            throw std::invalid_argument("'" + std::string(key) +
+                                        "' is not a 40-character Z85 public key");
         }
         if (!rest.empty() && rest.front() != '#') {
-            fail("unexpected '" + std::string(rest) + "' after the key (comments start with #)");
+            throw std::invalid_argument("unexpected '" + std::string(rest) +
+                                        "' after the key (comments start with #)");
         }
         if (!keys.emplace(std::string(key), *role).second) {
-            fail("key " + std::string(key) + " is listed twice; one key has one role");
+            throw std::invalid_argument("key " + std::string(key) +
+                                        " is listed twice; one key has one role");
         }
-    }
+    });
     return keys;
 }
 

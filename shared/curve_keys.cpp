@@ -17,13 +17,6 @@
 namespace zbroker {
 namespace {
 
-std::string_view trim(std::string_view text) {
-    const auto first = text.find_first_not_of(" \t\r");
-    if (first == std::string_view::npos) return {};
-    const auto last = text.find_last_not_of(" \t\r");
-    return text.substr(first, last - first + 1);
-}
-
 // The Z85 public key that belongs to a Z85 secret key, or empty if it is not one.
 std::string public_of(const std::string& secret_key) {
     std::array<char, kCurveKeyZ85Size + 1> public_key{};
@@ -75,31 +68,27 @@ CurveKeyPair generate_curve_keypair() {
 
 CurveKeyPair parse_curve_keypair(std::string_view text) {
     CurveKeyPair pair;
-    std::size_t line_number = 0;
-    auto fail = [&](const std::string& why) {
-        throw std::invalid_argument("line " + std::to_string(line_number) + ": " + why);
-    };
-    while (!text.empty()) {
-        ++line_number;
-        const auto end = text.find('\n');
-        std::string_view line = text.substr(0, end);
-        text = end == std::string_view::npos ? std::string_view{} : text.substr(end + 1);
-        // Z85 keys may contain '#' and '=': comments start a line, the first '=' splits it.
-        line = trim(line);
-        if (line.empty() || line.front() == '#') continue;
+    // Z85 keys may contain '#' and '=': the first '=' splits a line.
+    for_each_key_file_line(text, [&pair](std::string_view line) {
         const auto equals = line.find('=');
-        if (equals == std::string_view::npos) fail("expected `public = KEY` or `secret = KEY`");
-        const std::string_view name = trim(line.substr(0, equals));
-        const std::string value(trim(line.substr(equals + 1)));
-        if (!is_z85_key(value)) fail("the " + std::string(name) + " key is not 40-character Z85");
+        if (equals == std::string_view::npos) {
+            throw std::invalid_argument("expected `public = KEY` or `secret = KEY`");
+        }
+        const std::string_view name = trim_blanks(line.substr(0, equals));
+        const std::string value(trim_blanks(line.substr(equals + 1)));
+        if (!is_z85_key(value)) {
+            throw std::invalid_argument("the " + std::string(name) +
+                                        " key is not 40-character Z85");
+        }
         if (name == "public") {
             pair.public_key = value;
         } else if (name == "secret") {
             pair.secret_key = value;
         } else {
-            fail("unknown name '" + std::string(name) + "' (expected public or secret)");
+            throw std::invalid_argument("unknown name '" + std::string(name) +
+                                        "' (expected public or secret)");
         }
-    }
+    });
     if (pair.secret_key.empty()) throw std::invalid_argument("no `secret = KEY` line");
     const std::string derived = public_of(pair.secret_key);
     if (pair.public_key.empty()) pair.public_key = derived;
@@ -186,6 +175,30 @@ void apply_curve_server(zmq::socket_ref socket, const std::string& secret_key,
     socket.set(zmq::sockopt::curve_server, 1);
     socket.set(zmq::sockopt::curve_secretkey, secret_key);
     socket.set(zmq::sockopt::zap_domain, zap_domain);
+}
+
+std::string_view trim_blanks(std::string_view text) {
+    const auto first = text.find_first_not_of(" \t\r");
+    if (first == std::string_view::npos) return {};
+    const auto last = text.find_last_not_of(" \t\r");
+    return text.substr(first, last - first + 1);
+}
+
+void for_each_key_file_line(std::string_view text,
+                            const std::function<void(std::string_view line)>& visit) {
+    std::size_t line_number = 0;
+    while (!text.empty()) {
+        ++line_number;
+        const auto end = text.find('\n');
+        const std::string_view line = trim_blanks(text.substr(0, end));
+        text = end == std::string_view::npos ? std::string_view{} : text.substr(end + 1);
+        if (line.empty() || line.front() == '#') continue;
+        try {
+            visit(line);
+        } catch (const std::invalid_argument& e) {
+            throw std::invalid_argument("line " + std::to_string(line_number) + ": " + e.what());
+        }
+    }
 }
 
 }  // namespace zbroker

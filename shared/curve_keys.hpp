@@ -9,6 +9,7 @@
 // Both keys are 40-character Z85 (32 bytes); reading checks that `public` belongs to `secret`.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -69,5 +70,13 @@ void apply_curve_client(zmq::socket_ref socket, const CurveClientKeys& keys);
 // may connect. Call before bind(). Throws std::invalid_argument when the key is not Z85.
 void apply_curve_server(zmq::socket_ref socket, const std::string& secret_key,
                         const std::string& zap_domain);
+
+// The CURVE text files (key pairs, authorized keys) share one shape: `visit` gets each line
+// trimmed, blank lines and lines starting with '#' skipped; an std::invalid_argument it throws
+// comes back prefixed with "line N: ".
+void for_each_key_file_line(std::string_view text,
+                            const std::function<void(std::string_view line)>& visit);
+// `text` without leading and trailing spaces, tabs and carriage returns.
+std::string_view trim_blanks(std::string_view text);
 
 }  // namespace zbroker
