@@ -246,7 +246,11 @@ void BrokerCore::answer_mmi(Frames& in, ClientProtocol protocol, TimePoint now, 
     const std::size_t first = body_start(protocol);
     const bool admin_only = service == protocol::kMmiStats || service == protocol::kMmiDrain;
     std::string answer;
-    if (admin_only && role != PeerRole::anyone && role != PeerRole::admin) {
+    // Without CURVE nobody is known: reading counters is harmless, but one 3-frame message
+    // must not be able to shut the broker down unless the operator said so.
+    const bool drain_refused =
+        service == protocol::kMmiDrain && role == PeerRole::anyone && !config_.drain_without_curve;
+    if ((admin_only && role != PeerRole::anyone && role != PeerRole::admin) || drain_refused) {
         malformed(Malformed::not_authorized, in, "mmi.stats and mmi.drain need the admin role");
         answer = protocol::kMmiForbidden;  // an MMI answer, as 404 and 501 are
     } else if (service == protocol::kMmiService) {
@@ -505,6 +509,9 @@ void BrokerCore::send_command(std::string_view identity, WorkerCommand command) 
 
 void BrokerCore::malformed(Malformed kind, const Frames& in, std::string_view detail) {
     ++counters_[kind];
+    // describe() builds a string: only pay for it when it will be logged. A flood of hostile
+    // messages must cost a counter increment, not a formatting pass each.
+    if (!spdlog::should_log(spdlog::level::debug)) return;
     spdlog::debug("malformed message ({}{}{}): {}", name(kind), detail.empty() ? "" : ": ", detail,
                   describe(in));
 }

@@ -34,6 +34,7 @@ struct BrokerConfig {
     std::size_t max_msg_size = 16u << 20;  // request body bytes, then 413
     std::uint32_t max_credit = 10'000;     // a larger READY credit is a protocol error
     Millis drain_timeout{10'000};
+    bool drain_without_curve = false;  // let anyone call mmi.drain when CURVE is off
 };
 
 // What a peer may do, as the ZAP authenticator decided from its CURVE key. `anyone` means CURVE

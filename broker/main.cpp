@@ -119,6 +119,8 @@ int main(int argc, char** argv) {
                    "On SIGINT/SIGTERM, how long to finish held requests before answering 503")
         ->check(CLI::Range(0, 3'600'000))
         ->capture_default_str();
+    app.add_flag("--drain-without-curve", config.drain_without_curve,
+                 "Let any peer call mmi.drain when CURVE is off (with CURVE: admin keys only)");
     app.add_option("--hwm", socket_options.hwm, "Messages queued per peer (ZMQ_SNDHWM/RCVHWM)")
         ->check(CLI::Range(1, 10'000'000))
         ->capture_default_str();

@@ -149,8 +149,17 @@ TEST_CASE("MMI: mmi.stats reports totals, answers by status, malformed and drops
     REQUIRE(totals.at("dispatches") == 1);
 }
 
+TEST_CASE("MMI: without CURVE, mmi.drain is refused unless the broker allows it") {
+    CoreHarness refusing;
+    refusing.receive({"C", kEmpty, "MDPC01", "mmi.drain"});
+    REQUIRE(refusing.take_one() == Message{"C", "", "MDPC01", "mmi.drain", "403"});
+    REQUIRE_FALSE(refusing.core.draining());
+}
+
 TEST_CASE("MMI: mmi.drain starts a drain and answers 200") {
-    CoreHarness h;
+    broker::BrokerConfig config;
+    config.drain_without_curve = true;
+    CoreHarness h(config);
     h.receive({"C", kEmpty, "MDPC01", "mmi.drain"});
     REQUIRE(h.take_one() == Message{"C", "", "MDPC01", "mmi.drain", "200"});
     REQUIRE(h.core.draining());
