@@ -16,6 +16,7 @@
 #include <zbroker/version.hpp>
 
 #include "client/client.hpp"
+#include "shared/curve_flags.hpp"
 #include "shared/logging.hpp"
 
 namespace {
@@ -354,17 +355,8 @@ int main(int argc, char** argv) {
     app.add_option("--log-level", log_level, "Log level")
         ->check(CLI::IsMember(zbroker::log_level_names()))
         ->capture_default_str();
-    std::string curve_server_key;
-    std::string curve_secret_file;
-    auto* server_key_option = app.add_option(
-        "--curve-server-key", curve_server_key,
-        "Talk CURVE: the broker's public key (Z85, the `public =` line of its key file)");
-    auto* secret_option =
-        app.add_option("--curve-secret", curve_secret_file,
-                       "With --curve-server-key: our key pair file (from `zclient keygen`)")
-            ->check(CLI::ExistingFile);
-    server_key_option->needs(secret_option);
-    secret_option->needs(server_key_option);
+    zbroker::CurveClientFlags curve;
+    curve.add_to(app, "our key pair file (from `zclient keygen`)");
     app.require_subcommand(1);
     app.footer(kExitCodesHelp);
 
@@ -399,12 +391,10 @@ int main(int argc, char** argv) {
     }
     zbroker::init_logging("zclient", log_level);
     if (keygen->parsed()) return run_keygen(keygen_out);
-    if (!curve_secret_file.empty()) {
-        try {
-            settings.curve = zbroker::load_curve_client_keys(curve_server_key, curve_secret_file);
-        } catch (const std::exception& e) {
-            return fail(kUsage, e.what());
-        }
+    try {
+        settings.curve = curve.load();
+    } catch (const std::exception& e) {
+        return fail(kUsage, e.what());
     }
 
     try {

@@ -12,6 +12,7 @@
 
 #include <zbroker/version.hpp>
 
+#include "shared/curve_flags.hpp"
 #include "shared/logging.hpp"
 #include "worker/builtin_services.hpp"
 #include "worker/worker.hpp"
@@ -80,18 +81,9 @@ int main(int argc, char** argv) {
     app.add_option("--log-level", log_level, "Log level")
         ->check(CLI::IsMember(log_level_names()))
         ->capture_default_str();
-    std::string curve_server_key;
-    std::string curve_secret_file;
-    auto* server_key_option = app.add_option(
-        "--curve-server-key", curve_server_key,
-        "Talk CURVE: the broker's public key (Z85, the `public =` line of its key file)");
-    auto* secret_option =
-        app.add_option("--curve-secret", curve_secret_file,
-                       "With --curve-server-key: our key pair file; the broker must list its "
-                       "public key with the worker role")
-            ->check(CLI::ExistingFile);
-    server_key_option->needs(secret_option);
-    secret_option->needs(server_key_option);
+    CurveClientFlags curve;
+    curve.add_to(app,
+                 "our key pair file; the broker must list its public key with the worker role");
     app.footer(
         "Services (msgpack in and out):\n"
         "  echo   the request body, unchanged\n"
@@ -107,13 +99,11 @@ int main(int argc, char** argv) {
     options.heartbeat_interval = std::chrono::milliseconds(heartbeat_ms);
     options.reconnect_delay = std::chrono::milliseconds(reconnect_ms);
     init_logging("zworker", log_level);
-    if (!curve_secret_file.empty()) {
-        try {
-            options.curve = load_curve_client_keys(curve_server_key, curve_secret_file);
-        } catch (const std::exception& e) {
-            spdlog::error("cannot turn CURVE on: {}", e.what());
-            return EXIT_FAILURE;
-        }
+    try {
+        options.curve = curve.load();
+    } catch (const std::exception& e) {
+        spdlog::error("cannot turn CURVE on: {}", e.what());
+        return EXIT_FAILURE;
     }
 
     try {
