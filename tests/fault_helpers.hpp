@@ -17,6 +17,7 @@
 #include <zmq.hpp>
 
 #include "client/client.hpp"
+#include "process_helpers.hpp"
 #include "shared/child_process.hpp"
 #include "shared/codec.hpp"
 #include "shared/frames.hpp"
@@ -24,17 +25,15 @@
 
 namespace zbroker::faults {
 
+using testing::bin_dir;
+using testing::eventually;
+
 using namespace std::chrono_literals;
 
 // Broker and workers must agree on it, or each takes the other for dead; short, so that
 // deaths are noticed quickly and the tests stay short.
 inline constexpr int kHeartbeatMs = 100;
 inline constexpr int kLiveness = 3;
-
-inline std::string bin_dir() {
-    const char* dir = std::getenv("ZBROKER_BIN_DIR");
-    return dir != nullptr ? dir : "build/debug/bin";
-}
 
 // A count from the environment, so CI under ASan and a fast local build can pick their own.
 inline long env_count(const char* name, long fallback) {
@@ -72,17 +71,6 @@ inline ChildProcess start_zworker(const std::string& endpoint, const std::string
         std::to_string(kHeartbeatMs)};
     argv.insert(argv.end(), extra.begin(), extra.end());
     return ChildProcess(std::move(argv));
-}
-
-// Polls until `condition` holds; false after `timeout`.
-template <typename F>
-bool eventually(F condition, std::chrono::milliseconds timeout = 10'000ms) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-        if (condition()) return true;
-        std::this_thread::sleep_for(10ms);
-    }
-    return false;
 }
 
 struct ServiceFigures {

@@ -9,6 +9,7 @@
 
 #include "client/async_client.hpp"
 #include "client/client.hpp"
+#include "process_helpers.hpp"
 #include "shared/child_process.hpp"
 #include "shared/codec.hpp"
 #include "worker/worker.hpp"
@@ -19,10 +20,8 @@ using protocol::Status;
 
 namespace {
 
-std::string bin_dir() {
-    const char* dir = std::getenv("ZBROKER_BIN_DIR");
-    return dir != nullptr ? dir : "build/debug/bin";
-}
+using testing::bin_dir;
+using testing::eventually;
 
 ChildProcess start_zworker(const std::string& endpoint, const std::string& service,
                            const std::string& heartbeat_ms = "100") {
@@ -55,17 +54,6 @@ ServiceFigures figures(const std::string& endpoint, const std::string& service) 
     const auto all = handle.get().as<std::map<std::string, msgpack::object>>();
     const auto it = all.find(service);
     return it == all.end() ? ServiceFigures{} : it->second.as<ServiceFigures>();
-}
-
-// Polls until `condition` holds; false after `timeout`.
-template <typename F>
-bool eventually(F condition, std::chrono::milliseconds timeout = 10'000ms) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-        if (condition()) return true;
-        std::this_thread::sleep_for(20ms);
-    }
-    return false;
 }
 
 std::optional<Completion> receive_one(AsyncClient& client, std::chrono::milliseconds timeout) {

@@ -14,6 +14,7 @@
 #include "broker/zap_authenticator.hpp"
 #include "client/client.hpp"
 #include "core_harness.hpp"
+#include "process_helpers.hpp"
 #include "shared/child_process.hpp"
 #include "shared/codec.hpp"
 #include "shared/curve_keys.hpp"
@@ -207,20 +208,8 @@ TEST_CASE("the authorized-keys file maps each key to one role and names a bad li
 
 namespace {
 
-std::string bin_dir() {
-    const char* dir = std::getenv("ZBROKER_BIN_DIR");
-    return dir != nullptr ? dir : "build/debug/bin";
-}
-
-template <typename F>
-bool eventually(F condition, std::chrono::milliseconds timeout = 10'000ms) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    while (std::chrono::steady_clock::now() < deadline) {
-        if (condition()) return true;
-        std::this_thread::sleep_for(20ms);
-    }
-    return false;
-}
+using testing::bin_dir;
+using testing::eventually;
 
 std::size_t occurrences(const std::string& text, const std::string& marker) {
     std::size_t count = 0;

@@ -1,0 +1,28 @@
+// What tests on real processes share: where the programs are, and waiting for a condition.
+#pragma once
+
+#include <chrono>
+#include <cstdlib>
+#include <string>
+#include <thread>
+
+namespace zbroker::testing {
+
+// ctest sets ZBROKER_BIN_DIR to the build's bin/; by hand, the debug build is assumed.
+inline std::string bin_dir() {
+    const char* dir = std::getenv("ZBROKER_BIN_DIR");
+    return dir != nullptr ? dir : "build/debug/bin";
+}
+
+// Polls until `condition` holds; false after `timeout`.
+template <typename F>
+bool eventually(F condition, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (std::chrono::steady_clock::now() < deadline) {
+        if (condition()) return true;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return false;
+}
+
+}  // namespace zbroker::testing
