@@ -336,7 +336,10 @@ void BrokerCore::remove_worker(Worker& worker, bool send_disconnect, std::string
     ++counters_.workers_disconnected;
     service.withdraw(worker);
     --service.workers;
-    spdlog::warn(
+    // A worker that says goodbye holding nothing is routine; anything else is worth a warning.
+    const bool routine = !send_disconnect && requeued == 0 && failed == 0;
+    spdlog::log(
+        routine ? spdlog::level::info : spdlog::level::warn,
         "worker {} for '{}' removed: {}; {} request(s) re-queued, {} failed after {} attempts",
         printable(worker.identity), service.name, reason, requeued, failed, config_.max_attempts);
     workers_.remove(worker);
