@@ -49,7 +49,8 @@ constexpr const char* kExitCodesHelp =
     "  6  retries exhausted (500): the workers given the request kept dying\n"
     "  7  bad request (400) or request too large (413)\n"
     "  8  the worker's handler reported an error ({\"error\": ...} reply)\n"
-    "  9  forbidden (403): with CURVE on, mmi.stats and mmi.drain need an admin key\n\n"
+    "  9  forbidden (403): mmi.stats and mmi.drain need an admin key (with CURVE), and\n"
+    "     mmi.drain needs zbroker --drain-without-curve (without CURVE)\n\n"
     "Examples:\n"
     "  zclient call hello '\"Hello, Server!\"'\n"
     "  echo '{\"ms\": 100}' | zclient call sleep\n"
@@ -122,9 +123,11 @@ bool forbidden(const std::string& service, const zbroker::Response& response) {
 }
 
 int report_forbidden(const std::string& service) {
-    return fail(kForbidden, service +
-                                " is forbidden (403): the broker needs an admin key for it; ask "
-                                "for one to be listed as `admin KEY` in its authorized-keys file");
+    return fail(kForbidden,
+                service +
+                    " is forbidden (403). With CURVE on, it needs an admin key: ask for "
+                    "yours to be listed as `admin KEY` in the broker's authorized-keys "
+                    "file. Without CURVE, mmi.drain needs zbroker --drain-without-curve.");
 }
 
 // `zclient keygen --out FILE`: a new key pair in FILE (mode 0600), the public key on stdout.
