@@ -333,7 +333,7 @@ void BrokerCore::remove_worker(Worker& worker, bool send_disconnect, std::string
         }
     }
     counters_.requeued += requeued;
-    ++counters_.workers_disconnected;
+    ++counters_.workers_removed;
     service.withdraw(worker);
     --service.workers;
     // A worker that says goodbye holding nothing is routine; anything else is worth a warning.

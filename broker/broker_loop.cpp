@@ -78,9 +78,19 @@ std::optional<PeerRole> BrokerLoop::role_of_message() const {
     return parse_role(user_id);
 }
 
+void BrokerLoop::observe_every(Millis period, Observer observe) {
+    observe_period_ = period;
+    observe_ = std::move(observe);
+}
+
 void BrokerLoop::run(const std::atomic<bool>& stop) {
     zmq::pollitem_t items[] = {{socket_.handle(), 0, ZMQ_POLLIN, 0}};
+    TimePoint next_observation = now();
     while (true) {
+        if (observe_ && now() >= next_observation) {
+            observe_(core_, now());
+            next_observation = now() + observe_period_;
+        }
         if (stop.load(std::memory_order_relaxed) && !core_.draining()) core_.begin_drain(now());
         if (core_.drain_complete(now())) break;
 
@@ -95,6 +105,7 @@ void BrokerLoop::run(const std::atomic<bool>& stop) {
         if (now() >= core_.next_timer()) core_.on_timer(now());
     }
     core_.finish_drain();
+    if (observe_) observe_(core_, now());
 }
 
 }  // namespace zbroker::broker

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -30,6 +31,11 @@ class BrokerLoop {
     // Serves until `stop` turns true, then drains and tells workers DISCONNECT.
     void run(const std::atomic<bool>& stop);
 
+    // Calls `observe` on the broker thread about every `period` (at most ~100 ms late) while
+    // run() serves, and once more at its end: how metrics see the core without locking it.
+    using Observer = std::function<void(const BrokerCore&, TimePoint)>;
+    void observe_every(Millis period, Observer observe);
+
     const BrokerCore& core() const noexcept { return core_; }
 
   private:
@@ -54,6 +60,8 @@ class BrokerLoop {
     SocketOutbox outbox_;
     BrokerCore core_;
     Frames in_;
+    Millis observe_period_{0};
+    Observer observe_;
 };
 
 }  // namespace zbroker::broker

@@ -15,7 +15,7 @@ enum class Malformed : std::uint8_t {
     no_delimiter,      // frame after the routing id is not empty
     unknown_protocol,  // header is not MDPC01, ZBC01 or MDPW01
     empty_service,     // client named no service
-    bad_request_id,    // ZBC01 request id missing or longer than 255 bytes
+    bad_request_id,    // ZBC01 request id longer than 255 bytes (missing: too_short)
     bad_headers,       // ZBC01 headers frame is not a valid msgpack map
     bad_command,       // worker command frame is not one known byte
     bad_ready,         // READY without a service, or with a bad credit frame
@@ -37,16 +37,25 @@ enum class Drop : std::uint8_t {
     kCount
 };
 
+// The statuses the broker answers with, in the order of Counters::answers.
+inline constexpr protocol::Status kAnsweredStatuses[] = {protocol::Status::ok,
+                                                         protocol::Status::bad_request,
+                                                         protocol::Status::too_large,
+                                                         protocol::Status::queue_full,
+                                                         protocol::Status::retries_exhausted,
+                                                         protocol::Status::unavailable,
+                                                         protocol::Status::deadline_exceeded};
+
 std::string_view name(Malformed kind) noexcept;
 std::string_view name(Drop reason) noexcept;
 
 struct Counters {
-    std::uint64_t requests = 0;  // accepted from clients, MMI included
+    std::uint64_t requests = 0;  // well-formed, from clients, MMI included; refused ones too
     std::uint64_t dispatches = 0;
     std::uint64_t requeued = 0;  // handed back to a queue after their worker died
     std::uint64_t workers_registered = 0;
     std::uint64_t workers_expired = 0;
-    std::uint64_t workers_disconnected = 0;  // sent DISCONNECT or broke the protocol
+    std::uint64_t workers_removed = 0;  // for any reason: expiry, DISCONNECT, protocol error
     std::array<std::uint64_t, static_cast<std::size_t>(Malformed::kCount)> malformed{};
     std::array<std::uint64_t, static_cast<std::size_t>(Drop::kCount)> drops{};
     std::array<std::uint64_t, 8> answers{};  // by status, see answer_index()

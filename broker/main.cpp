@@ -9,7 +9,9 @@
 #include <zbroker/version.hpp>
 
 #include "broker/broker_loop.hpp"
+#include "broker/metrics.hpp"
 #include "broker/zap_authenticator.hpp"
+#include "shared/config_file_flag.hpp"
 #include "shared/curve_keys.hpp"
 #include "shared/logging.hpp"
 
@@ -52,6 +54,14 @@ int run_keygen(const std::string& out) {
     }
 }
 
+// A scrape sees counters at most this old; Prometheus scrapes every 15 s by default.
+constexpr zbroker::Millis kMetricsPeriod{1000};
+
+std::string host_of(const std::string& address) {
+    const auto colon = address.rfind(':');
+    return colon == std::string::npos ? address : address.substr(0, colon);
+}
+
 void log_summary(const zbroker::broker::BrokerCore& core) {
     using namespace zbroker::broker;
     const Counters& c = core.counters();
@@ -80,6 +90,7 @@ int main(int argc, char** argv) {
     auto drain_ms = config.drain_timeout.count();
     std::string curve_secret_file;
     std::string authorized_keys_file;
+    std::string metrics_address;
 
     CLI::App app{
         "zbroker: a Majordomo (7/MDP + 8/MMI) request-reply broker.\n"
@@ -87,6 +98,7 @@ int main(int argc, char** argv) {
         "requests queue per service and go to the least recently used worker with credit.",
         "zbroker"};
     app.set_version_flag("--version", std::string("zbroker ") + kVersion);
+    add_config_file_flag(app);
     app.add_option("-b,--bind", bind, "Endpoint to bind for clients and workers")
         ->capture_default_str();
     app.add_option("--heartbeat-ms", heartbeat_ms, "Heartbeat interval to workers, milliseconds")
@@ -127,6 +139,8 @@ int main(int argc, char** argv) {
     app.add_option("--log-level", log_level, "Log level")
         ->check(CLI::IsMember(log_level_names()))
         ->capture_default_str();
+    app.add_option("--metrics", metrics_address,
+                   "Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464)");
     auto* secret_option =
         app.add_option("--curve-secret", curve_secret_file,
                        "Turns CURVE on: the broker's key pair file (from `zbroker keygen`)")
@@ -181,10 +195,26 @@ int main(int argc, char** argv) {
     try {
         loop.emplace(context, config, bind, socket_options);
     } catch (const zmq::error_t& e) {
-        spdlog::error(
-            "cannot bind {}: {}. Is another broker running there? Pick another with --bind.", bind,
-            e.what());
+        const char* advice = e.num() == EADDRINUSE
+                                 ? "Is another broker running there? Pick another with --bind."
+                                 : "Check the address: tcp://HOST:PORT with HOST an interface "
+                                   "address, a name of this host, or *.";
+        spdlog::error("cannot bind {}: {}. {}", bind, e.what(), advice);
         return EXIT_FAILURE;
+    }
+    std::optional<broker::MetricsEndpoint> metrics;
+    if (!metrics_address.empty()) {
+        try {
+            metrics.emplace(metrics_address);
+        } catch (const std::exception& e) {
+            spdlog::error("{}. Is the port in use? Pick another with --metrics HOST:PORT.",
+                          e.what());
+            return EXIT_FAILURE;
+        }
+        loop->observe_every(kMetricsPeriod, [&metrics](const auto& core, auto now) {
+            metrics->publish(broker::take_snapshot(core, now));
+        });
+        spdlog::info("metrics on http://{}:{}/metrics", host_of(metrics_address), metrics->port());
     }
     install_signal_handlers();
     spdlog::info(

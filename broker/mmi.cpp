@@ -12,21 +12,13 @@ namespace {
 using Packer = msgpack::packer<msgpack::sbuffer>;
 using protocol::Status;
 
-constexpr Status kStatuses[] = {Status::ok,
-                                Status::bad_request,
-                                Status::too_large,
-                                Status::queue_full,
-                                Status::retries_exhausted,
-                                Status::unavailable,
-                                Status::deadline_exceeded};
-
 // {status: n} for the non-zero entries of an array indexed by Counters::answer_index.
 void pack_by_status(Packer& packer, const std::array<std::uint64_t, 8>& counts) {
     std::uint32_t present = 0;
-    for (Status s : kStatuses)
+    for (Status s : kAnsweredStatuses)
         present += counts[Counters::answer_index(s)] > 0 ? 1 : 0;
     packer.pack_map(present);
-    for (Status s : kStatuses) {
+    for (Status s : kAnsweredStatuses) {
         const std::uint64_t n = counts[Counters::answer_index(s)];
         if (n == 0) continue;
         packer.pack(protocol::status_text(s));
@@ -99,8 +91,8 @@ std::string encode_stats(const BrokerCore& core, TimePoint now) {
     packer.pack(c.workers_registered);
     packer.pack("workers_expired");
     packer.pack(c.workers_expired);
-    packer.pack("workers_disconnected");
-    packer.pack(c.workers_disconnected);
+    packer.pack("workers_removed");
+    packer.pack(c.workers_removed);
     packer.pack("answers");
     pack_by_status(packer, c.answers);
     packer.pack("malformed");

@@ -6,7 +6,7 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build ccache pkg-config
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libboost-dev
-  libcli11-dev libspdlog-dev nlohmann-json3-dev catch2
+  libcli11-dev libspdlog-dev nlohmann-json3-dev prometheus-cpp-dev catch2
   python3 python3-zmq python3-msgpack
 )
 

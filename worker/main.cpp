@@ -12,6 +12,7 @@
 
 #include <zbroker/version.hpp>
 
+#include "shared/config_file_flag.hpp"
 #include "shared/curve_flags.hpp"
 #include "shared/logging.hpp"
 #include "worker/builtin_services.hpp"
@@ -53,6 +54,7 @@ int main(int argc, char** argv) {
         "for them, so a long job is not taken for a dead worker.",
         "zworker"};
     app.set_version_flag("--version", std::string("zworker ") + kVersion);
+    add_config_file_flag(app);
     app.add_option("-b,--broker", options.endpoint, "Broker endpoint to connect to")
         ->capture_default_str();
     app.add_option("-s,--service", services,

@@ -1,0 +1,170 @@
+// The Prometheus endpoint and the config file: the metric families built from a core's
+// counters, then a real zbroker scraped over HTTP and configured from a file.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <prometheus/metric_family.h>
+#include <prometheus/text_serializer.h>
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <fstream>
+
+#include "broker/metrics.hpp"
+#include "client/client.hpp"
+#include "core_harness.hpp"
+#include "process_helpers.hpp"
+#include "shared/child_process.hpp"
+
+using namespace zbroker;
+using namespace zbroker::testing;
+using namespace std::chrono_literals;
+
+namespace {
+
+std::string exposition(const broker::BrokerSnapshot& snapshot) {
+    return prometheus::TextSerializer().Serialize(broker::to_metric_families(snapshot));
+}
+
+bool has_line(const std::string& text, const std::string& line) {
+    return text.find("\n" + line + "\n") != std::string::npos;
+}
+
+// GET /metrics over plain HTTP/1.0; the whole response, or "" when nothing answers.
+std::string http_get_metrics(int port) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<std::uint16_t>(port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    timeval timeout{2, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    std::string response;
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
+        const std::string request = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+        if (::write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
+            char buffer[4096];
+            ssize_t n;
+            while ((n = ::read(fd, buffer, sizeof buffer)) > 0)
+                response.append(buffer, static_cast<std::size_t>(n));
+        }
+    }
+    ::close(fd);
+    return response;
+}
+
+struct TempFile {
+    explicit TempFile(const std::string& text) {
+        char name[] = "/tmp/zbroker-test-conf-XXXXXX";
+        const int fd = ::mkstemp(name);
+        REQUIRE(fd >= 0);
+        ::close(fd);
+        path = name;
+        std::ofstream(path) << text;
+    }
+    ~TempFile() { std::remove(path.c_str()); }
+    std::string path;
+};
+
+}  // namespace
+
+TEST_CASE("metric families carry the core's counters, by status, kind, reason and service") {
+    CoreHarness h;
+    h.ready("w1", "echo");
+    h.zbc_request("c1", "echo", "1", "a");
+    const Message request = h.take_one();
+    h.reply(request, "a");
+    h.zbc_request("c1", "nobody", "2", "b", deadline_header(10));
+    h.advance(20ms);
+    h.receive({"c2", kEmpty, "BOGUS"});
+
+    const std::string text = "\n" + exposition(broker::take_snapshot(h.core, h.clock));
+    CHECK(has_line(text, "zbroker_workers 1"));
+    CHECK(has_line(text, "zbroker_requests_total 2"));
+    CHECK(has_line(text, "zbroker_dispatches_total 1"));
+    CHECK(has_line(text, "zbroker_answers_total{status=\"200\"} 1"));
+    CHECK(has_line(text, "zbroker_answers_total{status=\"503\"} 1"));
+    CHECK(has_line(text, "zbroker_answers_total{status=\"429\"} 0"));  // zeros are series too
+    CHECK(has_line(text, "zbroker_malformed_total{kind=\"unknown_protocol\"} 1"));
+    CHECK(has_line(text, "zbroker_drops_total{reason=\"late_reply\"} 0"));
+    CHECK(has_line(text, "zbroker_service_workers{service=\"echo\"} 1"));
+    CHECK(has_line(text, "zbroker_service_served_total{service=\"echo\"} 1"));
+    CHECK(has_line(text, "zbroker_service_errors_total{service=\"nobody\",status=\"503\"} 1"));
+    CHECK(text.find("zbroker_service_errors_total{service=\"echo\",status=\"200\"}") ==
+          std::string::npos);  // a success is not an error
+    CHECK(text.find("# TYPE zbroker_requests_total counter") != std::string::npos);
+    CHECK(text.find("# TYPE zbroker_workers gauge") != std::string::npos);
+}
+
+TEST_CASE("zbroker --metrics serves the counters over HTTP, refreshed while it runs") {
+    auto [broker, endpoint] = start_broker(bin_dir(), {"--metrics", "127.0.0.1:0"});
+    const auto url = broker.wait_for("metrics on http://127.0.0.1:", 5s);
+    REQUIRE(url.has_value());
+    const int port = std::stoi(*url);
+
+    Client client(endpoint);
+    REQUIRE(client.call("nobody", "x", {.timeout = 100ms, .retries = 0}).status ==
+            protocol::Status::unavailable);
+    const std::string line = "zbroker_answers_total{status=\"503\"} 1";
+    std::string response;
+    CHECK(eventually(
+        [&] {
+            response = http_get_metrics(port);
+            return response.find(line) != std::string::npos;
+        },
+        5s));
+    CHECK(response.starts_with("HTTP/1.1 200"));
+    INFO(response);
+    CHECK(response.find("zbroker_requests_total 1") != std::string::npos);
+}
+
+TEST_CASE("zbroker --metrics on a port in use fails at start with a clear message") {
+    auto [first, endpoint] = start_broker(bin_dir(), {"--metrics", "127.0.0.1:0"});
+    const auto url = first.wait_for("metrics on http://127.0.0.1:", 5s);
+    REQUIRE(url.has_value());
+    ChildProcess second({bin_dir() + "/zbroker", "--bind", "tcp://127.0.0.1:*", "--metrics",
+                         "127.0.0.1:" + std::to_string(std::stoi(*url))});
+    CHECK(second.wait(5s) == 1);
+    CHECK(second.output().find("cannot serve metrics on 127.0.0.1:") != std::string::npos);
+}
+
+TEST_CASE("zbroker reads its flags from --config; command-line flags win") {
+    TempFile config(
+        "# a broker for tests\nqueue-limit = 7\nmax-attempts = 2\n"
+        "bind = \"tcp://127.0.0.1:*\"\n");
+    SECTION("the file's values are used") {
+        ChildProcess broker({bin_dir() + "/zbroker", "--config", config.path});
+        const auto line = broker.wait_for("listening on ", 5s);
+        REQUIRE(line.has_value());
+        CHECK(line->find("tcp://127.0.0.1:") == 0);
+        CHECK(line->find("max attempts 2, queue limit 7") != std::string::npos);
+    }
+    SECTION("a flag overrides the file") {
+        ChildProcess broker(
+            {bin_dir() + "/zbroker", "--config", config.path, "--queue-limit", "9"});
+        const auto line = broker.wait_for("listening on ", 5s);
+        REQUIRE(line.has_value());
+        CHECK(line->find("max attempts 2, queue limit 9") != std::string::npos);
+    }
+}
+
+TEST_CASE("zbroker refuses a config file with an unknown key, naming it") {
+    TempFile config("queue_limit = 7\n");  // underscores: not a flag name
+    ChildProcess broker({bin_dir() + "/zbroker", "--config", config.path});
+    const auto code = broker.wait(5s);
+    REQUIRE(code.has_value());
+    CHECK(*code != 0);
+    CHECK(broker.output().find("queue_limit") != std::string::npos);
+}
+
+TEST_CASE("zworker reads its flags from --config too") {
+    auto [broker, endpoint] = start_broker(bin_dir());
+    TempFile config("broker = \"" + endpoint +
+                    "\"\nservice = [\"echo\", \"hello\"]\nthreads = 1\n");
+    ChildProcess worker({bin_dir() + "/zworker", "--config", config.path});
+    Client client(endpoint);
+    CHECK(client.call("hello", "x", {.timeout = 5000ms, .retries = 0}).status ==
+          protocol::Status::ok);
+    CHECK(worker.running());
+}
