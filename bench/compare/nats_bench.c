@@ -90,8 +90,10 @@ static SizeList parse_sizes(const char* flag, const char* text, size_t min, size
         const unsigned long long value = strtoull(p, &end, 10);
         if (end == p || (*end != ',' && *end != '\0') || value < min || value > max ||
             list.count == kMaxListValues) {
-            fprintf(stderr, "nats_bench: %s %s: expected up to %d numbers in [%zu, %zu], "
-                    "comma-separated\n", flag, text, kMaxListValues, min, max);
+            fprintf(stderr,
+                    "nats_bench: %s %s: expected up to %d numbers in [%zu, %zu], "
+                    "comma-separated\n",
+                    flag, text, kMaxListValues, min, max);
             exit(2);
         }
         list.values[list.count++] = (size_t)value;
@@ -474,8 +476,7 @@ static void run_point(const LoadSettings* settings, natsOptions* options, const 
     double sum_ns = 0;
     for (size_t j = 0; j < total.latency.count; ++j)
         sum_ns += (double)total.latency.ns[j];
-    const double mean_us =
-        total.latency.count ? sum_ns / (double)total.latency.count / 1e3 : 0;
+    const double mean_us = total.latency.count ? sum_ns / (double)total.latency.count / 1e3 : 0;
     const double rate = seconds > 0 ? (double)total.ok / seconds : 0;
 
     // zbench keys its errors by status code; "000" is its no_reply, 503 its "no worker".
@@ -484,25 +485,24 @@ static void run_point(const LoadSettings* settings, natsOptions* options, const 
     const struct {
         const char* key;
         uint64_t count;
-    } error_counts[] = {{"000", total.no_reply},
-                        {"503", total.no_responders},
-                        {"bad_reply", total.bad_reply}};
+    } error_counts[] = {
+        {"000", total.no_reply}, {"503", total.no_responders}, {"bad_reply", total.bad_reply}};
     for (size_t i = 0; i < sizeof error_counts / sizeof error_counts[0]; ++i) {
         if (error_counts[i].count == 0) continue;
         used += (size_t)snprintf(errors + used, sizeof errors - used, "%s\"%s\":%" PRIu64,
                                  used ? "," : "", error_counts[i].key, error_counts[i].count);
     }
-    printf("{\"target\":\"nats\",\"send_asap\":%s,\"mode\":\"%s\",\"clients\":%zu,\"workers\":%zu,"
-           "\"inflight\":%zu,\"size\":%zu,\"sent\":%" PRIu64 ",\"ok\":%" PRIu64
-           ",\"errors\":{%s},\"seconds\":%.6f,\"requests_per_second\":%.3f,"
-           "\"megabytes_per_second\":%.6f,\"latency_us\":{\"p50\":%.3f,\"p90\":%.3f,"
-           "\"p99\":%.3f,\"p99_9\":%.3f,\"max\":%.3f,\"mean\":%.3f}}\n",
-           settings->send_asap ? "true" : "false", mode, clients, settings->workers, window, size, total.sent, total.ok, errors, seconds,
-           rate, rate * (double)size / 1e6, percentile_us(&total.latency, 0.50),
-           percentile_us(&total.latency, 0.90), percentile_us(&total.latency, 0.99),
-           percentile_us(&total.latency, 0.999),
-           total.latency.count ? (double)total.latency.ns[total.latency.count - 1] / 1e3 : 0,
-           mean_us);
+    printf(
+        "{\"target\":\"nats\",\"send_asap\":%s,\"mode\":\"%s\",\"clients\":%zu,\"workers\":%zu,"
+        "\"inflight\":%zu,\"size\":%zu,\"sent\":%" PRIu64 ",\"ok\":%" PRIu64
+        ",\"errors\":{%s},\"seconds\":%.6f,\"requests_per_second\":%.3f,"
+        "\"megabytes_per_second\":%.6f,\"latency_us\":{\"p50\":%.3f,\"p90\":%.3f,"
+        "\"p99\":%.3f,\"p99_9\":%.3f,\"max\":%.3f,\"mean\":%.3f}}\n",
+        settings->send_asap ? "true" : "false", mode, clients, settings->workers, window, size,
+        total.sent, total.ok, errors, seconds, rate, rate * (double)size / 1e6,
+        percentile_us(&total.latency, 0.50), percentile_us(&total.latency, 0.90),
+        percentile_us(&total.latency, 0.99), percentile_us(&total.latency, 0.999),
+        total.latency.count ? (double)total.latency.ns[total.latency.count - 1] / 1e3 : 0, mean_us);
     fflush(stdout);
     free(total.latency.ns);
     free(all);
@@ -548,17 +548,28 @@ int main(int argc, char** argv) {
             return 2;
         }
         const char* value = argv[++i];
-        if (strcmp(flag, "--url") == 0) url = value;
-        else if (strcmp(flag, "--subject") == 0) subject = value;
-        else if (strcmp(flag, "--queue") == 0) queue = value;
-        else if (strcmp(flag, "--mode") == 0) modes = value;
-        else if (strcmp(flag, "--responders") == 0) responders = parse_count(flag, value, 1, 500);
-        else if (strcmp(flag, "--clients") == 0) clients = parse_sizes(flag, value, 1, 1000);
-        else if (strcmp(flag, "--inflight") == 0) inflight = parse_sizes(flag, value, 1, 100000);
-        else if (strcmp(flag, "--size") == 0) sizes = parse_sizes(flag, value, 0, (size_t)64 << 20);
-        else if (strcmp(flag, "--workers") == 0) workers = parse_count(flag, value, 0, 500);
-        else if (strcmp(flag, "--duration") == 0) duration_s = parse_seconds(flag, value, 0.1);
-        else if (strcmp(flag, "--warmup") == 0) warmup_s = parse_seconds(flag, value, 0);
+        if (strcmp(flag, "--url") == 0)
+            url = value;
+        else if (strcmp(flag, "--subject") == 0)
+            subject = value;
+        else if (strcmp(flag, "--queue") == 0)
+            queue = value;
+        else if (strcmp(flag, "--mode") == 0)
+            modes = value;
+        else if (strcmp(flag, "--responders") == 0)
+            responders = parse_count(flag, value, 1, 500);
+        else if (strcmp(flag, "--clients") == 0)
+            clients = parse_sizes(flag, value, 1, 1000);
+        else if (strcmp(flag, "--inflight") == 0)
+            inflight = parse_sizes(flag, value, 1, 100000);
+        else if (strcmp(flag, "--size") == 0)
+            sizes = parse_sizes(flag, value, 0, (size_t)64 << 20);
+        else if (strcmp(flag, "--workers") == 0)
+            workers = parse_count(flag, value, 0, 500);
+        else if (strcmp(flag, "--duration") == 0)
+            duration_s = parse_seconds(flag, value, 0.1);
+        else if (strcmp(flag, "--warmup") == 0)
+            warmup_s = parse_seconds(flag, value, 0);
         else {
             fprintf(stderr, "nats_bench: unknown option %s (see --help)\n", flag);
             return 2;
