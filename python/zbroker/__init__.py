@@ -8,6 +8,8 @@
     def upper(text): return text.upper()
     worker.run()                                                # until worker.stop()
 """
+import logging
+
 from . import protocol
 from .client import Client, Response, Result, error_message
 from .curve import CurveKeys, generate_keypair, read_keypair
@@ -16,6 +18,9 @@ from .errors import (BadRequest, DeadlineExceeded, HandlerError, QueueFull, Retr
 from .worker import Worker
 
 __version__ = "0.1.0"
+
+# A library logs; the application decides where to (logging.basicConfig() shows warnings).
+logging.getLogger("zbroker").addHandler(logging.NullHandler())
 
 __all__ = [
     "Client", "Response", "Result", "error_message", "Worker", "CurveKeys", "generate_keypair",

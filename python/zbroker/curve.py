@@ -2,6 +2,7 @@
 from dataclasses import dataclass
 
 import zmq
+import zmq.utils.z85
 
 KEY_SIZE = 40  # Z85 of 32 bytes
 
