@@ -75,6 +75,10 @@ def _frames_of(body):
     return frames
 
 
+def _service_bytes(service):
+    return service.encode() if isinstance(service, str) else bytes(service)
+
+
 def _parse_reply(frames):
     """(request_id, status, body) of a ZBC01 answer, or None when it is malformed."""
     if len(frames) < 5 or frames[0] != b"" or frames[1] != protocol.ZBC_CLIENT:
@@ -161,7 +165,7 @@ class Client:
         timeout = self._timeout(timeout)
         attempts = 1 + max(self._retries(retries), 0)
         headers = self._headers(timeout, deadline_ms)
-        envelope = [b"", protocol.ZBC_CLIENT, service.encode()]
+        envelope = [b"", protocol.ZBC_CLIENT, _service_bytes(service)]
         frames = _frames_of(body)
         backoff = self.backoff
         for attempt in range(1, attempts + 1):
@@ -187,7 +191,7 @@ class Client:
         timeout = self._timeout(timeout)
         wait = timeout + reply_grace(timeout)
         headers = self._headers(timeout, deadline_ms)
-        envelope = [b"", protocol.ZBC_CLIENT, service.encode()]
+        envelope = [b"", protocol.ZBC_CLIENT, _service_bytes(service)]
         payloads = iter(payloads)
         exhausted = False
         pending = {}  # request id -> input index
@@ -252,10 +256,19 @@ class Client:
         frames = self.call_raw(protocol.MMI_SERVICES, b"", timeout=timeout)
         return unpack(frames[0])
 
+    def stats(self, timeout=None):
+        """The broker's counters (mmi.stats), as `zclient stats --json` shows them. With CURVE
+        on, only an admin key may read them: others get ZbrokerError with status 403."""
+        frames = self.call_raw(protocol.MMI_STATS, b"", timeout=timeout)
+        if frames == [protocol.MMI_FORBIDDEN]:
+            raise ZbrokerError(f"{protocol.MMI_STATS} is forbidden (403): the broker needs an "
+                               f"admin key for it", status=403, service=protocol.MMI_STATS)
+        return unpack(frames[0])
+
     def has_service(self, service, timeout=None):
         """Whether the broker knows a worker for `service` now (8/MMI mmi.service)."""
         frames = self.call_raw(protocol.MMI_SERVICE, service.encode(), timeout=timeout)
-        return frames == [b"200"]
+        return frames == [protocol.MMI_FOUND]
 
     # -- internals --------------------------------------------------------------------------
 

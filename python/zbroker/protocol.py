@@ -18,6 +18,8 @@ MMI_PREFIX = "mmi."
 MMI_SERVICE = "mmi.service"
 MMI_SERVICES = "mmi.services"
 MMI_STATS = "mmi.stats"
+MMI_FOUND = b"200"  # mmi.service: the service has workers
+MMI_FORBIDDEN = b"403"  # with CURVE on, mmi.stats for a peer without the admin role
 
 # ZBC01 statuses (three ASCII digits on the wire). NO_REPLY never crosses the wire: it is what
 # a client reports when nothing came back before its own timeout.

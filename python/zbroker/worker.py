@@ -103,6 +103,7 @@ class Worker:
         context = zmq.Context()
         pipe = context.socket(zmq.PAIR)
         pipe.linger = 0
+        pipe.sndhwm = pipe.rcvhwm = 0  # credit bounds what is in it; never block either thread
         pipe.bind(_PIPE)
         io_thread = threading.Thread(target=self._io_main, args=(context,),
                                      name="zbroker-worker-io", daemon=True)
@@ -177,6 +178,7 @@ class Worker:
     def _io_loop(self, context):
         pipe = context.socket(zmq.PAIR)
         pipe.linger = 0
+        pipe.sndhwm = pipe.rcvhwm = 0
         pipe.connect(_PIPE)
         poller = zmq.Poller()
         poller.register(pipe, zmq.POLLIN)
