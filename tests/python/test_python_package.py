@@ -164,6 +164,9 @@ class ProtocolConstants(unittest.TestCase):
         self.assertEqual(protocol.ZBC_CLIENT.decode(), strings["kZbcClient"])
         self.assertEqual(protocol.MMI_SERVICES, strings["kMmiServices"])
         self.assertEqual(protocol.MMI_SERVICE, strings["kMmiService"])
+        self.assertEqual(protocol.MMI_STATS, strings["kMmiStats"])
+        self.assertEqual(protocol.MMI_FOUND.decode(), strings["kMmiFound"])
+        self.assertEqual(protocol.MMI_FORBIDDEN.decode(), strings["kMmiForbidden"])
         self.assertEqual(protocol.HEADER_DEADLINE_MS, strings["kHeaderDeadlineMs"])
 
         def enum(name):
@@ -230,11 +233,11 @@ class Statuses(BrokerTestCase):
 
     def test_no_worker_before_the_deadline_raises_unavailable_503_without_retrying(self):
         client = self.client(timeout=0.3, retries=3)
-        start = time.monotonic()
         with self.assertRaises(zbroker.Unavailable) as caught:
             client.call("nobody", 1)
         self.assertEqual(caught.exception.status, 503)
-        self.assertLess(time.monotonic() - start, 0.6, "an answer must not be retried")
+        # An answer is not silence: the broker answered one request, not four.
+        self.assertEqual(client.stats()["answers"].get("503"), 1)
 
     def test_deadline_ms_is_sent_apart_from_the_timeout(self):
         client = self.client(timeout=3, retries=0)
@@ -258,7 +261,7 @@ class Statuses(BrokerTestCase):
 
     def test_full_queue_raises_queue_full_429(self):
         def wait_in_the_queue():
-            with zbroker.Client(self.endpoint, timeout=2) as other, \
+            with zbroker.Client(self.endpoint, timeout=1) as other, \
                     self.assertRaises(zbroker.Unavailable):
                 other.call("nobody", 1)
 
@@ -331,8 +334,8 @@ class LazyPirate(unittest.TestCase):
             self.assertEqual(msgpack.unpackb(r[5]), {"deadline_ms": 200})
             self.assertEqual(msgpack.unpackb(r[6]), "hi")
         # 3 attempts of 0.2 s + 0.05 s grace, and 0.05 + 0.1 s backoff between them.
-        self.assertGreater(elapsed, 0.9)
-        self.assertLess(elapsed, 2.0)
+        self.assertGreater(elapsed, 0.85)
+        self.assertLess(elapsed, 2.5)
 
     def test_answer_after_a_silent_attempt_is_returned(self):
         def answer_second_attempt(request):
@@ -505,7 +508,8 @@ class PythonWorker(BrokerTestCase):
         caller.join(5)
         self.assertEqual(answers, ["done"])
         self.broker.wait_for_line(r"for 'slow' removed: sent DISCONNECT", timeout=2)
-        self.assertEqual(self.client().services()["slow"]["workers"], 0)
+        # The broker may forget a service without workers: gone or 0 workers, both say so.
+        self.assertEqual(self.client().services().get("slow", {}).get("workers", 0), 0)
 
 
 @unittest.skipUnless(zmq.has("curve"), "this libzmq has no CURVE")
@@ -536,6 +540,11 @@ class Curve(BrokerTestCase):
         client = self.client(curve=self.keys(self.client_keys), timeout=1)
         eventually(lambda: client.has_service("upper"), what="the CURVE worker registered")
         self.assertEqual(client.call("upper", "secret"), "SECRET")
+
+    def test_client_key_may_not_read_the_broker_stats(self):
+        with self.assertRaises(zbroker.ZbrokerError) as caught:
+            self.client(curve=self.keys(self.client_keys)).stats()
+        self.assertEqual(caught.exception.status, 403)
 
     def test_client_without_keys_gets_no_answer(self):
         with self.assertRaises(zbroker.Timeout):
