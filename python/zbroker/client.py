@@ -75,10 +75,6 @@ def _frames_of(body):
     return frames
 
 
-def _service_bytes(service):
-    return service.encode() if isinstance(service, str) else bytes(service)
-
-
 def _parse_reply(frames):
     """(request_id, status, body) of a ZBC01 answer, or None when it is malformed."""
     if len(frames) < 5 or frames[0] != b"" or frames[1] != protocol.ZBC_CLIENT:
@@ -165,7 +161,7 @@ class Client:
         timeout = self._timeout(timeout)
         attempts = 1 + max(self._retries(retries), 0)
         headers = self._headers(timeout, deadline_ms)
-        envelope = [b"", protocol.ZBC_CLIENT, _service_bytes(service)]
+        envelope = self._envelope(service)
         frames = _frames_of(body)
         backoff = self.backoff
         for attempt in range(1, attempts + 1):
@@ -191,7 +187,7 @@ class Client:
         timeout = self._timeout(timeout)
         wait = timeout + reply_grace(timeout)
         headers = self._headers(timeout, deadline_ms)
-        envelope = [b"", protocol.ZBC_CLIENT, _service_bytes(service)]
+        envelope = self._envelope(service)
         payloads = iter(payloads)
         exhausted = False
         pending = {}  # request id -> input index
@@ -221,8 +217,8 @@ class Client:
                     yielded += 1
                 if exhausted and yielded == sent:
                     return
-                if yielded in answered or (not exhausted and sent - yielded < window):
-                    continue
+                if not exhausted and sent - yielded < window:
+                    continue  # room to send more
                 while expiries and expiries[0][1] not in pending:
                     expiries.popleft()
                 give_up, oldest = expiries[0]
@@ -285,6 +281,13 @@ class Client:
         if deadline_ms == 0:
             return _EMPTY_HEADERS
         return pack({protocol.HEADER_DEADLINE_MS: int(deadline_ms)})
+
+    def _envelope(self, service):
+        """The frames before a request's id: "" ZBC01 service."""
+        if self._socket is None:
+            raise RuntimeError(f"this Client of {self.endpoint} is closed: make a new one")
+        service = service.encode() if isinstance(service, str) else bytes(service)
+        return [b"", protocol.ZBC_CLIENT, service]
 
     def _new_id(self):
         request_id = struct.pack("<Q", self._next_id)
