@@ -10,9 +10,10 @@
 #include <string_view>
 #include <vector>
 
-#include "shared/curve_keys.hpp"
-#include "shared/frames.hpp"
-#include "shared/protocol.hpp"
+// Relative: installed under include/zbroker/, these headers find each other by path alone.
+#include "../shared/curve_keys.hpp"
+#include "../shared/frames.hpp"
+#include "../shared/protocol.hpp"
 
 namespace zbroker {
 

@@ -2,8 +2,9 @@
 // Include it where a handler reads or writes msgpack; worker.hpp alone stays msgpack-free.
 #pragma once
 
-#include "shared/codec.hpp"
-#include "worker/worker.hpp"
+// Relative: installed under include/zbroker/, these headers find each other by path alone.
+#include "../shared/codec.hpp"
+#include "worker.hpp"
 
 namespace zbroker {
 

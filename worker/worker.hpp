@@ -11,9 +11,10 @@
 #include <utility>
 #include <vector>
 
-#include "shared/curve_keys.hpp"
-#include "shared/frames.hpp"
-#include "shared/protocol.hpp"
+// Relative: installed under include/zbroker/, these headers find each other by path alone.
+#include "../shared/curve_keys.hpp"
+#include "../shared/frames.hpp"
+#include "../shared/protocol.hpp"
 
 namespace zbroker {
 

@@ -55,6 +55,8 @@ class Process:
                 self.proc.kill()
                 self.proc.wait()
         self._reader.join(1)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            pipe.close()
         return self.proc.returncode
 
 
