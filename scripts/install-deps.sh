@@ -8,6 +8,7 @@ packages=(
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libboost-dev
   libcli11-dev libspdlog-dev nlohmann-json3-dev prometheus-cpp-dev catch2
   python3 python3-zmq python3-msgpack
+  clang libclang-rt-14-dev dpkg-dev
 )
 
 missing=()
