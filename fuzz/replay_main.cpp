@@ -26,6 +26,10 @@ int main(int argc, char** argv) {
     std::size_t inputs = 0;
     for (int i = 1; i < argc; ++i) {
         const std::filesystem::path path(argv[i]);
+        if (!std::filesystem::exists(path)) {
+            std::fprintf(stderr, "%s: no such file or directory\n", argv[i]);
+            return 2;
+        }
         if (std::filesystem::is_directory(path)) {
             for (const auto& entry : std::filesystem::directory_iterator(path)) {
                 replay(entry.path());
