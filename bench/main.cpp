@@ -12,6 +12,7 @@
 
 #include <zbroker/version.hpp>
 
+#include "bench/baseline_servers.hpp"
 #include "bench/baselines.hpp"
 #include "bench/load_run.hpp"
 #include "bench/report.hpp"
@@ -19,10 +20,10 @@
 
 namespace {
 
-std::string own_directory(const char* argv0) {
+std::string own_path(const char* argv0) {
     std::error_code error;
     const auto self = std::filesystem::read_symlink("/proc/self/exe", error);
-    return (error ? std::filesystem::absolute(argv0) : self).parent_path().string();
+    return (error ? std::filesystem::absolute(argv0) : self).string();
 }
 
 }  // namespace
@@ -42,7 +43,8 @@ int main(int argc, char** argv) {
     int credit = 0;
     std::string json_path;
     std::string csv_path;
-    std::string bin_dir = own_directory(argv[0]);
+    const std::string self = own_path(argv[0]);
+    std::string bin_dir = std::filesystem::path(self).parent_path().string();
     bool baseline = false;
 
     CLI::App app{
@@ -92,11 +94,30 @@ int main(int argc, char** argv) {
                  "Also run each point against a direct echo server (no broker) and a featureless\n"
                  "ROUTER-to-ROUTER relay, and print zbroker's ratio to each");
     app.add_option("--bin-dir", bin_dir, "Where zbroker and zworker are")->capture_default_str();
+
+    // The baselines' processes: zbench runs them as itself, so that they need no other binary.
+    // Hidden (empty group): they are started by --baseline, not by people.
+    std::size_t relay_workers = 1;
+    std::string relay_backend;
+    auto* direct_command = app.add_subcommand("serve-direct", "Direct echo server")->group("");
+    auto* relay_command = app.add_subcommand("serve-relay", "Featureless relay")->group("");
+    relay_command->add_option("--workers", relay_workers)->required()->check(CLI::Range(1, 500));
+    auto* worker_command = app.add_subcommand("echo-worker", "The relay's echo worker")->group("");
+    worker_command->add_option("--connect", relay_backend)->required();
+
     app.footer(
         "MB/s counts request payload bytes once. Latency is per request, from send to reply,\n"
         "exact percentiles over every sample. Example:\n"
         "  zbench --mode pipelined --inflight 1,16,256,1024 --size 32,1024 --duration 2");
     CLI11_PARSE(app, argc, argv);
+    try {
+        if (*direct_command) serve_direct_echo();
+        if (*relay_command) serve_relay(relay_workers);
+        if (*worker_command) serve_echo_worker(relay_backend);
+    } catch (const std::exception& e) {
+        std::cerr << "zbench: " << e.what() << '\n';
+        return EXIT_FAILURE;
+    }
 
     std::vector<Point> points;
     const auto topologies = connect.empty() ? workers : std::vector<std::size_t>{0};
@@ -110,8 +131,8 @@ int main(int argc, char** argv) {
             std::optional<DirectEchoServer> direct;
             std::optional<FeaturelessRelay> relay;
             if (baseline) {
-                direct.emplace();
-                relay.emplace(std::max<std::size_t>(worker_count, 1));
+                direct.emplace(self);
+                relay.emplace(self, std::max<std::size_t>(worker_count, 1));
             }
             for (const auto& mode : modes) {
                 const auto windows = mode == "sync" ? std::vector<std::size_t>{1} : inflight;
