@@ -15,6 +15,7 @@
 #include "bench/baseline_servers.hpp"
 #include "bench/baselines.hpp"
 #include "bench/load_run.hpp"
+#include "bench/progress_bar.hpp"
 #include "bench/report.hpp"
 #include "bench/topology.hpp"
 
@@ -24,6 +25,21 @@ std::string own_path(const char* argv0) {
     std::error_code error;
     const auto self = std::filesystem::read_symlink("/proc/self/exe", error);
     return (error ? std::filesystem::absolute(argv0) : self).string();
+}
+
+std::string label_of(const zbroker::bench::Point& p) {
+    // Short enough for 80 columns with the figures; the table row that follows has the rest.
+    std::string label = p.target + " " + p.mode + ", " + std::to_string(p.inflight) + " in flight";
+    if (p.clients > 1) label += ", " + std::to_string(p.clients) + " clients";
+    return label;
+}
+
+// Measures one point, with a progress bar on a terminal.
+zbroker::bench::Point measure(zbroker::bench::Point point, const zbroker::bench::LoadSpec& spec) {
+    using namespace zbroker::bench;
+    ProgressBar bar(label_of(point));
+    point.result = run_load(spec, [&bar](const LoadProgress& p) { bar.show(p); });
+    return point;
 }
 
 }  // namespace
@@ -150,16 +166,18 @@ int main(int argc, char** argv) {
                                 std::chrono::milliseconds(static_cast<long>(duration_s * 1000));
                             spec.warmup =
                                 std::chrono::milliseconds(static_cast<long>(warmup_s * 1000));
-                            Point point{"zbroker", mode, client_count,  worker_count,
-                                        window,    size, run_load(spec)};
+                            const Point point = measure(
+                                {"zbroker", mode, client_count, worker_count, window, size, {}},
+                                spec);
                             print_table_row(std::cout, point);
                             points.push_back(point);
                             if (!baseline) continue;
                             for (auto [name, target] : {std::pair{"relay", relay->endpoint()},
                                                         std::pair{"direct", direct->endpoint()}}) {
                                 spec.endpoint = target;
-                                Point base{name,   mode, client_count,  worker_count,
-                                           window, size, run_load(spec)};
+                                Point base = measure(
+                                    {name, mode, client_count, worker_count, window, size, {}},
+                                    spec);
                                 print_table_row(std::cout, base);
                                 print_ratio(std::cout, point, base);
                                 points.push_back(std::move(base));
