@@ -15,6 +15,7 @@
 #include "bench/baseline_servers.hpp"
 #include "bench/baselines.hpp"
 #include "bench/load_run.hpp"
+#include "bench/plot.hpp"
 #include "bench/progress_bar.hpp"
 #include "bench/report.hpp"
 #include "bench/topology.hpp"
@@ -42,6 +43,20 @@ zbroker::bench::Point measure(zbroker::bench::Point point, const zbroker::bench:
     return point;
 }
 
+// gnuplot is optional: without it the run's results stand, and the plot is skipped with a word
+// on how to get it.
+void draw_plot(const std::string& png_path, const std::vector<zbroker::bench::Point>& points) {
+    const auto gnuplot = zbroker::bench::find_gnuplot();
+    if (!gnuplot) {
+        std::cerr << "zbench: --plot " << png_path
+                  << " skipped: gnuplot is not installed (on Debian or Ubuntu: apt-get install "
+                     "gnuplot-nox); the results above are complete\n";
+        return;
+    }
+    zbroker::bench::plot(*gnuplot, png_path, points);
+    std::cerr << "zbench: plot written to " << png_path << '\n';
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -62,6 +77,7 @@ int main(int argc, char** argv) {
     const std::string self = own_path(argv[0]);
     std::string bin_dir = std::filesystem::path(self).parent_path().string();
     bool baseline = false;
+    std::string plot_path;
 
     CLI::App app{
         "zbench: throughput and latency of zbroker request-reply.\n"
@@ -109,6 +125,17 @@ int main(int argc, char** argv) {
     app.add_flag("--baseline", baseline,
                  "Also run each point against a direct echo server (no broker) and a featureless\n"
                  "ROUTER-to-ROUTER relay, and print zbroker's ratio to each");
+    app.add_option("--plot", plot_path,
+                   "Draw req/s and p50/p99 latency against --inflight into this PNG (needs\n"
+                   "gnuplot: apt-get install gnuplot-nox)")
+        ->check(
+            [](const std::string& path) -> std::string {  // before the run, not after it
+                const auto dir = std::filesystem::absolute(path).parent_path();
+                return std::filesystem::is_directory(dir)
+                           ? ""
+                           : "directory " + dir.string() + " does not exist: create it first";
+            },
+            "PNG");
     app.add_option("--bin-dir", bin_dir, "Where zbroker and zworker are")->capture_default_str();
 
     // The baselines' processes: zbench runs them as itself, so that they need no other binary.
@@ -189,6 +216,7 @@ int main(int argc, char** argv) {
         }
         if (!json_path.empty()) write_json(json_path, points);
         if (!csv_path.empty()) write_csv(csv_path, points);
+        if (!plot_path.empty()) draw_plot(plot_path, points);
     } catch (const std::exception& e) {
         std::cerr << "zbench: " << e.what() << '\n';
         return EXIT_FAILURE;
