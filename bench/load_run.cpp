@@ -2,6 +2,8 @@
 #include "load_run.hpp"
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -12,11 +14,37 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 
+constexpr std::chrono::milliseconds kProgressInterval{200};
+
 struct ClientTally {
     std::uint64_t sent = 0;
     std::uint64_t ok = 0;
     std::map<protocol::Status, std::uint64_t> errors;
     LatencyRecorder latency;
+    // Answers so far, warm-up included, for progress reports: stored once per poll wake-up,
+    // not per request, on a cache line of its own since another thread reads it.
+    alignas(64) std::atomic<std::uint64_t> answered{0};
+};
+
+// The driving threads still running, so that the waiting thread wakes the moment they end.
+class RunningThreads {
+  public:
+    explicit RunningThreads(std::size_t count) : running_(count) {}
+    void one_finished() {
+        const std::lock_guard lock(mutex_);
+        --running_;
+        done_.notify_all();
+    }
+    // True once every thread has finished; false at `deadline`.
+    bool wait_until(SteadyClock::time_point deadline) {
+        std::unique_lock lock(mutex_);
+        return done_.wait_until(lock, deadline, [this] { return running_ == 0; });
+    }
+
+  private:
+    std::mutex mutex_;
+    std::condition_variable done_;
+    std::size_t running_;
 };
 
 // Send times by request id, and whether the request counts (sent after the warm-up). Ids grow
@@ -100,6 +128,7 @@ void drive_connections(const LoadSpec& spec, std::size_t count, Budget& budget,
     const std::string body(spec.size, 'x');
     tally.latency.reserve(spec.requests > 0 ? spec.requests / spec.clients * count + 16 : 1 << 20);
     bool sending = true;
+    std::uint64_t answered = 0;
     while (true) {
         std::size_t in_flight = 0;
         for (Connection& c : connections) {
@@ -131,6 +160,7 @@ void drive_connections(const LoadSpec& spec, std::size_t count, Budget& budget,
             if ((items[i].revents & ZMQ_POLLIN) == 0) continue;
             Connection& c = connections[i];
             while (auto done = c.client.receive(std::chrono::milliseconds(0))) {
+                ++answered;
                 const auto sent = c.send_times.take(done->id);
                 if (!sent || !sent->measured) continue;  // warm-up
                 if (done->status == protocol::Status::ok) {
@@ -141,8 +171,60 @@ void drive_connections(const LoadSpec& spec, std::size_t count, Budget& budget,
                 }
             }
         }
+        tally.answered.store(answered, std::memory_order_relaxed);
     }
 }
+
+// Waits for a phase of the run and reports progress every kProgressInterval meanwhile.
+class PhaseWaiter {
+  public:
+    PhaseWaiter(const std::vector<ClientTally>& tallies, RunningThreads& running,
+                const ProgressCallback& on_progress)
+        : tallies_(tallies), running_(running), on_progress_(on_progress) {}
+
+    // A timed phase: warm-up, or the measured time.
+    void wait_for(std::chrono::milliseconds length, LoadProgress progress) {
+        const auto start = SteadyClock::now();
+        const auto end = start + length;
+        progress.total_s = std::chrono::duration<double>(length).count();
+        for (auto next = start + kProgressInterval; next < end; next += kProgressInterval) {
+            std::this_thread::sleep_until(next);
+            report(start, progress);
+        }
+        std::this_thread::sleep_until(end);
+    }
+
+    // A run sized by count: until every driving thread has finished.
+    void wait_for_threads(LoadProgress progress) {
+        const auto start = SteadyClock::now();
+        for (auto next = start + kProgressInterval; !running_.wait_until(next);
+             next += kProgressInterval) {
+            report(start, progress);
+        }
+    }
+
+  private:
+    void report(SteadyClock::time_point phase_start, LoadProgress& progress) {
+        if (!on_progress_) return;
+        const auto now = SteadyClock::now();
+        std::uint64_t done = 0;
+        for (const ClientTally& tally : tallies_)
+            done += tally.answered.load(std::memory_order_relaxed);
+        progress.elapsed_s = std::chrono::duration<double>(now - phase_start).count();
+        progress.done = done;
+        progress.requests_per_second = static_cast<double>(done - last_done_) /
+                                       std::chrono::duration<double>(now - last_report_).count();
+        last_done_ = done;
+        last_report_ = now;
+        on_progress_(progress);
+    }
+
+    const std::vector<ClientTally>& tallies_;
+    RunningThreads& running_;
+    const ProgressCallback& on_progress_;
+    std::uint64_t last_done_ = 0;
+    SteadyClock::time_point last_report_ = SteadyClock::now();
+};
 
 }  // namespace
 
@@ -154,7 +236,7 @@ std::uint64_t LoadResult::answered() const {
     return n;
 }
 
-LoadResult run_load(const LoadSpec& spec) {
+LoadResult run_load(const LoadSpec& spec, const ProgressCallback& on_progress) {
     // A count-sized run measures every request; a timed one warms up first.
     const bool timed = spec.requests == 0;
     Budget budget(spec.requests);
@@ -165,21 +247,26 @@ LoadResult run_load(const LoadSpec& spec) {
         std::min<std::size_t>(spec.clients, std::max(2u, std::thread::hardware_concurrency()));
     std::vector<ClientTally> tallies(thread_count);
     std::vector<std::thread> threads;
+    RunningThreads running(thread_count);
+    PhaseWaiter waiter(tallies, running, on_progress);
     const auto start = SteadyClock::now();
     for (std::size_t t = 0; t < thread_count; ++t) {
         const std::size_t count =
             spec.clients / thread_count + (t < spec.clients % thread_count ? 1 : 0);
         threads.emplace_back([&, t, count] {
             drive_connections(spec, count, budget, measuring, stop_sending, tallies[t]);
+            running.one_finished();
         });
     }
     auto measured_from = start;
     if (timed) {
-        std::this_thread::sleep_for(spec.warmup);
+        waiter.wait_for(spec.warmup, {.warming_up = true});
         measured_from = SteadyClock::now();
         measuring = true;
-        std::this_thread::sleep_for(spec.duration);
+        waiter.wait_for(spec.duration, {});
         stop_sending = true;
+    } else {
+        waiter.wait_for_threads({.total_requests = spec.requests});
     }
     for (auto& t : threads)
         t.join();

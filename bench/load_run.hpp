@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 
@@ -36,7 +37,20 @@ struct LoadResult {
     std::uint64_t answered() const;
 };
 
+// Where a run stands, reported a few times a second by the thread that waits for it.
+struct LoadProgress {
+    bool warming_up = false;
+    double elapsed_s = 0;              // in the current phase (warm-up or measured)
+    double total_s = 0;                // the phase's length; 0 when the run is sized by count
+    std::uint64_t done = 0;            // requests answered, warm-up included
+    std::uint64_t total_requests = 0;  // the run's size; 0 when it is timed
+    double requests_per_second = 0;    // answers since the last report, per second
+};
+using ProgressCallback = std::function<void(const LoadProgress&)>;
+
 // Runs the warm-up, then the measured phase; every request sent is answered or counted lost.
-LoadResult run_load(const LoadSpec& spec);
+// `on_progress` is called about every 200 ms from the calling thread, never from the threads
+// that send and receive.
+LoadResult run_load(const LoadSpec& spec, const ProgressCallback& on_progress = {});
 
 }  // namespace zbroker::bench

@@ -12,17 +12,49 @@
 
 #include <zbroker/version.hpp>
 
+#include "bench/baseline_servers.hpp"
 #include "bench/baselines.hpp"
 #include "bench/load_run.hpp"
+#include "bench/plot.hpp"
+#include "bench/progress_bar.hpp"
 #include "bench/report.hpp"
 #include "bench/topology.hpp"
 
 namespace {
 
-std::string own_directory(const char* argv0) {
+std::string own_path(const char* argv0) {
     std::error_code error;
     const auto self = std::filesystem::read_symlink("/proc/self/exe", error);
-    return (error ? std::filesystem::absolute(argv0) : self).parent_path().string();
+    return (error ? std::filesystem::absolute(argv0) : self).string();
+}
+
+std::string label_of(const zbroker::bench::Point& p) {
+    // Short enough for 80 columns with the figures; the table row that follows has the rest.
+    std::string label = p.target + " " + p.mode + ", " + std::to_string(p.inflight) + " in flight";
+    if (p.clients > 1) label += ", " + std::to_string(p.clients) + " clients";
+    return label;
+}
+
+// Measures one point, with a progress bar on a terminal.
+zbroker::bench::Point measure(zbroker::bench::Point point, const zbroker::bench::LoadSpec& spec) {
+    using namespace zbroker::bench;
+    ProgressBar bar(label_of(point));
+    point.result = run_load(spec, [&bar](const LoadProgress& p) { bar.show(p); });
+    return point;
+}
+
+// gnuplot is optional: without it the run's results stand, and the plot is skipped with a word
+// on how to get it.
+void draw_plot(const std::string& png_path, const std::vector<zbroker::bench::Point>& points) {
+    const auto gnuplot = zbroker::bench::find_gnuplot();
+    if (!gnuplot) {
+        std::cerr << "zbench: --plot " << png_path
+                  << " skipped: gnuplot is not installed (on Debian or Ubuntu: apt-get install "
+                     "gnuplot-nox); the results above are complete\n";
+        return;
+    }
+    zbroker::bench::plot(*gnuplot, png_path, points);
+    std::cerr << "zbench: plot written to " << png_path << '\n';
 }
 
 }  // namespace
@@ -42,8 +74,10 @@ int main(int argc, char** argv) {
     int credit = 0;
     std::string json_path;
     std::string csv_path;
-    std::string bin_dir = own_directory(argv[0]);
+    const std::string self = own_path(argv[0]);
+    std::string bin_dir = std::filesystem::path(self).parent_path().string();
     bool baseline = false;
+    std::string plot_path;
 
     CLI::App app{
         "zbench: throughput and latency of zbroker request-reply.\n"
@@ -91,12 +125,42 @@ int main(int argc, char** argv) {
     app.add_flag("--baseline", baseline,
                  "Also run each point against a direct echo server (no broker) and a featureless\n"
                  "ROUTER-to-ROUTER relay, and print zbroker's ratio to each");
+    app.add_option("--plot", plot_path,
+                   "Draw req/s and p50/p99 latency against --inflight into this PNG (needs\n"
+                   "gnuplot: apt-get install gnuplot-nox)")
+        ->check(
+            [](const std::string& path) -> std::string {  // before the run, not after it
+                const auto dir = std::filesystem::absolute(path).parent_path();
+                return std::filesystem::is_directory(dir)
+                           ? ""
+                           : "directory " + dir.string() + " does not exist: create it first";
+            },
+            "PNG");
     app.add_option("--bin-dir", bin_dir, "Where zbroker and zworker are")->capture_default_str();
+
+    // The baselines' processes: zbench runs them as itself, so that they need no other binary.
+    // Hidden (empty group): they are started by --baseline, not by people.
+    std::size_t relay_workers = 1;
+    std::string relay_backend;
+    auto* direct_command = app.add_subcommand("serve-direct", "Direct echo server")->group("");
+    auto* relay_command = app.add_subcommand("serve-relay", "Featureless relay")->group("");
+    relay_command->add_option("--workers", relay_workers)->required()->check(CLI::Range(1, 500));
+    auto* worker_command = app.add_subcommand("echo-worker", "The relay's echo worker")->group("");
+    worker_command->add_option("--connect", relay_backend)->required();
+
     app.footer(
         "MB/s counts request payload bytes once. Latency is per request, from send to reply,\n"
         "exact percentiles over every sample. Example:\n"
         "  zbench --mode pipelined --inflight 1,16,256,1024 --size 32,1024 --duration 2");
     CLI11_PARSE(app, argc, argv);
+    try {
+        if (*direct_command) serve_direct_echo();
+        if (*relay_command) serve_relay(relay_workers);
+        if (*worker_command) serve_echo_worker(relay_backend);
+    } catch (const std::exception& e) {
+        std::cerr << "zbench: " << e.what() << '\n';
+        return EXIT_FAILURE;
+    }
 
     std::vector<Point> points;
     const auto topologies = connect.empty() ? workers : std::vector<std::size_t>{0};
@@ -110,8 +174,8 @@ int main(int argc, char** argv) {
             std::optional<DirectEchoServer> direct;
             std::optional<FeaturelessRelay> relay;
             if (baseline) {
-                direct.emplace();
-                relay.emplace(std::max<std::size_t>(worker_count, 1));
+                direct.emplace(self);
+                relay.emplace(self, std::max<std::size_t>(worker_count, 1));
             }
             for (const auto& mode : modes) {
                 const auto windows = mode == "sync" ? std::vector<std::size_t>{1} : inflight;
@@ -129,16 +193,18 @@ int main(int argc, char** argv) {
                                 std::chrono::milliseconds(static_cast<long>(duration_s * 1000));
                             spec.warmup =
                                 std::chrono::milliseconds(static_cast<long>(warmup_s * 1000));
-                            Point point{"zbroker", mode, client_count,  worker_count,
-                                        window,    size, run_load(spec)};
+                            const Point point = measure(
+                                {"zbroker", mode, client_count, worker_count, window, size, {}},
+                                spec);
                             print_table_row(std::cout, point);
                             points.push_back(point);
                             if (!baseline) continue;
                             for (auto [name, target] : {std::pair{"relay", relay->endpoint()},
                                                         std::pair{"direct", direct->endpoint()}}) {
                                 spec.endpoint = target;
-                                Point base{name,   mode, client_count,  worker_count,
-                                           window, size, run_load(spec)};
+                                Point base = measure(
+                                    {name, mode, client_count, worker_count, window, size, {}},
+                                    spec);
                                 print_table_row(std::cout, base);
                                 print_ratio(std::cout, point, base);
                                 points.push_back(std::move(base));
@@ -150,6 +216,7 @@ int main(int argc, char** argv) {
         }
         if (!json_path.empty()) write_json(json_path, points);
         if (!csv_path.empty()) write_csv(csv_path, points);
+        if (!plot_path.empty()) draw_plot(plot_path, points);
     } catch (const std::exception& e) {
         std::cerr << "zbench: " << e.what() << '\n';
         return EXIT_FAILURE;

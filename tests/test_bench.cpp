@@ -1,11 +1,20 @@
-// zbench: exact percentiles, and a tiny real run whose counts add up. Never asserts speed.
+// zbench: exact percentiles, and tiny real runs whose counts add up. Never asserts speed.
 #include <catch2/catch.hpp>
 
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <set>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "bench/latency_recorder.hpp"
+#include "process_helpers.hpp"
 #include "shared/child_process.hpp"
 
 using namespace zbroker;
@@ -40,8 +49,7 @@ TEST_CASE("an empty recorder summarizes to zeros") {
 }
 
 TEST_CASE("a tiny zbench run answers every request and writes the documented JSON") {
-    const char* dir = std::getenv("ZBROKER_BIN_DIR");
-    const std::string bin = dir != nullptr ? dir : "build/debug/bin";
+    const std::string bin = testing::bin_dir();
     const std::string json_path = "/tmp/zbench-test-" + std::to_string(::getpid()) + ".json";
     ChildProcess zbench({bin + "/zbench", "--mode", "sync,pipelined", "--inflight", "8",
                          "--clients", "1,2", "--workers", "2", "--requests", "200", "--json",
@@ -69,4 +77,114 @@ TEST_CASE("a tiny zbench run answers every request and writes the documented JSO
             REQUIRE(point.contains(key));
         }
     }
+}
+
+namespace {
+
+std::string zbench_path() {
+    return testing::bin_dir() + "/zbench";
+}
+
+// Makes this test process the reaper of orphaned descendants while it lives: a process that
+// zbench started and did not reap itself is then re-parented here, where it can be seen.
+class AdoptOrphans {
+  public:
+    AdoptOrphans() { ::prctl(PR_SET_CHILD_SUBREAPER, 1); }
+    ~AdoptOrphans() {
+        ::prctl(PR_SET_CHILD_SUBREAPER, 0);
+        while (::waitpid(-1, nullptr, WNOHANG) > 0) {
+        }
+    }
+    // Processes whose parent is this one, zombies included, as "pid (name)".
+    static std::vector<std::string> children() {
+        std::vector<std::string> found;
+        for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+            std::ifstream stat(entry.path() / "stat");
+            std::string line;
+            if (!std::getline(stat, line)) continue;
+            const auto name_end = line.rfind(')');  // the name may hold spaces and parentheses
+            if (name_end == std::string::npos) continue;
+            char state = 0;
+            long parent = 0;
+            std::istringstream(line.substr(name_end + 1)) >> state >> parent;
+            if (parent == ::getpid()) found.push_back(line.substr(0, name_end + 1));
+        }
+        return found;
+    }
+};
+
+bool is_png(const std::string& path) {
+    std::ifstream file(path, std::ios::binary);
+    char magic[8] = {};
+    file.read(magic, sizeof magic);
+    return file && std::string(magic, 8) == "\x89PNG\r\n\x1a\n";
+}
+
+}  // namespace
+
+TEST_CASE(
+    "a tiny zbench --baseline run answers every request on all three targets "
+    "and reaps its processes") {
+    const std::string json_path = "/tmp/zbench-baseline-" + std::to_string(::getpid()) + ".json";
+    AdoptOrphans adopt;
+    ChildProcess zbench({zbench_path(), "--baseline", "--mode", "sync,pipelined", "--inflight", "8",
+                         "--workers", "2", "--requests", "200", "--json", json_path});
+    const auto exit_code = zbench.wait(120'000ms);
+    INFO(zbench.output());
+    REQUIRE(exit_code == 0);
+    // zbroker, zworker, the relay, its echo workers and the direct server: all reaped by zbench.
+    const auto left = AdoptOrphans::children();
+    INFO("left behind: " << nlohmann::json(left).dump());
+    REQUIRE(left.empty());
+    // stderr is a file here, not a terminal: no progress line.
+    REQUIRE(zbench.output().find('\r') == std::string::npos);
+
+    std::ifstream file(json_path);
+    const auto doc = nlohmann::json::parse(file);
+    std::remove(json_path.c_str());
+    REQUIRE(doc.at("points").size() == 6);  // {sync, pipelined} x {zbroker, relay, direct}
+    std::set<std::string> targets;
+    for (const auto& point : doc.at("points")) {
+        INFO(point.dump());
+        targets.insert(point.at("target").get<std::string>());
+        REQUIRE(point.at("sent") == 200);
+        REQUIRE(point.at("ok") == 200);
+        REQUIRE(point.at("errors").empty());
+    }
+    REQUIRE(targets == std::set<std::string>{"zbroker", "relay", "direct"});
+}
+
+TEST_CASE("zbench --plot writes a PNG when gnuplot is installed and otherwise says how to get it") {
+    const std::string png_path = "/tmp/zbench-plot-" + std::to_string(::getpid()) + ".png";
+    std::remove(png_path.c_str());
+    ChildProcess zbench({zbench_path(), "--baseline", "--mode", "sync,pipelined", "--inflight",
+                         "1,8", "--requests", "100", "--plot", png_path});
+    const auto exit_code = zbench.wait(120'000ms);
+    const std::string output = zbench.output();
+    INFO(output);
+    REQUIRE(exit_code == 0);
+    if (output.find("gnuplot is not installed") != std::string::npos) {
+        REQUIRE(output.find("apt-get install gnuplot-nox") != std::string::npos);
+        WARN("gnuplot is not installed: only the message was checked");
+    } else {
+        REQUIRE(is_png(png_path));
+        REQUIRE(std::filesystem::file_size(png_path) > 1000);
+    }
+    std::remove(png_path.c_str());
+}
+
+TEST_CASE("zbench --plot without gnuplot says how to install it and still runs and exits 0") {
+    const std::string png_path = "/tmp/zbench-noplot-" + std::to_string(::getpid()) + ".png";
+    // zbench looks for gnuplot on PATH; it starts itself, zbroker and zworker by full path.
+    const std::string saved_path = std::getenv("PATH") != nullptr ? std::getenv("PATH") : "";
+    ::setenv("PATH", "/nonexistent", 1);
+    ChildProcess zbench({zbench_path(), "--mode", "sync", "--requests", "50", "--plot", png_path});
+    ::setenv("PATH", saved_path.c_str(), 1);
+    const auto exit_code = zbench.wait(60'000ms);
+    const std::string output = zbench.output();
+    INFO(output);
+    REQUIRE(exit_code == 0);
+    REQUIRE(output.find("gnuplot is not installed") != std::string::npos);
+    REQUIRE(output.find("apt-get install gnuplot-nox") != std::string::npos);
+    REQUIRE_FALSE(std::filesystem::exists(png_path));
 }
