@@ -1,5 +1,5 @@
-// Routing: clients' requests queue per service and go to the least recently used worker with
-// credit; replies go back by token; timers drive heartbeats, expiry, deadlines and drain.
+// Routing: clients' requests queue per service and go to the worker that came free first,
+// which keeps them until its credit is spent; replies go back by token; timers drive heartbeats, expiry, deadlines and drain.
 #include "broker_core.hpp"
 
 #include <charconv>

@@ -2,7 +2,7 @@
 //
 // Implements 7/MDP v0.1 and 8/MMI (rfc.zeromq.org specs 7 and 8) plus the ZBC01 client
 // extension and worker credit described in design.md. The poll loop around it is thin, so
-// every policy here (LRU dispatch, credit, requeue, retry cap, deadlines, queue cap,
+// every policy here (dispatch by credit, requeue, retry cap, deadlines, queue cap,
 // heartbeat expiry, drain) is unit-tested with a fake clock and a recording outbox.
 #pragma once
 

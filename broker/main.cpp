@@ -95,7 +95,8 @@ int main(int argc, char** argv) {
     CLI::App app{
         "zbroker: a Majordomo (7/MDP + 8/MMI) request-reply broker.\n"
         "Clients (MDPC01 or ZBC01) and workers (MDPW01) connect to one ROUTER socket;\n"
-        "requests queue per service and go to the least recently used worker with credit.",
+        "requests queue per service; each goes to the worker that came free first, until its\n"
+        "credit (requests it may hold at once) is spent.",
         "zbroker"};
     app.set_version_flag("--version", std::string("zbroker ") + kVersion);
     add_config_file_flag(app);

@@ -1,4 +1,5 @@
-// One named service: a FIFO of waiting requests and an LRU list of its workers with free credit.
+// One named service: a FIFO of waiting requests and the list of its workers with free credit,
+// in the order they came free (least recently used first).
 #pragma once
 
 #include <array>
@@ -76,10 +77,13 @@ struct Service {
     void withdraw(Worker& worker) {
         if (worker.idle_hook.is_linked()) idle.erase(idle.iterator_to(worker));
     }
-    // After a dispatch: a worker with credit left goes to the back (round robin), else off.
+    // After a dispatch: a worker keeps its place while it has credit left, so its credit is
+    // filled before the next worker's and its requests travel in one burst. Sent one at a
+    // time round robin, 50 workers woke once per request and used 3x the CPU (zbench, 1
+    // client x 50 workers: 96k req/s round robin, 180k filled). Credit 1, plain MDP's, is
+    // least recently used either way.
     void dispatched_to(Worker& worker) {
-        withdraw(worker);
-        offer(worker);
+        if (!worker.has_credit()) withdraw(worker);
     }
 };
 

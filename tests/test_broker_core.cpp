@@ -65,15 +65,40 @@ TEST_CASE("a worker never holds more requests than its credit") {
     REQUIRE(sent[1].back() == "3");
 }
 
-TEST_CASE("workers with credit take turns") {
+TEST_CASE("a worker's credit is filled before the next worker's, in the order they came free") {
     CoreHarness h;
-    h.ready("W1", "echo", "10");
-    h.ready("W2", "echo", "10");
+    h.ready("W1", "echo", "2");
+    h.ready("W2", "echo", "2");
     for (int i = 0; i < 4; ++i)
         h.mdp_request("C", "echo", std::to_string(i));
     auto sent = h.take();
     REQUIRE(sent.size() == 4);
-    REQUIRE((sent[0][0] == "W1" && sent[1][0] == "W2" && sent[2][0] == "W1" && sent[3][0] == "W2"));
+    REQUIRE((sent[0][0] == "W1" && sent[1][0] == "W1" && sent[2][0] == "W2" && sent[3][0] == "W2"));
+
+    // Both full. W2 answers first, so it came free first and is filled first.
+    h.reply(sent[2], "2");
+    h.reply(sent[0], "0");
+    h.take();  // the two replies to C
+    for (int i = 4; i < 6; ++i)
+        h.mdp_request("C", "echo", std::to_string(i));
+    sent = h.take();
+    REQUIRE(sent.size() == 2);
+    REQUIRE((sent[0][0] == "W2" && sent[1][0] == "W1"));  // W2 had one credit free, then W1
+}
+
+TEST_CASE("workers with credit 1, as in plain MDP, take turns least recently used first") {
+    CoreHarness h;
+    h.ready("W1", "echo");
+    h.ready("W2", "echo");
+    h.mdp_request("C", "echo", "a");
+    h.mdp_request("C", "echo", "b");
+    auto sent = h.take();
+    REQUIRE((sent.size() == 2 && sent[0][0] == "W1" && sent[1][0] == "W2"));
+    h.reply(sent[1], "b");
+    h.reply(sent[0], "a");
+    h.take();
+    h.mdp_request("C", "echo", "c");
+    REQUIRE(h.take_one()[0] == "W2");  // free since before W1
 }
 
 TEST_CASE("a reply reaches the client that asked, with the service name") {
