@@ -1,5 +1,6 @@
 // Routing: clients' requests queue per service and go to the worker that came free first,
-// which keeps them until its credit is spent; replies go back by token; timers drive heartbeats, expiry, deadlines and drain.
+// which keeps them until its credit is spent; replies go back by token; timers drive heartbeats,
+// expiry, deadlines and drain.
 #include "broker_core.hpp"
 
 #include <charconv>
@@ -15,6 +16,9 @@ using protocol::Status;
 using protocol::WorkerCommand;
 
 namespace {
+
+// How often a refused worker may be logged at warning level.
+constexpr Millis kRefusalWarningInterval{10'000};
 
 // Frame positions, counting the routing id the ROUTER puts first.
 constexpr std::size_t kIdentity = 0;
@@ -66,8 +70,8 @@ void BrokerCore::on_message(Frames& in, TimePoint now, PeerRole role) {
     if (header == protocol::kMdpWorker) {
         if (role == PeerRole::anyone || role == PeerRole::worker) return on_worker_message(in, now);
         // A role is fixed per connection, so such a peer never registered: nothing to remove.
-        malformed(Malformed::not_authorized, in, "a client or admin key may not act as a worker");
-        return send_command(view(in[kIdentity]), WorkerCommand::disconnect);
+        return refuse_worker(Malformed::not_authorized, in,
+                             "a client or admin key may not act as a worker", now);
     }
     const bool client_header = header == protocol::kMdpClient || header == protocol::kZbcClient;
     if (client_header && role == PeerRole::worker) {
@@ -161,11 +165,11 @@ void BrokerCore::on_worker_message(Frames& in, TimePoint now) {
         return remove_worker(*worker, true, "sent READY twice");
     }
     if (worker == nullptr) {
+        // 7/MDP lets a worker say DISCONNECT at any time, registered or not: nothing to do.
+        if (command == WorkerCommand::disconnect) return;
         // Most likely a worker of a broker that restarted: DISCONNECT makes it register again.
         malformed(Malformed::not_ready, in);
-        if (command != WorkerCommand::disconnect)
-            send_command(view(in[kIdentity]), WorkerCommand::disconnect);
-        return;
+        return send_command(view(in[kIdentity]), WorkerCommand::disconnect);
     }
     switch (command) {
         case WorkerCommand::reply:
@@ -184,23 +188,20 @@ void BrokerCore::on_worker_message(Frames& in, TimePoint now) {
 
 void BrokerCore::on_ready(Frames& in, TimePoint now) {
     const std::string_view identity = view(in[kIdentity]);
-    auto refuse_worker = [&](Malformed kind, std::string_view why) {
-        malformed(kind, in, why);
-        send_command(identity, WorkerCommand::disconnect);
-    };
     if (in.size() < kReadyService + 1 || in[kReadyService].size() == 0) {
-        return refuse_worker(Malformed::bad_ready, "READY names no service");
+        return refuse_worker(Malformed::bad_ready, in, "READY names no service", now);
     }
     const std::string_view service_name = view(in[kReadyService]);
     if (protocol::is_mmi(service_name)) {
-        return refuse_worker(Malformed::mmi_registration, "mmi.* services belong to the broker");
+        return refuse_worker(Malformed::mmi_registration, in, "mmi.* services belong to the broker",
+                             now);
     }
     std::uint32_t credit = 1;
     if (in.size() > kReadyCredit) {
         const auto parsed = parse_credit(view(in[kReadyCredit]));
         if (!parsed || *parsed > config_.max_credit) {
-            return refuse_worker(Malformed::bad_ready,
-                                 "credit must be an integer in 1..max_credit");
+            return refuse_worker(Malformed::bad_ready, in,
+                                 "its credit is not an integer from 1 to --max-credit", now);
         }
         credit = *parsed;
     }
@@ -517,6 +518,23 @@ void BrokerCore::malformed(Malformed kind, const Frames& in, std::string_view de
     if (!spdlog::should_log(spdlog::level::debug)) return;
     spdlog::debug("malformed message ({}{}{}): {}", name(kind), detail.empty() ? "" : ": ", detail,
                   describe(in));
+}
+
+void BrokerCore::refuse_worker(Malformed kind, const Frames& in, std::string_view why,
+                               TimePoint now) {
+    malformed(kind, in, why);
+    const std::string_view identity = view(in[kIdentity]);
+    send_command(identity, WorkerCommand::disconnect);
+    // Otherwise only the worker would say anything (that it was told DISCONNECT, every time it
+    // retries). At most one line per interval, so a hostile peer cannot flood the log.
+    if (now < next_refusal_warning_) {
+        ++refusals_not_logged_;
+        return;
+    }
+    spdlog::warn("refused worker {} ({}): {}; {} other refusal(s) since the last such line",
+                 printable(identity), name(kind), why, refusals_not_logged_);
+    refusals_not_logged_ = 0;
+    next_refusal_warning_ = now + kRefusalWarningInterval;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -150,6 +150,8 @@ class BrokerCore {
     void fail(RequestRecord& record, protocol::Status status);
     void send_command(std::string_view identity, protocol::WorkerCommand command);
     void malformed(Malformed kind, const Frames& in, std::string_view detail = {});
+    // A would-be worker told DISCONNECT: counted, DISCONNECT sent, and said at warning level.
+    void refuse_worker(Malformed kind, const Frames& in, std::string_view why, TimePoint now);
 
     Service& service_named(std::string_view name);
     ServiceInfo info(const Service& service) const noexcept;
@@ -161,6 +163,8 @@ class BrokerCore {
     Outbox& outbox_;
     TimePoint started_;
     Counters counters_;
+    TimePoint next_refusal_warning_{};  // refusals are logged at most once per interval
+    std::uint64_t refusals_not_logged_ = 0;
     RequestTable table_;
     WorkerRegistry workers_;
     std::unordered_map<std::string, std::unique_ptr<Service>, NameHash, std::equal_to<>> services_;

@@ -2,6 +2,11 @@
 // limits, heartbeats and expiry, drain. No sockets.
 #include <catch2/catch.hpp>
 
+#include <spdlog/sinks/ostream_sink.h>
+#include <spdlog/spdlog.h>
+
+#include <sstream>
+
 #include "core_harness.hpp"
 
 using namespace zbroker;
@@ -399,4 +404,27 @@ TEST_CASE("stale deadline entries of answered requests do not pile up") {
     }
     REQUIRE(h.core.live_requests() == 0);
     REQUIRE(h.core.next_timer() > h.clock);
+}
+
+TEST_CASE("a refused worker is logged at warning level, at most once per 10 s with a count") {
+    std::ostringstream log;
+    auto previous = spdlog::default_logger();
+    spdlog::set_default_logger(std::make_shared<spdlog::logger>(
+        "capture", std::make_shared<spdlog::sinks::ostream_sink_st>(log)));
+    CoreHarness h;
+    h.receive({"W1", kEmpty, "MDPW01", kReady, "echo", "0"});  // credit 0
+    for (int i = 0; i < 5; ++i)
+        h.receive({"W2", kEmpty, "MDPW01", kReady, "mmi.x"});
+    h.advance(10s);
+    h.receive({"W3", kEmpty, "MDPW01", kReady});
+    spdlog::set_default_logger(previous);
+
+    const std::string text = log.str();
+    INFO(text);
+    CHECK(text.find("refused worker \"W1\" (bad_ready): its credit is not an integer from 1 to "
+                    "--max-credit; 0 other refusal(s)") != std::string::npos);
+    CHECK(text.find("refused worker \"W2\"") == std::string::npos);  // within the 10 s
+    CHECK(text.find("refused worker \"W3\" (bad_ready): READY names no service; 5 other "
+                    "refusal(s)") != std::string::npos);
+    CHECK(h.core.counters()[Malformed::mmi_registration] == 5);
 }
