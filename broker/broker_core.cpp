@@ -139,6 +139,8 @@ void BrokerCore::on_client_request(Frames& in, ClientProtocol protocol, TimePoin
     for (std::size_t i = first; i < in.size(); ++i)
         record.body.push_back(std::move(in[i]));
     record.service = &service;
+    if (!headers.deadline && config_.default_deadline > Millis{0})
+        headers.deadline = config_.default_deadline;
     if (headers.deadline) {
         record.deadline = now + *headers.deadline;
         deadlines_.add(record.deadline, record.token());

@@ -34,6 +34,9 @@ struct BrokerConfig {
     std::size_t max_msg_size = 16u << 20;  // request body bytes, then 413
     std::uint32_t max_credit = 10'000;     // a larger READY credit is a protocol error
     Millis drain_timeout{10'000};
+    // The deadline of a request that brings none (plain MDP, or ZBC01 without deadline_ms);
+    // zero: such a request waits for a worker as long as it takes.
+    Millis default_deadline{0};
     bool drain_without_curve = false;  // let anyone call mmi.drain when CURVE is off
 };
 

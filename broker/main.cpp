@@ -88,6 +88,7 @@ int main(int argc, char** argv) {
     std::string log_level = "info";
     auto heartbeat_ms = config.heartbeat_interval.count();
     auto drain_ms = config.drain_timeout.count();
+    auto default_deadline_ms = config.default_deadline.count();
     std::string curve_secret_file;
     std::string authorized_keys_file;
     std::string metrics_address;
@@ -132,6 +133,11 @@ int main(int argc, char** argv) {
                    "On SIGINT/SIGTERM, how long to finish held requests before answering 503")
         ->check(CLI::Range(0, 3'600'000))
         ->capture_default_str();
+    app.add_option("--default-deadline-ms", default_deadline_ms,
+                   "Deadline of requests that bring none (plain MDP, ZBC01 without deadline_ms): "
+                   "503/504 or, for MDP, a counted drop; 0: they wait for a worker for ever")
+        ->check(CLI::Range(0, 86'400'000))
+        ->capture_default_str();
     app.add_flag("--drain-without-curve", config.drain_without_curve,
                  "Let any peer call mmi.drain when CURVE is off (with CURVE: admin keys only)");
     app.add_option("--hwm", socket_options.hwm, "Messages queued per peer (ZMQ_SNDHWM/RCVHWM)")
@@ -170,6 +176,7 @@ int main(int argc, char** argv) {
     if (keygen->parsed()) return run_keygen(keygen_out);
     config.heartbeat_interval = Millis(heartbeat_ms);
     config.drain_timeout = Millis(drain_ms);
+    config.default_deadline = Millis(default_deadline_ms);
     init_logging("zbroker", log_level);
 
     zmq::context_t context{1};

@@ -428,3 +428,30 @@ TEST_CASE("a refused worker is logged at warning level, at most once per 10 s wi
                     "refusal(s)") != std::string::npos);
     CHECK(h.core.counters()[Malformed::mmi_registration] == 5);
 }
+
+TEST_CASE("--default-deadline-ms bounds the wait of requests that bring no deadline") {
+    BrokerConfig config;
+    config.default_deadline = 100ms;
+    CoreHarness h(config);
+    h.mdp_request("M", "nobody", "x");                               // plain MDP: no deadline
+    h.zbc_request("Z", "nobody", "no-deadline", "x");                // ZBC01 without deadline_ms
+    h.zbc_request("Z", "nobody", "own", "x", deadline_header(500));  // its own deadline wins
+    h.advance(100ms);
+    const auto answers = h.take();
+    REQUIRE(answers.size() == 1);  // MDP has no way to say 503: dropped and counted
+    REQUIRE(answers[0] == Message{"Z", "", "ZBC01", "nobody", "no-deadline", "503"});
+    REQUIRE(h.core.counters()[Drop::mdp_unanswerable] == 1);
+    REQUIRE(h.core.live_requests() == 1);
+    h.advance(400ms);
+    REQUIRE(h.take_one() == Message{"Z", "", "ZBC01", "nobody", "own", "503"});
+    REQUIRE(h.core.live_requests() == 0);
+}
+
+TEST_CASE("without --default-deadline-ms a request that brings no deadline waits for a worker") {
+    CoreHarness h;
+    h.mdp_request("M", "late", "x");
+    h.advance(std::chrono::hours(1));
+    h.take();  // heartbeats, none to anyone here
+    h.ready("W", "late");
+    REQUIRE(is_request_to(h.take_one(), "W"));
+}
