@@ -429,7 +429,7 @@ TEST_CASE("a refused worker is logged at warning level, at most once per 10 s wi
     CHECK(h.core.counters()[Malformed::mmi_registration] == 5);
 }
 
-TEST_CASE("--default-deadline-ms bounds the wait of requests that bring no deadline") {
+TEST_CASE("a default deadline (--default-deadline-ms) bounds the wait of requests that bring none") {
     BrokerConfig config;
     config.default_deadline = 100ms;
     CoreHarness h(config);
@@ -447,7 +447,7 @@ TEST_CASE("--default-deadline-ms bounds the wait of requests that bring no deadl
     REQUIRE(h.core.live_requests() == 0);
 }
 
-TEST_CASE("without --default-deadline-ms a request that brings no deadline waits for a worker") {
+TEST_CASE("without a default deadline a request that brings none waits for a worker") {
     CoreHarness h;
     h.mdp_request("M", "late", "x");
     h.advance(std::chrono::hours(1));
