@@ -260,9 +260,9 @@ void BrokerCore::answer_mmi(Frames& in, ClientProtocol protocol, TimePoint now, 
         const auto found = in.size() > first ? service_info(view(in[first])) : std::nullopt;
         answer = found && found->workers > 0 ? protocol::kMmiFound : protocol::kMmiNotFound;
     } else if (service == protocol::kMmiServices) {
-        answer = encode_service_list(*this);
+        answer = encode_service_list(snapshot(now).services);
     } else if (service == protocol::kMmiStats) {
-        answer = encode_stats(*this, now);
+        answer = encode_stats(snapshot(now));
     } else if (service == protocol::kMmiDrain) {
         begin_drain(now);
         answer = protocol::kMmiFound;
@@ -551,9 +551,21 @@ Service& BrokerCore::service_named(std::string_view name) {
     return *it->second;
 }
 
-ServiceInfo BrokerCore::info(const Service& service) const noexcept {
+ServiceInfo BrokerCore::info(const Service& service) const {
     return {service.name,       service.workers, service.waiting,
-            service.dispatched, service.served,  &service.failures};
+            service.dispatched, service.served,  service.failures};
+}
+
+BrokerSnapshot BrokerCore::snapshot(TimePoint now) const {
+    BrokerSnapshot snapshot{std::chrono::duration<double>(now - started_).count(),
+                            workers_.size(),
+                            table_.live(),
+                            counters_,
+                            {}};
+    snapshot.services.reserve(services_.size());
+    for (const auto& [name, service] : services_)
+        snapshot.services.push_back(info(*service));
+    return snapshot;
 }
 
 std::optional<ServiceInfo> BrokerCore::service_info(std::string_view name) const {

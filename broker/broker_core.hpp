@@ -14,6 +14,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "broker/counters.hpp"
 #include "broker/deadline_queue.hpp"
@@ -75,14 +76,24 @@ class Outbox {
     virtual SendResult send(Frames& frames) = 0;
 };
 
-// Per-service figures, for mmi.services and logs.
+// Per-service figures, for mmi.service(s), mmi.stats and metrics.
 struct ServiceInfo {
-    std::string_view name;
-    std::size_t workers;
-    std::size_t waiting;
-    std::size_t dispatched;
-    std::uint64_t served;
-    const std::array<std::uint64_t, 8>* failures;  // by Counters::answer_index
+    std::string name;
+    std::size_t workers = 0;
+    std::size_t waiting = 0;
+    std::size_t dispatched = 0;
+    std::uint64_t served = 0;
+    std::array<std::uint64_t, 8> failures{};  // by Counters::answer_index
+};
+
+// What the broker reports about itself, to mmi.stats, mmi.services and the Prometheus
+// endpoint alike: a copy, so it can be encoded anywhere and handed to another thread.
+struct BrokerSnapshot {
+    double uptime_s = 0;
+    std::size_t workers = 0;
+    std::size_t requests_held = 0;
+    Counters counters;
+    std::vector<ServiceInfo> services;
 };
 
 class BrokerCore {
@@ -109,16 +120,11 @@ class BrokerCore {
     void finish_drain();
 
     const Counters& counters() const noexcept { return counters_; }
-    TimePoint started() const noexcept { return started_; }
     const BrokerConfig& config() const noexcept { return config_; }
     std::size_t worker_count() const noexcept { return workers_.size(); }
     std::size_t live_requests() const noexcept { return table_.live(); }
     std::optional<ServiceInfo> service_info(std::string_view name) const;
-    template <typename F>
-    void for_each_service(F&& f) const {
-        for (const auto& [name, service] : services_)
-            f(info(*service));
-    }
+    BrokerSnapshot snapshot(TimePoint now) const;
 
   private:
     struct NameHash {
@@ -157,7 +163,7 @@ class BrokerCore {
     void refuse_worker(Malformed kind, const Frames& in, std::string_view why, TimePoint now);
 
     Service& service_named(std::string_view name);
-    ServiceInfo info(const Service& service) const noexcept;
+    ServiceInfo info(const Service& service) const;
     Millis expiry_span() const noexcept {
         return config_.heartbeat_interval * config_.heartbeat_liveness;
     }

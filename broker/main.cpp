@@ -220,7 +220,7 @@ int main(int argc, char** argv) {
             return EXIT_FAILURE;
         }
         loop->observe_every(kMetricsPeriod, [&metrics](const auto& core, auto now) {
-            metrics->publish(broker::take_snapshot(core, now));
+            metrics->publish(core.snapshot(now));
         });
         spdlog::info("metrics on http://{}:{}/metrics", host_of(metrics_address), metrics->port());
     }

@@ -62,9 +62,9 @@ std::vector<ClientMetric> by_kind(const std::array<std::uint64_t, N>& counts,
 // One family with a sample per service, `value` picking the number.
 template <typename Value>
 MetricFamily per_service(std::string name, std::string help, MetricType type,
-                         const std::vector<ServiceSnapshot>& services, Value value) {
+                         const std::vector<ServiceInfo>& services, Value value) {
     std::vector<ClientMetric> samples;
-    for (const ServiceSnapshot& service : services) {
+    for (const ServiceInfo& service : services) {
         samples.push_back(
             sample(type, static_cast<double>(value(service)), {{"service", service.name}}));
     }
@@ -72,19 +72,6 @@ MetricFamily per_service(std::string name, std::string help, MetricType type,
 }
 
 }  // namespace
-
-BrokerSnapshot take_snapshot(const BrokerCore& core, TimePoint now) {
-    BrokerSnapshot snapshot;
-    snapshot.uptime_s = std::chrono::duration<double>(now - core.started()).count();
-    snapshot.workers = core.worker_count();
-    snapshot.requests_held = core.live_requests();
-    snapshot.counters = core.counters();
-    core.for_each_service([&snapshot](const ServiceInfo& info) {
-        snapshot.services.push_back({std::string(info.name), info.workers, info.waiting,
-                                     info.dispatched, info.served, *info.failures});
-    });
-    return snapshot;
-}
 
 std::vector<MetricFamily> to_metric_families(const BrokerSnapshot& s) {
     const Counters& c = s.counters;
@@ -124,14 +111,14 @@ std::vector<MetricFamily> to_metric_families(const BrokerSnapshot& s) {
     families.push_back(per_service("zbroker_service_workers", "Workers serving the service", gauge,
                                    s.services, [](auto& v) { return v.workers; }));
     families.push_back(per_service("zbroker_service_queued", "Requests waiting for a worker", gauge,
-                                   s.services, [](auto& v) { return v.queued; }));
+                                   s.services, [](auto& v) { return v.waiting; }));
     families.push_back(per_service("zbroker_service_in_flight", "Requests at a worker now", gauge,
-                                   s.services, [](auto& v) { return v.in_flight; }));
+                                   s.services, [](auto& v) { return v.dispatched; }));
     families.push_back(per_service("zbroker_service_served_total", "Replies from its workers",
                                    counter, s.services, [](auto& v) { return v.served; }));
     std::vector<ClientMetric> errors;
-    for (const ServiceSnapshot& service : s.services) {
-        for (ClientMetric& m : by_status(service.errors, {{"service", service.name}})) {
+    for (const ServiceInfo& service : s.services) {
+        for (ClientMetric& m : by_status(service.failures, {{"service", service.name}})) {
             if (m.label.back().value != protocol::status_text(protocol::Status::ok))
                 errors.push_back(std::move(m));
         }

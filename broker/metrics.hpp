@@ -16,28 +16,8 @@ struct MetricFamily;
 
 namespace zbroker::broker {
 
-struct ServiceSnapshot {
-    std::string name;
-    std::size_t workers = 0;
-    std::size_t queued = 0;
-    std::size_t in_flight = 0;
-    std::uint64_t served = 0;
-    std::array<std::uint64_t, 8> errors{};  // by Counters::answer_index
-};
-
-// What a scrape reports: a copy, so it can cross threads.
-struct BrokerSnapshot {
-    double uptime_s = 0;
-    std::size_t workers = 0;
-    std::size_t requests_held = 0;
-    Counters counters;
-    std::vector<ServiceSnapshot> services;
-};
-
-BrokerSnapshot take_snapshot(const BrokerCore& core, TimePoint now);
-
-// The snapshot in Prometheus' data model: zbroker_* counters and gauges, with labels for
-// status, malformed kind, drop reason and service.
+// A snapshot (BrokerCore::snapshot) in Prometheus' data model: zbroker_* counters and gauges, with
+// labels for status, malformed kind, drop reason and service.
 std::vector<prometheus::MetricFamily> to_metric_families(const BrokerSnapshot& snapshot);
 
 class MetricsEndpoint {

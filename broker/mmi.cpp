@@ -35,11 +35,9 @@ void pack_by_kind(Packer& packer, const std::array<std::uint64_t, N>& counts) {
     }
 }
 
-void pack_services(Packer& packer, const BrokerCore& core) {
-    std::uint32_t count = 0;
-    core.for_each_service([&count](const ServiceInfo&) { ++count; });
-    packer.pack_map(count);
-    core.for_each_service([&packer](const ServiceInfo& info) {
+void pack_services(Packer& packer, const std::vector<ServiceInfo>& services) {
+    packer.pack_map(static_cast<std::uint32_t>(services.size()));
+    for (const ServiceInfo& info : services) {
         packer.pack(info.name);
         packer.pack_map(5);
         packer.pack("workers");
@@ -51,8 +49,8 @@ void pack_services(Packer& packer, const BrokerCore& core) {
         packer.pack("served");
         packer.pack(info.served);
         packer.pack("errors");
-        pack_by_status(packer, *info.failures);
-    });
+        pack_by_status(packer, info.failures);
+    }
 }
 
 std::string to_string(const msgpack::sbuffer& buffer) {
@@ -61,24 +59,24 @@ std::string to_string(const msgpack::sbuffer& buffer) {
 
 }  // namespace
 
-std::string encode_service_list(const BrokerCore& core) {
+std::string encode_service_list(const std::vector<ServiceInfo>& services) {
     msgpack::sbuffer buffer;
     Packer packer(buffer);
-    pack_services(packer, core);
+    pack_services(packer, services);
     return to_string(buffer);
 }
 
-std::string encode_stats(const BrokerCore& core, TimePoint now) {
-    const Counters& c = core.counters();
+std::string encode_stats(const BrokerSnapshot& snapshot) {
+    const Counters& c = snapshot.counters;
     msgpack::sbuffer buffer;
     Packer packer(buffer);
     packer.pack_map(8);
     packer.pack("uptime_s");
-    packer.pack(std::chrono::duration<double>(now - core.started()).count());
+    packer.pack(snapshot.uptime_s);
     packer.pack("workers");
-    packer.pack(core.worker_count());
+    packer.pack(snapshot.workers);
     packer.pack("requests_held");
-    packer.pack(core.live_requests());
+    packer.pack(snapshot.requests_held);
     packer.pack("totals");
     packer.pack_map(6);
     packer.pack("requests");
@@ -100,7 +98,7 @@ std::string encode_stats(const BrokerCore& core, TimePoint now) {
     packer.pack("drops");
     pack_by_kind<Drop>(packer, c.drops);
     packer.pack("services");
-    pack_services(packer, core);
+    pack_services(packer, snapshot.services);
     return to_string(buffer);
 }
 

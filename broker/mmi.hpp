@@ -2,18 +2,18 @@
 #pragma once
 
 #include <string>
-
-#include "shared/clock.hpp"
+#include <vector>
 
 namespace zbroker::broker {
 
-class BrokerCore;
+struct BrokerSnapshot;
+struct ServiceInfo;
 
 // msgpack map {service: {"workers", "queued", "in_flight", "served", "errors": {status: n}}}.
-std::string encode_service_list(const BrokerCore& core);
+std::string encode_service_list(const std::vector<ServiceInfo>& services);
 
 // msgpack map of the broker's counters: "uptime_s", "workers", "requests_held", "totals",
 // "answers" {status: n}, "malformed" {kind: n}, "drops" {reason: n}, and "services" as above.
-std::string encode_stats(const BrokerCore& core, TimePoint now);
+std::string encode_stats(const BrokerSnapshot& snapshot);
 
 }  // namespace zbroker::broker

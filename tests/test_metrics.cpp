@@ -79,7 +79,7 @@ TEST_CASE("metric families carry the core's counters, by status, kind, reason an
     h.advance(20ms);
     h.receive({"c2", kEmpty, "BOGUS"});
 
-    const std::string text = "\n" + exposition(broker::take_snapshot(h.core, h.clock));
+    const std::string text = "\n" + exposition(h.core.snapshot(h.clock));
     CHECK(has_line(text, "zbroker_workers 1"));
     CHECK(has_line(text, "zbroker_requests_total 2"));
     CHECK(has_line(text, "zbroker_dispatches_total 1"));
