@@ -125,8 +125,16 @@ std::pair<ChildProcess, std::string> start_broker(const std::string& bin_dir,
     std::vector<std::string> argv{bin_dir + "/zbroker", "--bind", "tcp://127.0.0.1:*"};
     argv.insert(argv.end(), extra_args.begin(), extra_args.end());
     ChildProcess broker(std::move(argv));
-    const auto rest = broker.wait_for("listening on ", std::chrono::seconds(10));
-    if (!rest) throw std::runtime_error("zbroker did not start:\n" + broker.output());
+    // A release build listens within milliseconds; a sanitizer build on a loaded machine may
+    // take seconds. The budget only bounds a real failure, so it is generous.
+    constexpr std::chrono::seconds kStartPatience{60};
+    const auto rest = broker.wait_for("listening on ", kStartPatience);
+    if (!rest) {
+        throw std::runtime_error("zbroker did not say it was listening within " +
+                                 std::to_string(kStartPatience.count()) +
+                                 " s (it failed, or the machine is too slow); its output:\n" +
+                                 broker.output());
+    }
     return {std::move(broker), rest->substr(0, rest->find(' '))};
 }
 

@@ -14,9 +14,15 @@ inline std::string bin_dir() {
     return dir != nullptr ? dir : "build/debug/bin";
 }
 
+// How long a test waits for an event that normally comes within milliseconds. Generous on
+// purpose: a passing test never waits it out, and a sanitizer build on a 2-core machine whose
+// cores are both busy runs 20x slower than a release build on an idle one. A test that gives up
+// after kPatience says that the machine was too slow or the product is wrong, never only "wrong".
+inline constexpr std::chrono::seconds kPatience{30};
+
 // Polls until `condition` holds; false after `timeout`.
 template <typename F>
-bool eventually(F condition, std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+bool eventually(F condition, std::chrono::milliseconds timeout = kPatience) {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     while (std::chrono::steady_clock::now() < deadline) {
         if (condition()) return true;
