@@ -7,6 +7,11 @@ import time
 
 import zmq
 
+from processes import PATIENCE
+
+# A reply that should come is awaited this long; a test that expects none passes its own window.
+PATIENCE_MS = int(PATIENCE * 1000)
+
 MDPC = b"MDPC01"
 MDPW = b"MDPW01"
 ZBC = b"ZBC01"
@@ -26,7 +31,7 @@ class MdpClient:
             frames.insert(0, b"")
         self.socket.send_multipart(frames)
 
-    def recv(self, timeout_ms=5000):
+    def recv(self, timeout_ms=PATIENCE_MS):
         """Returns (service, body frames), or None on timeout."""
         if not self.socket.poll(timeout_ms):
             return None
@@ -36,7 +41,7 @@ class MdpClient:
         assert frames[0] == MDPC, f"reply header {frames[0]!r}"
         return frames[1], frames[2:]
 
-    def request(self, service, *body, timeout_ms=5000):
+    def request(self, service, *body, timeout_ms=PATIENCE_MS):
         self.send(service, *body)
         return self.recv(timeout_ms)
 
@@ -55,7 +60,7 @@ class ZbcClient:
     def send(self, service, request_id, *body, headers=b"\x80"):
         self.socket.send_multipart([b"", ZBC, service, request_id, headers, *body])
 
-    def recv(self, timeout_ms=5000):
+    def recv(self, timeout_ms=PATIENCE_MS):
         """Returns (service, request_id, status, body frames), or None on timeout."""
         if not self.socket.poll(timeout_ms):
             return None

@@ -7,6 +7,20 @@ import time
 
 BIN_DIR = os.environ.get("ZBROKER_BIN_DIR", os.path.join(os.path.dirname(__file__), "../../build/debug/bin"))
 
+# How long a test waits for an event that normally comes within milliseconds (a log line, a
+# reply, a worker registering). Generous on purpose: a passing test never waits it out, and a
+# sanitizer build on a 2-core machine whose cores are both busy runs 20x slower than a release
+# build on an idle one. One constant for every Python suite, as kPatience is for the C++ tests.
+PATIENCE = 30.0
+# A broker has more to do before it listens (a sanitizer runtime to load, CURVE keys to read).
+START_PATIENCE = 60.0
+
+
+def too_slow(what, seconds):
+    """The message of a test that gave up waiting: the product may be wrong, or the machine slow."""
+    return (f"{what} did not happen within {seconds:g} s: the product is wrong, or the machine is "
+            f"too slow (loaded, or a sanitizer build)")
+
 
 def binary(name):
     path = os.path.join(BIN_DIR, name)
@@ -31,8 +45,10 @@ class Process:
             with self._cond:
                 self.lines.append(line.rstrip("\n"))
                 self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()  # end of output: waiters stop waiting for more
 
-    def wait_for_line(self, pattern, timeout=10.0):
+    def wait_for_line(self, pattern, timeout=PATIENCE):
         regex = re.compile(pattern)
         deadline = time.monotonic() + timeout
         with self._cond:
@@ -41,12 +57,17 @@ class Process:
                     m = regex.search(line)
                     if m:
                         return m
+                if not self._reader.is_alive():  # all it wrote is read: no more lines will come
+                    raise TimeoutError(f"no line matching {pattern!r}, and the process closed its "
+                                       f"output (exit status {self.proc.poll()}); got:\n" +
+                                       "\n".join(self.lines))
                 left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None:
-                    raise TimeoutError(f"no line matching {pattern!r}; got:\n" + "\n".join(self.lines))
+                if left <= 0:
+                    raise TimeoutError(too_slow(f"a line matching {pattern!r}", timeout) +
+                                       "; got:\n" + "\n".join(self.lines))
                 self._cond.wait(min(left, 0.1))
 
-    def stop(self, timeout=10.0):
+    def stop(self, timeout=PATIENCE):
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -63,5 +84,5 @@ class Process:
 def start_broker(*extra):
     """A broker on an ephemeral loopback port; returns (process, endpoint)."""
     broker = Process([binary("zbroker"), "--bind", "tcp://127.0.0.1:*", *extra])
-    endpoint = broker.wait_for_line(r"listening on (tcp://\S+)").group(1)
+    endpoint = broker.wait_for_line(r"listening on (tcp://\S+)", START_PATIENCE).group(1)
     return broker, endpoint

@@ -9,8 +9,8 @@ import unittest
 import msgpack
 import zmq
 
-from mdp import DISCONNECT, MDPW, MdpClient, MdpWorker, ZbcClient
-from processes import Process, binary, start_broker
+from mdp import DISCONNECT, MDPW, PATIENCE_MS, MdpClient, MdpWorker, ZbcClient
+from processes import PATIENCE, Process, binary, start_broker, too_slow
 
 
 def echo(body):
@@ -30,7 +30,7 @@ class BrokerTestCase(unittest.TestCase):
     def tearDown(self):
         self.stop_workers.set()
         for t in self.threads:
-            t.join(10)
+            t.join(PATIENCE)
         for child in self.children:
             child.stop()
         self.broker.stop()
@@ -54,12 +54,14 @@ class BrokerTestCase(unittest.TestCase):
         t = threading.Thread(target=run, daemon=True)
         t.start()
         self.threads.append(t)
-        ready.wait(5)
+        self.assertTrue(ready.wait(PATIENCE), too_slow("a Python worker thread starting", PATIENCE))
         self.wait_for_service(service)
         return worker_box[0]
 
     def zworker(self, *services, extra=()):
-        args = [binary("zworker"), "--broker", self.endpoint, "--heartbeat-ms", "500", *extra]
+        # The broker's heartbeat interval and liveness (the defaults): a worker that expected
+        # heartbeats more often than the broker sends them would reconnect over and over.
+        args = [binary("zworker"), "--broker", self.endpoint, *extra]
         for s in services:
             args += ["--service", s]
         child = Process(args)
@@ -68,18 +70,24 @@ class BrokerTestCase(unittest.TestCase):
             self.wait_for_service(s)
         return child
 
-    def wait_for_service(self, service, timeout=10):
+    def wait_for_service(self, service, timeout=PATIENCE):
+        """Asks mmi.service until the broker says 200. The broker answers every question, so
+        each answer is awaited until the budget ends (a REQ socket must have it before the next
+        question anyway)."""
         client = MdpClient(self.ctx, self.endpoint)
         deadline = time.monotonic() + timeout
         try:
-            while time.monotonic() < deadline:
-                reply = client.request(b"mmi.service", service.encode(), timeout_ms=1000)
+            while True:
+                left_ms = int((deadline - time.monotonic()) * 1000)
+                reply = client.request(b"mmi.service", service.encode(), timeout_ms=max(left_ms, 1))
                 if reply and reply[1] == [b"200"]:
                     return
+                if reply is None or time.monotonic() >= deadline:
+                    break
                 time.sleep(0.05)
         finally:
             client.close()
-        self.fail(f"service {service} never became available")
+        self.fail(too_slow(f"service {service} becoming available", timeout))
 
 
 class SpecPeersThroughZbroker(BrokerTestCase):
@@ -97,6 +105,7 @@ class SpecPeersThroughZbroker(BrokerTestCase):
         for i in range(50):
             client.send(b"echo", b"a", str(i).encode())
         replies = [client.recv() for _ in range(50)]
+        self.assertNotIn(None, replies, too_slow("50 replies", PATIENCE))
         self.assertEqual(sorted(int(r[1][1]) for r in replies), list(range(50)))
         self.assertTrue(all(r[1][0] == b"a" for r in replies))
         client.close()
@@ -111,17 +120,18 @@ class SpecPeersThroughZbroker(BrokerTestCase):
 
     def test_broker_heartbeats_the_python_worker(self):
         worker = self.python_worker("echo", heartbeat_ms=100)
-        deadline = time.monotonic() + 5
+        # The broker heartbeats every 2.5 s (its default), whatever the worker's own interval.
+        deadline = time.monotonic() + PATIENCE
         while worker.heartbeats_seen == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
-        self.assertGreater(worker.heartbeats_seen, 0)
+        self.assertGreater(worker.heartbeats_seen, 0, too_slow("a broker heartbeat", PATIENCE))
 
     def test_worker_may_not_register_mmi(self):
         sock = self.ctx.socket(zmq.DEALER)
         sock.linger = 0
         sock.connect(self.endpoint)
         sock.send_multipart([b"", MDPW, b"\x01", b"mmi.service"])
-        self.assertTrue(sock.poll(5000))
+        self.assertTrue(sock.poll(PATIENCE_MS), too_slow("the broker's DISCONNECT", PATIENCE))
         self.assertEqual(sock.recv_multipart(), [b"", MDPW, DISCONNECT])
         sock.close()
 
@@ -132,7 +142,8 @@ class SpecPeersThroughZbroker(BrokerTestCase):
         zbc.send(b"echo", b"id-2", b"x", headers=b"\x91\x01")
         self.assertEqual(zbc.recv()[:3], (b"echo", b"id-2", b"400"))
         self.python_worker("echo")
-        zbc.send(b"echo", b"id-3", b"x", headers=msgpack.packb({"deadline_ms": 1000, "trace": "t"}))
+        zbc.send(b"echo", b"id-3", b"x",
+                 headers=msgpack.packb({"deadline_ms": PATIENCE_MS, "trace": "t"}))
         self.assertEqual(zbc.recv(), (b"echo", b"id-3", b"200", [b"x"]))
         zbc.close()
 
@@ -158,8 +169,11 @@ class ZworkerWithSpecClients(BrokerTestCase):
 
 class ZclientWithSpecWorker(BrokerTestCase):
     def zclient(self, *args):
+        """zclient's output; by default one patient attempt (a retry would hide a slow reply)."""
+        if "--timeout" not in args:
+            args = ("--timeout", str(PATIENCE_MS), "--retries", "0", *args)
         return subprocess.run([binary("zclient"), "--broker", self.endpoint, *args],
-                              capture_output=True, text=True, timeout=30)
+                              capture_output=True, text=True, timeout=3 * PATIENCE)
 
     def test_zclient_call_reaches_python_worker(self):
         def reverse(body):
@@ -177,7 +191,10 @@ class ZclientWithSpecWorker(BrokerTestCase):
         self.assertIn("reverse", result.stdout)
 
     def test_zclient_reports_no_worker_with_its_exit_code(self):
-        result = self.zclient("--timeout", "300", "--retries", "0", "call", "absent", "1")
+        # The broker answers 503 at the deadline, which is zclient's --timeout; zclient listens
+        # 500 ms longer for it (its grace at 2 s and over). On a loaded machine the answer may
+        # still miss that: a retry (never made after an answer) asks again.
+        result = self.zclient("--timeout", "2000", "--retries", "2", "call", "absent", "1")
         self.assertEqual(result.returncode, 3, result.stderr)  # 503
 
 
