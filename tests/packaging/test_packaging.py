@@ -10,7 +10,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "interop"))
-from processes import Process, binary, start_broker  # noqa: E402
+from processes import PATIENCE, START_PATIENCE, Process, binary, start_broker  # noqa: E402
 
 SOURCE_DIR = os.environ.get("ZBROKER_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../.."))
 BUILD_DIR = os.environ.get("ZBROKER_BUILD_DIR", os.path.join(SOURCE_DIR, "build/debug"))
@@ -49,7 +49,8 @@ class InstalledTree(unittest.TestCase):
 
             broker = Process([os.path.join(prefix, "bin/zbroker"), "--bind", "tcp://127.0.0.1:*"])
             try:
-                endpoint = broker.wait_for_line(r"listening on (tcp://\S+)").group(1)
+                endpoint = broker.wait_for_line(r"listening on (tcp://\S+)",
+                                                START_PATIENCE).group(1)
                 out = run(os.path.join(consumer, "consumer"), endpoint)
                 # The libraries log through spdlog's default logger (stdout unless set).
                 self.assertRegex(out, r"(?m)^zbroker \d+\.\d+\.\d+: HI$")
@@ -117,7 +118,10 @@ class ShippedConfig(unittest.TestCase):
                           "--broker", endpoint])
         try:
             broker.wait_for_line(r"ready for 'hello'")
-            out = run(binary("zclient"), "--broker", endpoint, "call", "echo", '"conf"')
+            broker.wait_for_line(r"ready for 'echo'")
+            # One patient attempt: the worker is there, so the answer comes.
+            out = run(binary("zclient"), "--broker", endpoint, "--timeout",
+                      str(int(PATIENCE * 1000)), "--retries", "0", "call", "echo", '"conf"')
             self.assertIn("conf", out)
         finally:
             worker.stop()
@@ -132,7 +136,7 @@ class Examples(unittest.TestCase):
             broker.wait_for_line(r"ready for 'wordfreq'")
             out = subprocess.run([binary("wordfreq_client"), endpoint, "2"],
                                  input="The cat, the dog; THE end. Dog!", capture_output=True,
-                                 text=True, timeout=30)
+                                 text=True, timeout=3 * PATIENCE)
             self.assertEqual(out.returncode, 0, out.stderr)
             self.assertEqual(out.stdout, "3 the\n2 dog\n")
             self.assertEqual(worker.stop(), 0)  # SIGTERM: a clean stop
