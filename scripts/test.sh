@@ -8,6 +8,10 @@ repo=$(pwd)
 
 scripts/install-deps.sh
 
+# ccache keys on paths unless told where the tree starts: with these, a fresh clone in another
+# folder (as CI makes) reuses what an earlier build of the same sources compiled.
+export CCACHE_BASEDIR="$repo" CCACHE_NOHASHDIR=1
+
 # ThreadSanitizer for the libraries that run threads: the worker (I/O thread + handler pool)
 # and the clients. libzmq itself is not instrumented; tests/tsan.supp says so.
 cmake --preset tsan
