@@ -8,12 +8,17 @@
 #include <cmath>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <spdlog/sinks/ringbuffer_sink.h>
+#include <spdlog/spdlog.h>
+
+#include "process_helpers.hpp"
 #include "shared/clock.hpp"
 #include "shared/codec.hpp"
 #include "worker/builtin_services.hpp"
@@ -23,11 +28,16 @@
 using namespace zbroker;
 using namespace std::chrono_literals;
 using protocol::WorkerCommand;
+using testing::eventually;
+using testing::kPatience;
 
 namespace {
 
-// The longest any test waits for something that should happen; keeps every test bounded.
-constexpr Millis kPatience{5000};
+// Said when an event that should come did not come within kPatience: under TSan on a loaded
+// 2-core machine everything runs 10-20x slower, so a timeout may mean that, not a bug.
+constexpr const char* kTooSlow =
+    "not within the patience budget: the worker is wrong, or the "
+    "machine is too slow (sanitizers, load)";
 
 // Reply frames after the routing id: "" MDPW01 0x03 token "" body...
 constexpr std::size_t kToken = 3;
@@ -81,13 +91,22 @@ class FakeBroker {
     }
 
     // The next message carrying `command` within `timeout`; others (heartbeats) are skipped.
-    std::optional<Received> expect(WorkerCommand command, Millis timeout = kPatience) {
+    // For what should not come: a short window, as a slow machine can only make it pass.
+    std::optional<Received> next(WorkerCommand command, Millis timeout) {
         const auto deadline = now() + timeout;
         while (now() < deadline) {
             auto received = receive(std::chrono::ceil<Millis>(deadline - now()));
             if (received && received->command() == command) return received;
         }
         return std::nullopt;
+    }
+
+    // The next message carrying `command`, which should come: waits up to kPatience.
+    std::optional<Received> expect(WorkerCommand command) {
+        auto received = next(command, kPatience);
+        if (!received)
+            UNSCOPED_INFO("no command " << static_cast<int>(command) << ": " << kTooSlow);
+        return received;
     }
 
     void send(const std::string& identity, const std::vector<std::string>& parts) {
@@ -144,13 +163,14 @@ class RunningWorker {
     std::thread thread_;
 };
 
-// Options for a worker of the fake broker: quick heartbeats, but a liveness so long that only
-// the tests about liveness ever see the broker declared dead.
+// Options for a worker of the fake broker, which never sends heartbeats: quick heartbeats,
+// but a liveness window (twice the patience of any wait) so long that only the tests about
+// liveness ever see the broker declared dead, however slow the machine.
 WorkerOptions options_for(const FakeBroker& broker) {
     WorkerOptions options;
     options.endpoint = broker.endpoint();
     options.heartbeat_interval = 50ms;
-    options.liveness = 200;
+    options.liveness = static_cast<int>(2 * kPatience / options.heartbeat_interval);
     options.reconnect_delay = 50ms;
     return options;
 }
@@ -159,16 +179,60 @@ Reply echo_handler(Request& request) {
     return Reply::frames(std::move(request.frames));
 }
 
-// Waits, bounded, until `condition` holds.
+// eventually(), and when the event never came, a failure message that says why it may not have.
 template <typename Condition>
-bool eventually(Condition condition, Millis timeout = kPatience) {
-    const auto deadline = now() + timeout;
-    while (now() < deadline) {
-        if (condition()) return true;
-        std::this_thread::sleep_for(5ms);
-    }
-    return condition();
+bool in_time(Condition condition) {
+    if (eventually(condition)) return true;
+    UNSCOPED_INFO("waited " << kPatience.count() << " s in vain: " << kTooSlow);
+    return false;
 }
+
+// A handler that must still be running when the test does something waits here until the
+// test opens it; for kPatience at most, so that a failed test never leaves a thread blocked.
+// (A handler runs on a pool thread, where Catch2 must not be used: the test checks outcomes.)
+class Gate {
+  public:
+    void open() { open_ = true; }
+    void wait() const {
+        eventually([this] { return open_.load(); });
+    }
+
+  private:
+    std::atomic<bool> open_{false};
+};
+
+// Captures what the worker library logs while it lives, to wait on a log line as an event.
+// Installed before the worker's threads start and removed after they stop: spdlog's default
+// logger must not be swapped while another thread logs.
+class LogCapture {
+  public:
+    LogCapture()
+        : previous_(spdlog::default_logger()),
+          sink_(std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(1000)) {
+        auto logger = std::make_shared<spdlog::logger>("capture", sink_);
+        logger->set_level(spdlog::level::debug);
+        spdlog::set_default_logger(std::move(logger));
+    }
+    ~LogCapture() { spdlog::set_default_logger(previous_); }
+    LogCapture(const LogCapture&) = delete;
+    LogCapture& operator=(const LogCapture&) = delete;
+
+    bool contains(const std::string& marker) const {
+        for (const std::string& line : sink_->last_formatted())
+            if (line.find(marker) != std::string::npos) return true;
+        return false;
+    }
+    // Waits up to kPatience for a line containing `marker`.
+    bool wait_for(const std::string& marker) const {
+        if (eventually([&] { return contains(marker); })) return true;
+        UNSCOPED_INFO("the worker never logged '" << marker << "': " << kTooSlow);
+        return false;
+    }
+
+  private:
+    std::shared_ptr<spdlog::logger> previous_;
+    std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> sink_;
+};
 
 std::string error_of(const std::string& body) {
     return unpack<std::map<std::string, std::string>>(body).at("error");
@@ -303,7 +367,7 @@ TEST_CASE("with credit N and N threads, N requests run at the same time") {
         while (mine > seen && !most_at_once.compare_exchange_weak(seen, mine)) {
         }
         // Each job waits (bounded) until all of them run: only true parallelism gets there.
-        const bool together = eventually([&] { return most_at_once.load() == kParallel; }, 3s);
+        const bool together = eventually([&] { return most_at_once.load() == kParallel; });
         --running_now;
         return Reply::raw(together ? "together" : "alone");
     });
@@ -317,6 +381,7 @@ TEST_CASE("with credit N and N threads, N requests run at the same time") {
     for (int i = 0; i < kParallel; ++i) {
         const auto reply = broker.expect(WorkerCommand::reply);
         REQUIRE(reply);
+        INFO("\"alone\": a job waited in vain for the others to start; " << kTooSlow);
         REQUIRE(reply->at(kBody) == "together");
     }
     REQUIRE(most_at_once == kParallel);
@@ -325,36 +390,51 @@ TEST_CASE("with credit N and N threads, N requests run at the same time") {
 TEST_CASE("heartbeats keep flowing while a handler runs longer than the liveness window") {
     FakeBroker broker;
     WorkerOptions options = options_for(broker);
-    options.liveness = 3;  // the broker is dead after 150 ms of silence; the job takes 600 ms
+    // A window of 1 s: long enough that a stalled thread on a loaded machine is not taken for
+    // a dead broker, short enough that the job below outlasts it twice.
+    options.heartbeat_interval = 100ms;
+    options.liveness = 10;
+    const Millis window = options.heartbeat_interval * options.liveness;
     Worker worker(options);
-    worker.handle("slow", [](Request&) {
-        std::this_thread::sleep_for(600ms);
+    std::atomic<bool> started{false};
+    Gate done;
+    worker.handle("slow", [&](Request&) {
+        started = true;
+        done.wait();
         return Reply::raw("done");
     });
     RunningWorker running(worker);
     const auto ready = broker.expect(WorkerCommand::ready);
     REQUIRE(ready);
 
+    // The job ends only once the worker has sent heartbeats while it ran and the job has
+    // outlasted the liveness window twice: events, so a slow machine only makes it longer.
+    constexpr int kHeartbeatsDuringJob = 5;
     broker.send_request(ready->identity, "t", {});
     int heartbeats = 0;
     int readies = 0;
+    std::optional<TimePoint> job_seen_at;
     std::optional<Received> reply;
-    const auto deadline = now() + kPatience;
+    const auto deadline = now() + kPatience + 2 * window;
     auto next_heartbeat = now();
     while (!reply && now() < deadline) {
         if (now() >= next_heartbeat) {
             broker.send_command(ready->identity, WorkerCommand::heartbeat);
-            next_heartbeat = now() + 50ms;
+            next_heartbeat = now() + options.heartbeat_interval;
         }
+        if (!job_seen_at && started) job_seen_at = now();
+        if (job_seen_at && heartbeats >= kHeartbeatsDuringJob && now() - *job_seen_at >= 2 * window)
+            done.open();
         auto received = broker.receive(10ms);
         if (!received) continue;
-        if (received->command() == WorkerCommand::heartbeat) ++heartbeats;
+        if (received->command() == WorkerCommand::heartbeat && job_seen_at) ++heartbeats;
         if (received->command() == WorkerCommand::ready) ++readies;
         if (received->command() == WorkerCommand::reply) reply = std::move(received);
     }
+    INFO("worker heartbeats during the job: " << heartbeats << "; " << kTooSlow);
     REQUIRE(reply);
     REQUIRE(reply->identity == ready->identity);
-    REQUIRE(heartbeats >= 5);  // about 12 in 600 ms; slack for loaded machines
+    REQUIRE(heartbeats >= kHeartbeatsDuringJob);
     REQUIRE(readies == 0);
     running.stop_and_join();
     REQUIRE(worker.stats().reconnects == 0);
@@ -429,26 +509,30 @@ TEST_CASE("a silent broker is declared dead after liveness intervals and the wor
     options.liveness = 3;
     Worker worker(options);
     worker.handle("svc", echo_handler);
+    // Taken before the worker connects, so the silence it measures is at least what the
+    // worker measured, however slowly its first READY travelled.
+    const auto started = now();
     RunningWorker running(worker);
     const auto first = broker.expect(WorkerCommand::ready);
     REQUIRE(first);
-    const auto silent_since = now();
 
     const auto second = broker.expect(WorkerCommand::ready);
     REQUIRE(second);
     REQUIRE(second->identity != first->identity);
-    REQUIRE(now() - silent_since >= 100ms);  // 3 x 50 ms + 50 ms delay, minus transit of READY
+    // Not before liveness x interval of silence (plus the reconnect delay, left as slack).
+    REQUIRE(now() - started >= options.heartbeat_interval * options.liveness);
     running.stop_and_join();
     REQUIRE(worker.stats().reconnects >= 1);
 }
 
-TEST_CASE("a reply computed before a reconnect is dropped, never sent on the new connection") {
+TEST_CASE("a reply to a request from before a reconnect is dropped, never sent on the new one") {
     FakeBroker broker;
     Worker worker(options_for(broker));
     std::atomic<bool> started{false};
+    Gate finish;
     worker.handle("slow", [&](Request&) {
         started = true;
-        std::this_thread::sleep_for(300ms);
+        finish.wait();
         return Reply::raw("stale");
     });
     RunningWorker running(worker);
@@ -456,21 +540,27 @@ TEST_CASE("a reply computed before a reconnect is dropped, never sent on the new
     REQUIRE(first);
 
     broker.send_request(first->identity, "t", {});
-    REQUIRE(eventually([&] { return started.load(); }));
+    REQUIRE(in_time([&] { return started.load(); }));
     broker.send_command(first->identity, WorkerCommand::disconnect);
     REQUIRE(broker.expect(WorkerCommand::ready));
-    REQUIRE_FALSE(broker.expect(WorkerCommand::reply, 700ms));
+    // The job ends only now, with the new connection up: the reply has a connection to go
+    // out on, and must not take it.
+    finish.open();
+    REQUIRE(in_time([&] { return worker.stats().dropped_replies == 1; }));
+    REQUIRE_FALSE(broker.next(WorkerCommand::reply, 500ms));
     running.stop_and_join();
     REQUIRE(worker.stats().dropped_replies == 1);
 }
 
 TEST_CASE("stop() lets the running job finish and reply, then sends DISCONNECT") {
     FakeBroker broker;
+    const LogCapture log;  // before the worker: outlives its threads
     Worker worker(options_for(broker));
     std::atomic<bool> started{false};
+    Gate finish;
     worker.handle("slow", [&](Request&) {
         started = true;
-        std::this_thread::sleep_for(300ms);
+        finish.wait();
         return Reply::raw("finished");
     });
     RunningWorker running(worker);
@@ -478,8 +568,11 @@ TEST_CASE("stop() lets the running job finish and reply, then sends DISCONNECT")
     REQUIRE(ready);
 
     broker.send_request(ready->identity, "t", {});
-    REQUIRE(eventually([&] { return started.load(); }));
+    REQUIRE(in_time([&] { return started.load(); }));
     worker.stop();
+    // The job is still running when the worker starts stopping; only then may it finish.
+    REQUIRE(log.wait_for("stopping: finishing 1 job(s) in hand"));
+    finish.open();
     std::vector<WorkerCommand> seen;
     const auto deadline = now() + kPatience;
     while (now() < deadline && (seen.empty() || seen.back() != WorkerCommand::disconnect)) {
@@ -489,6 +582,7 @@ TEST_CASE("stop() lets the running job finish and reply, then sends DISCONNECT")
         seen.push_back(*received->command());
         if (received->command() == WorkerCommand::reply) REQUIRE(received->at(kBody) == "finished");
     }
+    INFO(kTooSlow);
     REQUIRE(seen == std::vector<WorkerCommand>{WorkerCommand::reply, WorkerCommand::disconnect});
     running.stop_and_join();
     REQUIRE(running.error().empty());
@@ -496,11 +590,13 @@ TEST_CASE("stop() lets the running job finish and reply, then sends DISCONNECT")
 
 TEST_CASE("a request that arrives after stop() is not started") {
     FakeBroker broker;
+    const LogCapture log;  // before the worker: outlives its threads
     Worker worker(options_for(broker));
     std::atomic<int> calls{0};
+    Gate finish;
     worker.handle("slow", [&](Request&) {
         ++calls;
-        std::this_thread::sleep_for(300ms);
+        finish.wait();
         return Reply::raw("finished");
     });
     RunningWorker running(worker);
@@ -508,11 +604,14 @@ TEST_CASE("a request that arrives after stop() is not started") {
     REQUIRE(ready);
 
     broker.send_request(ready->identity, "first", {});
-    REQUIRE(eventually([&] { return calls.load() == 1; }));
+    REQUIRE(in_time([&] { return calls.load() == 1; }));
     worker.stop();
     broker.send_request(ready->identity, "late", {});
+    // The first job holds the worker open until the late request has been read and refused.
+    REQUIRE(log.wait_for("not starting a request for 'slow'"));
+    finish.open();
     int replies = 0;
-    REQUIRE(eventually([&] {
+    REQUIRE(in_time([&] {
         auto received = broker.receive(50ms);
         if (received && received->command() == WorkerCommand::reply) ++replies;
         return received && received->command() == WorkerCommand::disconnect;
