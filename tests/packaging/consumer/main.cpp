@@ -1,6 +1,7 @@
 // Serves `upper` with a zbroker::Worker and calls it with a zbroker::Client through the broker
 // at argv[1]; prints the reply. Built only from installed headers and the CMake package.
 #include <cctype>
+#include <chrono>
 #include <iostream>
 #include <string>
 #include <thread>
@@ -24,7 +25,10 @@ int main(int argc, char** argv) {
     std::thread serving([&worker] { worker.run(); });
 
     zbroker::Client client(argv[1]);
-    const zbroker::Response response = client.call("upper", zbroker::pack(std::string("hi")));
+    // The broker holds the request until the worker above has registered, up to its deadline:
+    // a generous one, since a loaded test machine may take seconds to start that thread.
+    const zbroker::Response response = client.call("upper", zbroker::pack(std::string("hi")),
+                                                   {.timeout = std::chrono::seconds(30)});
     worker.stop();
     serving.join();
     if (!response.ok()) return 1;
