@@ -12,13 +12,19 @@ namespace {
 // Walks the top-level map; remembers the value of `deadline_ms` and the first problem.
 class HeadersVisitor : public msgpack::null_visitor {
   public:
+    // A container where deadline_ms's value should be is as wrong as a string there; checked
+    // before going deeper, where the scalars inside would pass for the value itself.
     bool start_map(std::uint32_t) {
         if (depth_ == 0) top_is_map_ = true;
+        if (!deadline_value(false, 0)) return false;
         ++depth_;
         return true;
     }
     bool end_map() { return --depth_, true; }
-    bool start_array(std::uint32_t) { return ++depth_, true; }
+    bool start_array(std::uint32_t) {
+        if (!deadline_value(false, 0)) return false;
+        return ++depth_, true;
+    }
     bool end_array() { return --depth_, true; }
     bool start_map_key() { return in_key_ = depth_ == 1, true; }
     bool end_map_key() { return in_key_ = false, true; }

@@ -70,6 +70,21 @@ TEST_CASE("malformed headers are refused with a reason") {
                                   "5",
                                   &error));
     }
+    SECTION("deadline in an array") {  // {"deadline_ms": [5]}
+        REQUIRE_FALSE(
+            parse_request_headers("\x81\xab"
+                                  "deadline_ms\x91\x05",
+                                  &error));
+        REQUIRE_THAT(error, Catch::Contains("deadline_ms"));
+    }
+    SECTION("deadline in a map") {  // {"deadline_ms": {"a": 1}}
+        REQUIRE_FALSE(
+            parse_request_headers("\x81\xab"
+                                  "deadline_ms\x81\xa1"
+                                  "a\x01",
+                                  &error));
+        REQUIRE_THAT(error, Catch::Contains("deadline_ms"));
+    }
     SECTION("garbage byte") {
         REQUIRE_FALSE(parse_request_headers("\xc1", &error));
     }
