@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
@@ -80,9 +81,15 @@ struct ServiceFigures {
     MSGPACK_DEFINE_MAP(workers, queued, in_flight)
 };
 
-// From mmi.services; nullopt when the broker did not answer within a second.
+// How long a call may take when all that matters is that it is answered at all: a wedged or
+// blocked broker never answers, while a sanitizer build on two loaded cores has taken over a
+// second for one round trip. Not a measure of speed; tests that care report their worst.
+inline constexpr std::chrono::milliseconds kAnswerPatience = 10s;
+
+// From mmi.services; nullopt when the broker did not answer in time. Meant for polling with
+// eventually(), which asks again: the timeout only has to outlast a slow round trip.
 inline std::optional<ServiceFigures> figures(Client& client, const std::string& service) {
-    const Response r = client.call(protocol::kMmiServices, "", {.timeout = 1000ms, .retries = 0});
+    const Response r = client.call(protocol::kMmiServices, "", {.timeout = 5000ms, .retries = 0});
     if (!r.ok()) return std::nullopt;
     // The handle owns the zone the nested objects live in: keep it while reading them.
     const msgpack::object_handle handle = unpack_object(r.body_view());
@@ -127,8 +134,9 @@ struct BrokerStats {
     }
 };
 
+// A slow answer must not pass for a missing mmi.stats: callers then skip what it would prove.
 inline std::optional<BrokerStats> broker_stats(Client& client) {
-    const Response r = client.call("mmi.stats", "", {.timeout = 2000ms, .retries = 1});
+    const Response r = client.call("mmi.stats", "", {.timeout = kAnswerPatience, .retries = 1});
     if (!r.ok() || r.body_view() == protocol::kMmiNotImplemented) return std::nullopt;
     try {
         const msgpack::object_handle handle = unpack_object(r.body_view());
@@ -145,6 +153,19 @@ inline std::optional<BrokerStats> broker_stats(Client& client) {
         return std::nullopt;
     }
 }
+
+// Runs `done` when the scope ends, also when a REQUIRE throws: a test uses it to stop and join
+// its threads, so that a failure is reported instead of std::terminate on a joinable thread.
+class OnScopeExit {
+  public:
+    explicit OnScopeExit(std::function<void()> done) : done_(std::move(done)) {}
+    ~OnScopeExit() { done_(); }
+    OnScopeExit(const OnScopeExit&) = delete;
+    OnScopeExit& operator=(const OnScopeExit&) = delete;
+
+  private:
+    std::function<void()> done_;
+};
 
 // ASan keeps freed memory in a quarantine of 256 MiB by default, so a broker that frees as
 // much as it allocates still grows its RSS by that much. Children started while this lives
