@@ -33,23 +33,28 @@ void RequestTable::release(RequestRecord& record) {
 }
 
 RequestRecord* RequestTable::find(Token token) noexcept {
-    const auto slot = static_cast<std::uint32_t>(token);
-    const auto generation = static_cast<std::uint32_t>(token >> 32);
-    if (slot >= size_) return nullptr;
-    RequestRecord& record = at(slot);
-    if (record.generation != generation || record.state == RequestState::free) return nullptr;
+    if (token.slot >= size_) return nullptr;
+    RequestRecord& record = at(token.slot);
+    if (record.generation != token.generation || record.state == RequestState::free) {
+        return nullptr;
+    }
     return &record;
 }
 
 RequestRecord* RequestTable::find(std::string_view token_bytes) noexcept {
     if (token_bytes.size() != kTokenSize) return nullptr;
-    Token token = 0;
-    std::memcpy(&token, token_bytes.data(), kTokenSize);
+    Token token;
+    std::memcpy(&token.slot, token_bytes.data(), sizeof token.slot);
+    std::memcpy(&token.generation, token_bytes.data() + sizeof token.slot, sizeof token.generation);
     return find(token);
 }
 
 zmq::message_t RequestTable::token_frame(Token token) {
-    return {&token, kTokenSize};
+    zmq::message_t frame(kTokenSize);
+    auto* bytes = static_cast<char*>(frame.data());
+    std::memcpy(bytes, &token.slot, sizeof token.slot);
+    std::memcpy(bytes + sizeof token.slot, &token.generation, sizeof token.generation);
+    return frame;
 }
 
 }  // namespace zbroker::broker

@@ -33,12 +33,22 @@ enum class RequestState : std::uint8_t {
     answered,    // client already told (504); the worker still holds it until it replies
 };
 
-using Token = std::uint64_t;
-inline constexpr std::size_t kTokenSize = sizeof(Token);
+// A slot and the generation it had when the request took it. The generation is 64-bit: at
+// 200k req/s through one slot, 2^64 reuses take millions of years, so a stale token kept in a
+// queue, the deadline heap or a worker never names a later request. (32 bits wrapped in hours
+// at that rate, and a stale token queued for one service could then name another's record.)
+struct Token {
+    std::uint32_t slot = 0;
+    std::uint64_t generation = 0;
+    auto operator<=>(const Token&) const = default;
+};
+// On the wire: the slot, then the generation, each in host byte order (the broker alone reads
+// it; workers echo the frame unchanged).
+inline constexpr std::size_t kTokenSize = sizeof(std::uint32_t) + sizeof(std::uint64_t);
 
 struct RequestRecord {
+    std::uint64_t generation = 0;
     std::uint32_t slot = 0;
-    std::uint32_t generation = 0;
     RequestState state = RequestState::free;
     ClientProtocol protocol = ClientProtocol::mdp;
     std::uint16_t attempts = 0;  // dispatches so far
@@ -53,7 +63,7 @@ struct RequestRecord {
     TimePoint deadline = TimePoint::max();
     ListHook worker_hook;  // links the records a worker holds
 
-    Token token() const noexcept { return (Token{generation} << 32) | slot; }
+    Token token() const noexcept { return {slot, generation}; }
 };
 
 class RequestTable {

@@ -259,7 +259,7 @@ TEST_CASE("a reply with a token the worker does not hold is dropped and counted"
     const Message request = h.take_one();
     REQUIRE(request[0] == "W1");
     SECTION("forged token") {
-        h.receive({"W1", kEmpty, "MDPW01", kReply, "12345678", kEmpty, "forged"});
+        h.receive({"W1", kEmpty, "MDPW01", kReply, "123456789012", kEmpty, "forged"});
     }
     SECTION("token held by another worker") {
         h.receive({"W2", kEmpty, "MDPW01", kReply, request[4], kEmpty, "stolen"});
@@ -429,7 +429,8 @@ TEST_CASE("a refused worker is logged at warning level, at most once per 10 s wi
     CHECK(h.core.counters()[Malformed::mmi_registration] == 5);
 }
 
-TEST_CASE("a default deadline (--default-deadline-ms) bounds the wait of requests that bring none") {
+TEST_CASE(
+    "a default deadline (--default-deadline-ms) bounds the wait of requests that bring none") {
     BrokerConfig config;
     config.default_deadline = 100ms;
     CoreHarness h(config);

@@ -21,7 +21,7 @@ TEST_CASE("MDP: a client request reaches the worker as REQUEST with an opaque to
     REQUIRE(request[2] == "MDPW01");
     REQUIRE(request[3] == kRequest);
     REQUIRE(request[4] != "CLIENT");  // the client's routing id never reaches a worker
-    REQUIRE(request[4].size() == 8);
+    REQUIRE(request[4].size() == broker::kTokenSize);
     REQUIRE(request[5] == "");
     REQUIRE(request[6] == "part1");
     REQUIRE(request[7] == "part2");
