@@ -171,7 +171,8 @@ void BrokerCore::on_worker_message(Frames& in, TimePoint now) {
         if (command == WorkerCommand::disconnect) return;
         // Most likely a worker of a broker that restarted: DISCONNECT makes it register again.
         malformed(Malformed::not_ready, in);
-        return send_command(view(in[kIdentity]), WorkerCommand::disconnect);
+        send_command(view(in[kIdentity]), WorkerCommand::disconnect);
+        return;
     }
     switch (command) {
         case WorkerCommand::reply:
@@ -398,9 +399,21 @@ void BrokerCore::purge_dead_workers(TimePoint now) {
 }
 
 void BrokerCore::send_heartbeats() {
-    // Failures are left to expiry: a worker that cannot be reached stops heartbeating too.
-    workers_.for_each(
-        [this](Worker& worker) { send_command(worker.identity, WorkerCommand::heartbeat); });
+    // ROUTER_MANDATORY says at once when a worker's connection is gone: its requests go back to
+    // the queue now, not liveness intervals later. A full queue (would-block) means a busy
+    // worker, which its own heartbeats keep alive.
+    std::vector<std::string> gone;
+    workers_.for_each([this, &gone](Worker& worker) {
+        if (send_command(worker.identity, WorkerCommand::heartbeat) == SendResult::unroutable) {
+            gone.push_back(worker.identity);
+        }
+    });
+    // By identity: removing one re-dispatches its requests, which may find and remove another.
+    for (const std::string& identity : gone) {
+        if (Worker* worker = workers_.find(identity)) {
+            remove_worker(*worker, false, "unreachable (its connection closed)");
+        }
+    }
 }
 
 void BrokerCore::forget_idle_services() {
@@ -504,13 +517,13 @@ void BrokerCore::fail(RequestRecord& record, Status status) {
     }
 }
 
-void BrokerCore::send_command(std::string_view identity, WorkerCommand command) {
+SendResult BrokerCore::send_command(std::string_view identity, WorkerCommand command) {
     out_.clear();
     out_.push_back(frame(identity));
     out_.push_back(empty_frame());
     out_.push_back(frame(protocol::kMdpWorker));
     out_.push_back(frame(command));
-    outbox_.send(out_);
+    return outbox_.send(out_);
 }
 
 void BrokerCore::malformed(Malformed kind, const Frames& in, std::string_view detail) {

@@ -157,7 +157,7 @@ class BrokerCore {
     void refuse(Frames& in, ClientProtocol protocol, protocol::Status status);
     // Answers a held request with a failure and releases it unless a worker still holds it.
     void fail(RequestRecord& record, protocol::Status status);
-    void send_command(std::string_view identity, protocol::WorkerCommand command);
+    SendResult send_command(std::string_view identity, protocol::WorkerCommand command);
     void malformed(Malformed kind, const Frames& in, std::string_view detail = {});
     // A would-be worker told DISCONNECT: counted, DISCONNECT sent, and said at warning level.
     void refuse_worker(Malformed kind, const Frames& in, std::string_view why, TimePoint now);

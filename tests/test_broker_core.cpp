@@ -318,6 +318,33 @@ TEST_CASE("any message from a worker counts as a sign of life") {
     REQUIRE(h.core.next_timer() <= h.clock + 100ms);
 }
 
+TEST_CASE("a worker found unroutable by a heartbeat is removed at once and its request re-queued") {
+    BrokerConfig config;
+    config.heartbeat_interval = 100ms;
+    config.heartbeat_liveness = 3;
+    CoreHarness h(config);
+    h.ready("GONE", "echo");
+    h.mdp_request("C", "echo", "x");
+    REQUIRE(is_request_to(h.take_one(), "GONE"));
+    h.outbox.unroutable.insert("GONE");  // its connection closed: ROUTER_MANDATORY says so
+    h.advance(100ms);                    // the first heartbeat, long before expiry
+    REQUIRE(h.core.worker_count() == 0);
+    REQUIRE(h.core.counters().requeued == 1);
+    REQUIRE(h.core.counters().workers_expired == 0);
+    h.ready("W", "echo");
+    REQUIRE(is_request_to(h.take_one(), "W"));
+}
+
+TEST_CASE("a worker whose queue is full for a heartbeat is kept: it is busy, not gone") {
+    BrokerConfig config;
+    config.heartbeat_interval = 100ms;
+    CoreHarness h(config);
+    h.ready("BUSY", "echo");
+    h.outbox.full.insert("BUSY");
+    h.advance(100ms);
+    REQUIRE(h.core.worker_count() == 1);
+}
+
 TEST_CASE("a worker that cannot be sent to is removed and its request goes to another") {
     CoreHarness h;
     h.ready("GONE", "echo");
