@@ -182,7 +182,8 @@ TEST_CASE(
           << wrong_body << " wrong bodies, " << kills.load() << " workers SIGKILLed, " << requeued
           << " requests re-queued, "
           << (stats ? std::to_string(stats->total("workers_expired")) : std::string("?"))
-          << " workers expired (the killed, and any live one taken for dead)";
+          << " workers expired for missed heartbeats (killed ones not found gone before, and any "
+             "live one taken for dead)";
     WARN(tally.str());
     for (const auto& [status, count] : other_statuses)
         WARN("unexpected status " << status << " x " << count);
