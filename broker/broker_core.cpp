@@ -178,7 +178,7 @@ void BrokerCore::on_worker_message(Frames& in, TimePoint now) {
         case WorkerCommand::reply:
             return on_reply(*worker, in);
         case WorkerCommand::heartbeat:
-            return;
+            return resume(*worker);
         case WorkerCommand::disconnect:
             return remove_worker(*worker, false, "sent DISCONNECT");
         case WorkerCommand::ready:
@@ -241,6 +241,8 @@ void BrokerCore::on_reply(Worker& worker, Frames& in) {
         ++service.served;
     }
     table_.release(*record);
+    if (worker.held.empty()) worker.isolating = false;  // it held only the suspect
+    worker.paused = false;                              // it reads: it may be sent more
     service.offer(worker);
     dispatch(service);
 }
@@ -284,15 +286,44 @@ void BrokerCore::dispatch(Service& service) {
     while (service.waiting > 0 && !service.idle.empty()) {
         RequestRecord* record = service.pop_waiting(table_);
         if (record == nullptr) break;
-        Worker& worker = service.idle.front();
-        if (send_request(worker, *record)) continue;
-        // The worker vanished without a word, or stopped reading: hand its work to others.
-        service.requeue(record->token());
-        remove_worker(worker, true, "cannot be sent to (gone, or its queue is full)");
+        Worker* worker = record->suspect ? service.idle_and_empty() : &service.idle.front();
+        if (worker == nullptr) {
+            // A suspect waits at the head for a worker that holds nothing; busy ones finish.
+            service.requeue(record->token());
+            break;
+        }
+        switch (send_request(*worker, *record)) {
+            case SendResult::sent:
+                break;
+            case SendResult::would_block:
+                service.requeue(record->token());
+                pause(*worker);
+                break;
+            case SendResult::unroutable:
+                service.requeue(record->token());
+                remove_worker(*worker, false, "unreachable (its connection closed)");
+                break;
+        }
     }
 }
 
-bool BrokerCore::send_request(Worker& worker, RequestRecord& record) {
+void BrokerCore::pause(Worker& worker) {
+    worker.paused = true;
+    worker.service->withdraw(worker);
+    spdlog::warn(
+        "worker {} for '{}': its queue is full (--hwm), holding {} request(s); sending it "
+        "nothing more until it is heard from",
+        printable(worker.identity), worker.service->name, worker.held.size());
+}
+
+void BrokerCore::resume(Worker& worker) {
+    if (!worker.paused) return;
+    worker.paused = false;
+    worker.service->offer(worker);
+    dispatch(*worker.service);
+}
+
+SendResult BrokerCore::send_request(Worker& worker, RequestRecord& record) {
     out_.clear();
     out_.push_back(frame(worker.identity));
     out_.push_back(empty_frame());
@@ -303,15 +334,16 @@ bool BrokerCore::send_request(Worker& worker, RequestRecord& record) {
     for (zmq::message_t& part : record.body) {
         out_.emplace_back().copy(part);  // reference-counted: the original stays for a retry
     }
-    if (outbox_.send(out_) != SendResult::sent) return false;
+    if (const SendResult result = outbox_.send(out_); result != SendResult::sent) return result;
     record.state = RequestState::dispatched;
     record.worker = &worker;
     ++record.attempts;
     worker.held.push_back(record);
     ++worker.service->dispatched;
     ++counters_.dispatches;
+    if (record.suspect) worker.isolating = true;
     worker.service->dispatched_to(worker);
-    return true;
+    return SendResult::sent;
 }
 
 void BrokerCore::remove_worker(Worker& worker, bool send_disconnect, std::string_view reason) {
@@ -332,6 +364,7 @@ void BrokerCore::remove_worker(Worker& worker, bool send_disconnect, std::string
             fail(record, Status::retries_exhausted);
         } else {
             record.state = RequestState::queued;
+            record.suspect = true;
             service.requeue(record.token());
             ++requeued;
         }

@@ -141,7 +141,9 @@ class BrokerCore {
     void answer_mmi(Frames& in, ClientProtocol protocol, TimePoint now, PeerRole role);
 
     void dispatch(Service& service);
-    bool send_request(Worker& worker, RequestRecord& record);
+    SendResult send_request(Worker& worker, RequestRecord& record);
+    void pause(Worker& worker);
+    void resume(Worker& worker);
     void remove_worker(Worker& worker, bool send_disconnect, std::string_view reason);
     void expire_deadlines(TimePoint now);
     void purge_dead_workers(TimePoint now);

@@ -23,6 +23,7 @@ void RequestTable::release(RequestRecord& record) {
     record.state = RequestState::free;
     ++record.generation;
     record.attempts = 0;
+    record.suspect = false;
     record.client.clear();
     record.request_id.clear();
     record.body.clear();  // keeps its capacity for the next request in this slot

@@ -51,7 +51,10 @@ struct RequestRecord {
     std::uint32_t slot = 0;
     RequestState state = RequestState::free;
     ClientProtocol protocol = ClientProtocol::mdp;
-    std::uint16_t attempts = 0;  // dispatches so far
+    std::uint8_t attempts = 0;  // dispatches so far (--max-attempts is at most 100)
+    // Its worker went away while holding it: it may be what killed that worker, so it is next
+    // sent to a worker that holds nothing else (see Worker::isolating).
+    bool suspect = false;
     // Strings, not frames: a 5-byte routing id and an 8-byte request id fit in place (short
     // string optimization), where a zmq::message_t costs 64 bytes each. Memory per queued
     // request is what bounds the queue.

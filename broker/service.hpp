@@ -72,7 +72,15 @@ struct Service {
 
     // Puts a worker that has free credit at the back of the idle list, if not already there.
     void offer(Worker& worker) {
-        if (worker.has_credit() && !worker.idle_hook.is_linked()) idle.push_back(worker);
+        if (worker.can_take_more() && !worker.idle_hook.is_linked()) idle.push_back(worker);
+    }
+    // The first worker that can take more and holds nothing, or nullptr: where a suspect goes.
+    // A scan, but only while suspects wait, and the idle list is at most the service's workers.
+    Worker* idle_and_empty() {
+        for (Worker& worker : idle) {
+            if (worker.held.empty()) return &worker;
+        }
+        return nullptr;
     }
     void withdraw(Worker& worker) {
         if (worker.idle_hook.is_linked()) idle.erase(idle.iterator_to(worker));
@@ -83,7 +91,7 @@ struct Service {
     // client x 50 workers: 96k req/s round robin, 180k filled). Credit 1, plain MDP's, is
     // least recently used either way.
     void dispatched_to(Worker& worker) {
-        if (!worker.has_credit()) withdraw(worker);
+        if (!worker.can_take_more()) withdraw(worker);
     }
 };
 

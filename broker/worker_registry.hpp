@@ -23,10 +23,16 @@ struct Worker {
     std::uint32_t credit = 1;  // requests it may hold at once (READY's extension frame)
     TimePoint expiry;          // declared dead when nothing is heard from it by then
     HeldRequests held;         // dispatched to it, in dispatch order
-    ListHook idle_hook;        // in its service's list of workers with free credit
+    ListHook idle_hook;        // in its service's list of workers that can take more
     ListHook expiry_hook;      // in the registry's expiry order
+    // Its queue in the broker was full (would-block): alive but reading slowly, so it gets
+    // nothing more until it is heard from again. Never taken for dead: its jobs still run.
+    bool paused = false;
+    // It holds a request whose previous worker went away. It gets nothing else until that one
+    // is answered, so a request that kills its workers takes no other request down with it.
+    bool isolating = false;
 
-    bool has_credit() const noexcept { return held.size() < credit; }
+    bool can_take_more() const noexcept { return !paused && !isolating && held.size() < credit; }
 };
 
 class WorkerRegistry {

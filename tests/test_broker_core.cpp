@@ -5,6 +5,8 @@
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
+#include <map>
+#include <set>
 #include <sstream>
 
 #include "core_harness.hpp"
@@ -139,7 +141,7 @@ TEST_CASE("a dead worker's requests go back to the queue and run elsewhere") {
     REQUIRE(h.take_one() == Message{"C", "", "ZBC01", "echo", "a", "200", "done"});
 }
 
-TEST_CASE("requeued requests keep their order ahead of newer ones") {
+TEST_CASE("requeued requests keep their order ahead of newer ones, each sent alone") {
     CoreHarness h;
     h.ready("W1", "echo", "2");
     h.mdp_request("C", "echo", "1");
@@ -148,11 +150,18 @@ TEST_CASE("requeued requests keep their order ahead of newer ones") {
     h.take();
     h.receive({"W1", kEmpty, "MDPW01", kDisconnect});
     h.ready("W2", "echo", "3");
-    auto sent = h.take();
-    REQUIRE(sent.size() == 3);
-    REQUIRE(sent[0].back() == "1");
-    REQUIRE(sent[1].back() == "2");
-    REQUIRE(sent[2].back() == "3");
+    // 1 and 2 were held by a worker that went away: either may have killed it, so each goes
+    // to a worker that holds nothing else; 3 never ran anywhere and goes as usual.
+    std::vector<std::string> order;
+    std::vector<Message> sent = h.take();
+    while (sent.size() == 1 && is_request_to(sent[0], "W2")) {
+        order.push_back(sent[0].back());
+        h.reply(sent[0], "ok");
+        sent = h.take();
+        REQUIRE(sent.at(0)[0] == "C");  // the reply comes first, then the next request
+        sent.erase(sent.begin());
+    }
+    REQUIRE(order == std::vector<std::string>{"1", "2", "3"});
 }
 
 TEST_CASE("past max attempts a ZBC01 client gets 500 and an MDP request is counted") {
@@ -161,14 +170,58 @@ TEST_CASE("past max attempts a ZBC01 client gets 500 and an MDP request is count
     CoreHarness h(config);
     h.zbc_request("C", "crash", "z", "x");
     h.mdp_request("M", "crash", "y");
-    for (int attempt = 0; attempt < 2; ++attempt) {
-        h.ready("W", "crash", "2");
-        REQUIRE(h.take().size() == 2);
-        h.receive({"W", kEmpty, "MDPW01", kDisconnect});
-    }
+    h.ready("W", "crash", "2");
+    REQUIRE(h.take().size() == 2);
+    h.receive({"W", kEmpty, "MDPW01", kDisconnect});
+    // Second attempts, one at a time: z first, it crashes its worker and has no attempt left.
+    h.ready("W", "crash", "2");
+    REQUIRE(h.take_one().back() == "x");
+    h.receive({"W", kEmpty, "MDPW01", kDisconnect});
     REQUIRE(h.take_one() == Message{"C", "", "ZBC01", "crash", "z", "500"});
+    h.ready("W", "crash", "2");
+    REQUIRE(h.take_one().back() == "y");
+    h.receive({"W", kEmpty, "MDPW01", kDisconnect});
+    REQUIRE(h.take().empty());
     REQUIRE(h.core.counters()[Drop::mdp_unanswerable] == 1);
     REQUIRE(h.core.counters().answered(Status::retries_exhausted) == 2);
+    REQUIRE(h.core.live_requests() == 0);
+}
+
+TEST_CASE("a request that kills every worker it reaches is the only one answered 500") {
+    // Credit 100, one poison request among 301: the first worker dies holding 100 of them.
+    // Only the poison one may use up its attempts; the 300 others are answered 200.
+    BrokerConfig config;
+    config.heartbeat_interval = 100ms;
+    CoreHarness h(config);
+    int next_worker = 0;
+    auto start_worker = [&] { h.ready("W" + std::to_string(next_worker++), "svc", "100"); };
+    start_worker();
+    start_worker();
+    for (int i = 0; i < 301; ++i)
+        h.zbc_request("C", "svc", std::to_string(i), i == 150 ? "poison" : "fine");
+    std::map<std::string, int> answers;  // by status
+    std::set<std::string> dead;
+    for (int round = 0; round < 2000 && answers["200"] + answers["500"] < 301; ++round) {
+        for (const Message& m : h.take()) {
+            if (m[0] == "C") {
+                ++answers[m.at(5)];
+            } else if (is_request_to(m, m[0]) && dead.count(m[0]) == 0) {
+                // A worker runs its requests in order; the poison kills it, and what it held
+                // after that never runs.
+                if (m.back() == "poison") {
+                    dead.insert(m[0]);
+                    h.outbox.unroutable.insert(m[0]);
+                } else {
+                    h.reply(m, "ok");
+                }
+            }
+        }
+        h.advance(100ms);  // heartbeats find the dead unroutable
+        while (h.core.worker_count() < 2)
+            start_worker();  // a supervisor restarts them
+    }
+    REQUIRE(answers["500"] == 1);
+    REQUIRE(answers["200"] == 300);
     REQUIRE(h.core.live_requests() == 0);
 }
 
@@ -353,6 +406,36 @@ TEST_CASE("a worker that cannot be sent to is removed and its request goes to an
     h.mdp_request("C", "echo", "x");
     REQUIRE(is_request_to(h.take_one(), "W"));
     REQUIRE(h.core.worker_count() == 1);
+}
+
+TEST_CASE("a worker whose queue is full is paused, not removed, and its jobs do not run twice") {
+    CoreHarness h;
+    h.ready("BUSY", "echo", "2");
+    h.ready("W", "echo", "2");
+    h.mdp_request("C", "echo", "1");
+    REQUIRE(is_request_to(h.take_one(), "BUSY"));
+    h.outbox.full.insert("BUSY");  // it reads slowly: its queue in the broker is full
+    h.mdp_request("C", "echo", "2");
+    REQUIRE(is_request_to(h.take_one(), "W"));  // the request goes elsewhere
+    REQUIRE(h.core.worker_count() == 2);
+    REQUIRE(h.core.counters().requeued == 0);  // "1" stays with BUSY, still running there
+    REQUIRE(h.core.counters().workers_removed == 0);
+}
+
+TEST_CASE("a paused worker is sent work again once it is heard from") {
+    CoreHarness h;
+    h.ready("BUSY", "echo", "2");
+    h.outbox.full.insert("BUSY");
+    h.mdp_request("C", "echo", "1");
+    REQUIRE(h.take().empty());  // would-block: "1" waits in the queue, BUSY is paused
+    h.mdp_request("C", "echo", "2");
+    REQUIRE(h.take().empty());  // a paused worker is not tried again for each request
+    h.outbox.full.clear();
+    h.receive({"BUSY", kEmpty, "MDPW01", kHeartbeat});
+    const auto sent = h.take();
+    REQUIRE(sent.size() == 2);
+    REQUIRE(sent[0].back() == "1");
+    REQUIRE(sent[1].back() == "2");
 }
 
 TEST_CASE("a reply to a vanished or slow client is counted, never fatal") {
