@@ -7,6 +7,7 @@
 // were really given) as well as raw bytes, so the fuzzer reaches the deep states quickly.
 #include <cstdint>
 #include <cstdlib>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -50,12 +51,21 @@ class CheckingOutbox : public Outbox {
         if (frames.size() >= 5 && view(frames[2]) == protocol::kMdpWorker &&
             view(frames[3]).size() == 1 &&
             view(frames[3])[0] == static_cast<char>(protocol::WorkerCommand::request)) {
-            tokens.emplace_back(view(frames[4]));
-            if (tokens.size() > 64) tokens.erase(tokens.begin());
+            if (fate_of(view(frames[0])) == SendResult::sent) {
+                tokens.emplace_back(view(frames[4]));
+                if (tokens.size() > 64) tokens.erase(tokens.begin());
+            }
         }
-        return SendResult::sent;
+        return fate_of(view(frames[0]));
+    }
+    // What a send to each peer does; the input sets it, so back-pressure (would-block) and
+    // vanished peers (unroutable) are explored as well as delivery.
+    SendResult fate_of(std::string_view peer) const {
+        const auto it = fate.find(peer);
+        return it == fate.end() ? SendResult::sent : it->second;
     }
     std::vector<std::string> tokens;
+    std::map<std::string, SendResult, std::less<>> fate;
 };
 
 const std::string kPeers[] = {"client-a", "client-b", "worker-a",
@@ -123,6 +133,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
             core.on_timer(now);
         } else if (op == 24) {
             if (!core.draining()) core.begin_drain(now);
+        } else if (op == 25) {  // a peer's queue fills, it vanishes, or it reads again
+            const std::string& peer = kPeers[in.byte() % std::size(kPeers)];
+            outbox.fate[peer] = static_cast<SendResult>(in.byte() % 3);
         } else {  // a message: routing id, then 1 to 8 frames
             Frames frames;
             frames.push_back(frame(kPeers[in.byte() % std::size(kPeers)]));

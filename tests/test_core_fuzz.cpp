@@ -15,23 +15,34 @@ using namespace std::chrono_literals;
 
 namespace {
 
-// Sees every message the core sends: answers by request id, and tokens given to workers.
+// Sees every message the core sends: answers by request id, and tokens given to workers. Now
+// and then a send would block (a full queue) or finds its peer gone, as on a real socket.
 class AuditingOutbox : public broker::Outbox {
   public:
     SendResult send(Frames& frames) override {
+        const SendResult result = fate();
         if (frames.size() >= 6 && view(frames[2]) == "ZBC01" && view(frames[4]).starts_with("id")) {
-            // Garbage may reuse ids; ours are "id<n>".
+            // Garbage may reuse ids; ours are "id<n>". An answer that cannot be delivered
+            // still counts: the broker gave it, once.
             if (++answers[std::string(view(frames[4]))] > 1)
                 duplicate = std::string(view(frames[4]));
         } else if (frames.size() >= 6 && view(frames[2]) == "MDPW01" &&
-                   view(frames[3]) == kRequest) {
+                   view(frames[3]) == kRequest && result == SendResult::sent) {
             tokens[std::string(view(frames[0]))].emplace_back(view(frames[4]));
         }
-        return SendResult::sent;
+        return result;
     }
     std::map<std::string, int> answers;                      // by request id
     std::string duplicate;                                   // the first id answered twice
     std::map<std::string, std::vector<std::string>> tokens;  // by worker
+
+  private:
+    SendResult fate() {
+        const auto roll = random_() % 100;
+        if (roll == 0) return SendResult::unroutable;
+        return roll < 3 ? SendResult::would_block : SendResult::sent;
+    }
+    std::minstd_rand random_{7};
 };
 
 class TrafficGenerator {
