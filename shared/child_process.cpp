@@ -81,7 +81,10 @@ std::optional<std::string> ChildProcess::wait_for(const std::string& marker,
     while (true) {
         std::ifstream log(log_path_);
         std::string line;
-        while (std::getline(log, line)) {
+        // Only whole lines: the child may be half-way through writing the last one, and a
+        // marker read before its value ("listening on " without the endpoint) once sent
+        // zbench's clients and echo workers to a truncated address.
+        while (std::getline(log, line) && !log.eof()) {
             const auto at = line.find(marker);
             if (at != std::string::npos) return line.substr(at + marker.size());
         }
