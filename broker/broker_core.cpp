@@ -116,6 +116,10 @@ void BrokerCore::on_client_request(Frames& in, ClientProtocol protocol, TimePoin
         malformed(Malformed::empty_service, in);
         return refuse(in, protocol, Status::bad_request);
     }
+    if (service_name.size() > protocol::kMaxServiceNameSize) {
+        malformed(Malformed::long_service, in);
+        return refuse(in, protocol, Status::bad_request);
+    }
     ++counters_.requests;
     if (protocol::is_mmi(service_name)) return answer_mmi(in, protocol, now, role);
     if (draining_) return refuse(in, protocol, Status::unavailable);
@@ -126,8 +130,14 @@ void BrokerCore::on_client_request(Frames& in, ClientProtocol protocol, TimePoin
         body_size += in[i].size();
     if (body_size > config_.max_msg_size) return refuse(in, protocol, Status::too_large);
 
-    Service& service = service_named(service_name);
-    if (service.waiting >= config_.queue_limit || table_.live() >= config_.max_requests) {
+    Service* known = service_named(service_name);
+    if (known == nullptr) {
+        malformed(Malformed::service_limit, in, "a new service past --max-services");
+        return refuse(in, protocol, Status::queue_full);
+    }
+    Service& service = *known;
+    if (service.waiting >= config_.queue_limit || table_.live() >= config_.max_requests ||
+        table_.bytes_held() + body_size > config_.max_bytes) {
         return refuse(in, protocol, Status::queue_full);
     }
 
@@ -136,8 +146,7 @@ void BrokerCore::on_client_request(Frames& in, ClientProtocol protocol, TimePoin
     record.protocol = protocol;
     record.client.assign(view(in[kIdentity]));
     if (zbc) record.request_id.assign(view(in[kRequestId]));
-    for (std::size_t i = first; i < in.size(); ++i)
-        record.body.push_back(std::move(in[i]));
+    table_.keep_body(record, in, first);
     record.service = &service;
     if (!headers.deadline && config_.default_deadline > Millis{0})
         headers.deadline = config_.default_deadline;
@@ -199,6 +208,10 @@ void BrokerCore::on_ready(Frames& in, TimePoint now) {
         return refuse_worker(Malformed::mmi_registration, in, "mmi.* services belong to the broker",
                              now);
     }
+    if (service_name.size() > protocol::kMaxServiceNameSize) {
+        return refuse_worker(Malformed::long_service, in, "its service name is over 255 bytes",
+                             now);
+    }
     std::uint32_t credit = 1;
     if (in.size() > kReadyCredit) {
         const auto parsed = parse_credit(view(in[kReadyCredit]));
@@ -208,7 +221,12 @@ void BrokerCore::on_ready(Frames& in, TimePoint now) {
         }
         credit = *parsed;
     }
-    Service& service = service_named(service_name);
+    Service* known = service_named(service_name);
+    if (known == nullptr) {
+        return refuse_worker(Malformed::service_limit, in, "a new service past --max-services",
+                             now);
+    }
+    Service& service = *known;
     Worker& worker = workers_.add(identity, service, credit, now + expiry_span());
     ++service.workers;
     ++counters_.workers_registered;
@@ -588,13 +606,14 @@ void BrokerCore::refuse_worker(Malformed kind, const Frames& in, std::string_vie
 // ---------------------------------------------------------------------------------------------
 // Services
 
-Service& BrokerCore::service_named(std::string_view name) {
+Service* BrokerCore::service_named(std::string_view name) {
     auto it = services_.find(name);
     if (it == services_.end()) {
+        if (services_.size() >= config_.max_services) return nullptr;
         it = services_.emplace(std::string(name), std::make_unique<Service>(std::string(name)))
                  .first;
     }
-    return *it->second;
+    return it->second.get();
 }
 
 ServiceInfo BrokerCore::info(const Service& service) const {

@@ -33,6 +33,8 @@ struct BrokerConfig {
     std::size_t queue_limit = 100'000;     // waiting requests per service, then 429
     std::size_t max_requests = 1'000'000;  // requests held in all, then 429: bounds memory
     std::size_t max_msg_size = 16u << 20;  // request body bytes, then 413
+    std::size_t max_bytes = 1u << 30;      // request body bytes held in all, then 429
+    std::size_t max_services = 10'000;     // known service names; idle ones are forgotten
     std::uint32_t max_credit = 10'000;     // a larger READY credit is a protocol error
     Millis drain_timeout{10'000};
     // The deadline of a request that brings none (plain MDP, or ZBC01 without deadline_ms);
@@ -164,7 +166,8 @@ class BrokerCore {
     // A would-be worker told DISCONNECT: counted, DISCONNECT sent, and said at warning level.
     void refuse_worker(Malformed kind, const Frames& in, std::string_view why, TimePoint now);
 
-    Service& service_named(std::string_view name);
+    // The service of that name, made if new; nullptr past --max-services.
+    Service* service_named(std::string_view name);
     ServiceInfo info(const Service& service) const;
     Millis expiry_span() const noexcept {
         return config_.heartbeat_interval * config_.heartbeat_liveness;

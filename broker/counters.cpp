@@ -33,6 +33,10 @@ std::string_view name(Malformed kind) noexcept {
             return "mmi_registration";
         case Malformed::not_authorized:
             return "not_authorized";
+        case Malformed::long_service:
+            return "long_service";
+        case Malformed::service_limit:
+            return "service_limit";
         case Malformed::kCount:
             break;
     }

@@ -24,6 +24,8 @@ enum class Malformed : std::uint8_t {
     duplicate_ready,   // READY from a worker already registered
     mmi_registration,  // worker tried to register an mmi.* service
     not_authorized,    // CURVE role forbids it: READY from a non-worker, a request from a worker
+    long_service,      // service name longer than 255 bytes
+    service_limit,     // a new service name past --max-services
     kCount
 };
 

@@ -125,6 +125,15 @@ int main(int argc, char** argv) {
                    "Largest request body in bytes; larger gets 413")
         ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 31))
         ->capture_default_str();
+    app.add_option("--max-bytes", config.max_bytes,
+                   "Request body bytes held in all (queued or at workers) before 429")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 40))
+        ->capture_default_str();
+    app.add_option("--max-services", config.max_services,
+                   "Service names known at once; a new one past this is refused (429; a "
+                   "worker's READY: DISCONNECT). Idle services are forgotten")
+        ->check(CLI::Range(std::size_t{1}, std::size_t{10'000'000}))
+        ->capture_default_str();
     app.add_option("--max-credit", config.max_credit,
                    "Largest credit a worker may announce in READY")
         ->check(CLI::Range(1u, 1'000'000u))

@@ -19,7 +19,16 @@ RequestRecord& RequestTable::allocate() {
     return record;
 }
 
+void RequestTable::keep_body(RequestRecord& record, Frames& frames, std::size_t first) {
+    for (std::size_t i = first; i < frames.size(); ++i) {
+        bytes_held_ += frames[i].size();
+        record.body.push_back(std::move(frames[i]));
+    }
+}
+
 void RequestTable::release(RequestRecord& record) {
+    for (const zmq::message_t& part : record.body)
+        bytes_held_ -= part.size();
     record.state = RequestState::free;
     ++record.generation;
     record.attempts = 0;

@@ -73,6 +73,8 @@ class RequestTable {
   public:
     // A cleared record in state `free`; the caller sets its state.
     RequestRecord& allocate();
+    // Moves the body frames from `first` on into the record, counting their bytes as held.
+    void keep_body(RequestRecord& record, Frames& frames, std::size_t first);
     // Clears the record and returns it to the pool; its token goes stale.
     void release(RequestRecord& record);
 
@@ -80,6 +82,8 @@ class RequestTable {
     RequestRecord* find(std::string_view token_bytes) noexcept;
 
     std::size_t live() const noexcept { return size_ - free_slots_.size(); }
+    // Body bytes of the live records: what --max-bytes bounds.
+    std::size_t bytes_held() const noexcept { return bytes_held_; }
 
     template <typename F>
     void for_each_live(F&& f) {
@@ -103,6 +107,7 @@ class RequestTable {
     std::vector<std::unique_ptr<RequestRecord[]>> chunks_;
     std::uint32_t size_ = 0;  // slots handed out at least once
     std::vector<std::uint32_t> free_slots_;
+    std::size_t bytes_held_ = 0;
 };
 
 }  // namespace zbroker::broker

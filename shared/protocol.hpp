@@ -59,6 +59,9 @@ std::optional<Status> parse_status(std::string_view text) noexcept;
 // ZBC01 request headers (a msgpack map); unknown keys are ignored.
 inline constexpr std::string_view kHeaderDeadlineMs = "deadline_ms";
 inline constexpr std::size_t kMaxRequestIdSize = 255;
+// A longer service name is refused (400; a worker's READY: DISCONNECT): every name costs the
+// broker a record and, with --metrics, a label.
+inline constexpr std::size_t kMaxServiceNameSize = 255;
 
 // Defaults shared by broker, worker and client.
 inline constexpr std::chrono::milliseconds kHeartbeatInterval{2500};

@@ -408,6 +408,54 @@ TEST_CASE("a worker that cannot be sent to is removed and its request goes to an
     REQUIRE(h.core.worker_count() == 1);
 }
 
+TEST_CASE("a service name over 255 bytes is refused to clients and workers") {
+    CoreHarness h;
+    const std::string name(256, 's');
+    h.zbc_request("C", name, "1", "x");
+    REQUIRE(h.take_one() == Message{"C", "", "ZBC01", name, "1", "400"});
+    h.ready("W", name);
+    REQUIRE(h.take_one() == Message{"W", "", "MDPW01", kDisconnect});
+    REQUIRE(h.core.counters()[Malformed::long_service] == 2);
+    REQUIRE(h.core.worker_count() == 0);
+    h.zbc_request("C", std::string(255, 's'), "2", "x", deadline_header(10));
+    REQUIRE(h.take().empty());  // 255 bytes is a name: it waits for a worker
+}
+
+TEST_CASE("past --max-services a new service name is refused, and idle ones are forgotten") {
+    BrokerConfig config;
+    config.max_services = 2;
+    config.heartbeat_interval = 100ms;
+    CoreHarness h(config);
+    h.ready("W", "a");
+    h.zbc_request("C", "b", "1", "x", deadline_header(10));
+    h.zbc_request("C", "c", "2", "x", deadline_header(10));
+    REQUIRE(h.take_one() == Message{"C", "", "ZBC01", "c", "2", "429"});
+    h.ready("W2", "d");
+    REQUIRE(h.take_one() == Message{"W2", "", "MDPW01", kDisconnect});
+    REQUIRE(h.core.counters()[Malformed::service_limit] == 2);
+    h.advance(100ms);  // b's request expires (503), and b, now idle, is forgotten
+    h.take();
+    h.zbc_request("C", "c", "3", "x", deadline_header(10));
+    REQUIRE(h.take().empty());  // c is known now, and waits
+}
+
+TEST_CASE("past --max-bytes held a request is answered 429") {
+    BrokerConfig config;
+    config.max_bytes = 10;
+    CoreHarness h(config);
+    h.zbc_request("C", "svc", "1", std::string(6, 'x'));
+    h.zbc_request("C", "svc", "2", std::string(5, 'x'));
+    REQUIRE(h.take_one() == Message{"C", "", "ZBC01", "svc", "2", "429"});
+    h.zbc_request("C", "svc", "3", std::string(4, 'x'));  // 6 + 4 fits
+    REQUIRE(h.take().empty());
+    h.ready("W", "svc", "2");
+    for (const Message& request : h.take())
+        h.reply(request, "ok");
+    h.take();
+    h.zbc_request("C", "svc", "4", std::string(10, 'x'));  // all released: room again
+    REQUIRE(is_request_to(h.take_one(), "W"));
+}
+
 TEST_CASE("a worker whose queue is full is paused, not removed, and its jobs do not run twice") {
     CoreHarness h;
     h.ready("BUSY", "echo", "2");
