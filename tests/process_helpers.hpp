@@ -6,6 +6,8 @@
 #include <string>
 #include <thread>
 
+#include <catch2/catch.hpp>
+
 namespace zbroker::testing {
 
 // ctest sets ZBROKER_BIN_DIR to the build's bin/; by hand, the debug build is assumed.
@@ -28,6 +30,19 @@ bool eventually(F condition, std::chrono::milliseconds timeout = kPatience) {
         if (condition()) return true;
         std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
+    return false;
+}
+
+// Said when an awaited event did not come within kPatience.
+inline constexpr const char* kTooSlow =
+    "not within the patience budget: the product is wrong, or the machine is too slow "
+    "(sanitizers, load)";
+
+// eventually(), and when the event never came, a failure message that says why it may not have.
+template <typename Condition>
+bool in_time(Condition condition) {
+    if (eventually(condition)) return true;
+    UNSCOPED_INFO("waited " << kPatience.count() << " s in vain: " << kTooSlow);
     return false;
 }
 

@@ -24,13 +24,11 @@ namespace {
 
 using testing::bin_dir;
 using testing::eventually;
+using testing::in_time;
 using testing::kPatience;
+using testing::kTooSlow;
 
 // Said when an event that should come did not come within kPatience.
-constexpr const char* kTooSlow =
-    "not within the patience budget: the product is wrong, or the "
-    "machine is too slow (sanitizers, load)";
-
 // For tests where nothing depends on how fast a death is noticed: a sanitizer build on a
 // loaded 2-core machine can stall a process for hundreds of milliseconds, which a 100 ms
 // heartbeat would take for a dead peer. Tests of liveness pass their own, shorter, interval.
@@ -74,14 +72,6 @@ ServiceFigures figures(const std::string& endpoint, const std::string& service) 
     const auto all = handle.get().as<std::map<std::string, msgpack::object>>();
     const auto it = all.find(service);
     return it == all.end() ? ServiceFigures{} : it->second.as<ServiceFigures>();
-}
-
-// eventually(), and when the event never came, a failure message that says why it may not have.
-template <typename Condition>
-bool in_time(Condition condition) {
-    if (eventually(condition)) return true;
-    UNSCOPED_INFO("waited " << kPatience.count() << " s in vain: " << kTooSlow);
-    return false;
 }
 
 // Library workers on threads of the test; stopped and joined however the test ends, so that a

@@ -25,10 +25,6 @@ using namespace std::chrono_literals;
 namespace {
 
 // Said when an event that should come did not come within kPatience.
-constexpr const char* kTooSlow =
-    "not within the patience budget: the product is wrong, or the "
-    "machine is too slow (sanitizers, load)";
-
 std::string exposition(const broker::BrokerSnapshot& snapshot) {
     return prometheus::TextSerializer().Serialize(broker::to_metric_families(snapshot));
 }

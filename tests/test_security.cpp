@@ -229,18 +229,6 @@ const CallOptions kPatient{.timeout = kPatience, .retries = 0};
 const CallOptions kPoll{.timeout = 2000ms, .retries = 0};
 
 // Said when an event that should come did not come within kPatience.
-constexpr const char* kTooSlow =
-    "not within the patience budget: the product is wrong, or the "
-    "machine is too slow (sanitizers, load)";
-
-// eventually(), and when the event never came, a failure message that says why it may not have.
-template <typename Condition>
-bool in_time(Condition condition) {
-    if (eventually(condition)) return true;
-    UNSCOPED_INFO("waited " << kPatience.count() << " s in vain: " << kTooSlow);
-    return false;
-}
-
 // Nothing here is about liveness: heartbeats slow enough that a process stalled by a loaded
 // machine (sanitizers, 2 cores) is never taken for dead.
 const std::string kHeartbeatMs = "1000";

@@ -29,16 +29,14 @@ using namespace zbroker;
 using namespace std::chrono_literals;
 using protocol::WorkerCommand;
 using testing::eventually;
+using testing::in_time;
 using testing::kPatience;
+using testing::kTooSlow;
 
 namespace {
 
 // Said when an event that should come did not come within kPatience: under TSan on a loaded
 // 2-core machine everything runs 10-20x slower, so a timeout may mean that, not a bug.
-constexpr const char* kTooSlow =
-    "not within the patience budget: the worker is wrong, or the "
-    "machine is too slow (sanitizers, load)";
-
 // Reply frames after the routing id: "" MDPW01 0x03 token "" body...
 constexpr std::size_t kToken = 3;
 constexpr std::size_t kBody = 5;
@@ -177,14 +175,6 @@ WorkerOptions options_for(const FakeBroker& broker) {
 
 Reply echo_handler(Request& request) {
     return Reply::frames(std::move(request.frames));
-}
-
-// eventually(), and when the event never came, a failure message that says why it may not have.
-template <typename Condition>
-bool in_time(Condition condition) {
-    if (eventually(condition)) return true;
-    UNSCOPED_INFO("waited " << kPatience.count() << " s in vain: " << kTooSlow);
-    return false;
 }
 
 // A handler that must still be running when the test does something waits here until the
