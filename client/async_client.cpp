@@ -1,7 +1,9 @@
 // AsyncClient: non-blocking sends and a flat set of the ids still awaited.
 #include "client/async_client.hpp"
 
+#include <algorithm>
 #include <bit>
+#include <functional>
 #include <stdexcept>
 
 #include <spdlog/spdlog.h>
@@ -109,7 +111,30 @@ std::optional<std::uint64_t> AsyncClient::send(std::string_view service, std::st
     }
     ++next_request_id_;
     in_flight_.insert(id);
+    if (deadline.count() > 0) {
+        give_up_.emplace_back(now() + deadline + detail::reply_grace(deadline), id);
+        std::push_heap(give_up_.begin(), give_up_.end(), std::greater<>{});
+    }
     return id;
+}
+
+std::optional<Completion> AsyncClient::give_up_due(TimePoint at) {
+    // Answered requests leave entries behind; past twice what is in flight, sweep them.
+    if (give_up_.size() > 2 * in_flight_.size() + 1024) {
+        std::erase_if(give_up_,
+                      [this](const auto& entry) { return !in_flight_.contains(entry.second); });
+        std::make_heap(give_up_.begin(), give_up_.end(), std::greater<>{});
+    }
+    while (!give_up_.empty() && give_up_.front().first <= at) {
+        std::pop_heap(give_up_.begin(), give_up_.end(), std::greater<>{});
+        const std::uint64_t id = give_up_.back().second;
+        give_up_.pop_back();
+        if (in_flight_.erase(id)) {
+            spdlog::debug("no answer from {} for request {} past its deadline", endpoint_, id);
+            return Completion{id, protocol::Status::no_reply, {}};
+        }
+    }
+    return std::nullopt;
 }
 
 std::optional<Completion> AsyncClient::receive(std::chrono::milliseconds timeout) {
@@ -119,9 +144,13 @@ std::optional<Completion> AsyncClient::receive(std::chrono::milliseconds timeout
             if (auto done = complete_reply()) return done;
             continue;
         }
-        if (!give_up) give_up = now() + timeout;
-        const auto left = std::chrono::ceil<std::chrono::milliseconds>(*give_up - now());
-        if (left.count() <= 0) return std::nullopt;
+        const TimePoint at = now();
+        if (auto lost = give_up_due(at)) return lost;
+        if (!give_up) give_up = at + timeout;
+        TimePoint wake = *give_up;
+        if (!give_up_.empty()) wake = std::min(wake, give_up_.front().first);
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(wake - at);
+        if (*give_up <= at) return std::nullopt;
         zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
         try {
             zmq::poll(&item, 1, left);

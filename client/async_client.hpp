@@ -50,6 +50,8 @@ class RequestIdSet {
 // Keeps up to `window` requests in flight on one DEALER socket and hands back replies in
 // the order they arrive, which need not be the order sent. Nothing is retried: a request
 // that should not wait forever carries a deadline, and the broker answers 504 or 503 at it.
+// If that answer is lost too (the broker restarted, or dropped it), the request completes
+// as no_reply a grace after its deadline, and its place in the window is free again.
 // Not thread-safe: one AsyncClient per thread.
 class AsyncClient {
   public:
@@ -66,12 +68,18 @@ class AsyncClient {
     AsyncClient& operator=(AsyncClient&&) noexcept;
 
     // Queues a request; its id, or nullopt when the window is full (receive() first).
-    // `deadline` is sent as deadline_ms; 0 means none.
+    // `deadline` is sent as deadline_ms; 0 means none, and then only cancel() frees its place
+    // if no answer ever comes.
     std::optional<std::uint64_t> send(std::string_view service, std::string_view body,
                                       std::chrono::milliseconds deadline = {});
 
-    // The next reply to a request in flight, or nullopt when none came within `timeout`.
+    // The next reply to a request in flight, or a no_reply completion for one whose deadline
+    // and grace passed without an answer; nullopt when neither came within `timeout`.
     std::optional<Completion> receive(std::chrono::milliseconds timeout);
+
+    // Stops waiting for a request: its place in the window is free, a later answer is ignored.
+    // False when `id` is not in flight.
+    bool cancel(std::uint64_t id) { return in_flight_.erase(id); }
 
     std::size_t in_flight() const { return in_flight_.size(); }
     std::size_t window() const { return window_; }
@@ -83,6 +91,8 @@ class AsyncClient {
     void open(zmq::context_t& context, const std::optional<CurveClientKeys>& curve);
     // The completion in reply_, or nullopt when it is malformed or not awaited.
     std::optional<Completion> complete_reply();
+    // A no_reply completion for the first request in flight whose give-up time is past.
+    std::optional<Completion> give_up_due(std::chrono::steady_clock::time_point at);
 
     std::string endpoint_;
     std::size_t window_;
@@ -95,6 +105,9 @@ class AsyncClient {
     Frames reply_;
     std::chrono::milliseconds headers_deadline_{-1};
     std::string headers_;  // encoded for headers_deadline_
+    // When to stop waiting for requests sent with a deadline, earliest first. Entries of
+    // answered requests stay until due, or until there are many (see give_up_due()).
+    std::vector<std::pair<std::chrono::steady_clock::time_point, std::uint64_t>> give_up_;
 };
 
 }  // namespace zbroker

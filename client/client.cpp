@@ -15,13 +15,6 @@ namespace {
 
 constexpr std::chrono::milliseconds kMaxBackoff{5000};
 
-// The broker answers 503/504 exactly at the deadline we send, which equals our own timeout;
-// listening a little longer lets that answer arrive instead of racing it.
-std::chrono::milliseconds reply_grace(std::chrono::milliseconds timeout) {
-    using std::chrono::milliseconds;
-    return std::clamp(timeout / 4, milliseconds{50}, milliseconds{500});
-}
-
 }  // namespace
 
 std::string_view Response::body_view() const {
@@ -79,7 +72,7 @@ Response Client::attempt(std::string_view service, Frames& body,
         request_.emplace_back().copy(part);
     }
 
-    const TimePoint give_up = now() + timeout + reply_grace(timeout);
+    const TimePoint give_up = now() + timeout + detail::reply_grace(timeout);
     // A DEALER queues while it connects; the send only fails when that queue is full.
     socket_.set(zmq::sockopt::sndtimeo, static_cast<int>(timeout.count()));
     if (send_frames(socket_, request_) != SendResult::sent) {

@@ -1,7 +1,9 @@
 // ZBC01 envelope shared by Client and AsyncClient: request frames out, reply envelopes checked.
 #pragma once
 
+#include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -78,6 +80,13 @@ inline std::optional<ReplyEnvelope> parse_reply_envelope(const Frames& frames, c
         return std::nullopt;
     }
     return ReplyEnvelope{*id, *status};
+}
+
+// The broker answers 503/504 exactly at the deadline a client sends, which is the client's own
+// timeout: a client listens this much longer, so that answer arrives instead of racing it.
+inline std::chrono::milliseconds reply_grace(std::chrono::milliseconds timeout) {
+    using std::chrono::milliseconds;
+    return std::clamp(timeout / 4, milliseconds{50}, milliseconds{500});
 }
 
 }  // namespace zbroker::detail

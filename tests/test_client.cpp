@@ -437,6 +437,45 @@ TEST_CASE("async replies for ids not in flight and malformed replies are ignored
     REQUIRE_FALSE(client.receive(100ms));
 }
 
+TEST_CASE("an async request never answered completes as no_reply after its deadline") {
+    FakeBroker broker;
+    AsyncClient client(broker.endpoint(), 1);
+    const auto id = client.send("svc", "x", 100ms);
+    REQUIRE(id);
+    REQUIRE(broker.receive());  // it arrived; no answer will come (a lost 503/504)
+    std::optional<Completion> done;
+    const auto elapsed = time_of([&] { done = client.receive(kPatience); });
+    REQUIRE(done);
+    REQUIRE(done->id == *id);
+    REQUIRE(done->status == Status::no_reply);
+    REQUIRE(elapsed >= 100ms);  // the deadline, plus a grace for the broker's own answer
+    REQUIRE(client.in_flight() == 0);
+    REQUIRE(client.send("svc", "y", 100ms));  // its place in the window is free again
+}
+
+TEST_CASE("a cancelled async request frees its place and its late answer is ignored") {
+    FakeBroker broker;
+    AsyncClient client(broker.endpoint(), 1);
+    const auto first = client.send("svc", "first");
+    REQUIRE(first);
+    REQUIRE_FALSE(client.send("svc", "refused: the window is full"));
+    REQUIRE(client.cancel(*first));
+    REQUIRE_FALSE(client.cancel(*first));
+    REQUIRE(client.in_flight() == 0);
+    const auto second = client.send("svc", "second");
+    REQUIRE(second);
+    const auto request_one = broker.receive();
+    const auto request_two = broker.receive();
+    REQUIRE(request_one);
+    REQUIRE(request_two);
+    broker.reply(*request_one, Status::ok, {"late"});
+    broker.reply(*request_two, Status::ok, {"fresh"});
+    const auto done = client.receive(kPatience);
+    REQUIRE(done);
+    REQUIRE(done->id == *second);
+    REQUIRE(view(done->body.at(0)) == "fresh");
+}
+
 TEST_CASE("async client refuses a window of zero") {
     REQUIRE_THROWS_AS(AsyncClient("tcp://127.0.0.1:1", 0), std::invalid_argument);
 }
