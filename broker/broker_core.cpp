@@ -319,7 +319,7 @@ void BrokerCore::dispatch(Service& service) {
                 break;
             case SendResult::unroutable:
                 service.requeue(record->token());
-                remove_worker(*worker, false, "unreachable (its connection closed)");
+                remove_unreachable(*worker);
                 break;
         }
     }
@@ -332,6 +332,11 @@ void BrokerCore::pause(Worker& worker) {
         "worker {} for '{}': its queue is full (--hwm), holding {} request(s); sending it "
         "nothing more until it is heard from",
         printable(worker.identity), worker.service->name, worker.held.size());
+}
+
+void BrokerCore::remove_unreachable(Worker& worker) {
+    // ROUTER_MANDATORY found no connection: DISCONNECT could not be sent either.
+    remove_worker(worker, false, "unreachable (its connection closed)");
 }
 
 void BrokerCore::resume(Worker& worker) {
@@ -461,9 +466,7 @@ void BrokerCore::send_heartbeats() {
     });
     // By identity: removing one re-dispatches its requests, which may find and remove another.
     for (const std::string& identity : gone) {
-        if (Worker* worker = workers_.find(identity)) {
-            remove_worker(*worker, false, "unreachable (its connection closed)");
-        }
+        if (Worker* worker = workers_.find(identity)) remove_unreachable(*worker);
     }
 }
 

@@ -146,6 +146,7 @@ class BrokerCore {
     SendResult send_request(Worker& worker, RequestRecord& record);
     void pause(Worker& worker);
     void resume(Worker& worker);
+    void remove_unreachable(Worker& worker);
     void remove_worker(Worker& worker, bool send_disconnect, std::string_view reason);
     void expire_deadlines(TimePoint now);
     void purge_dead_workers(TimePoint now);

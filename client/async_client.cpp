@@ -147,10 +147,11 @@ std::optional<Completion> AsyncClient::receive(std::chrono::milliseconds timeout
         const TimePoint at = now();
         if (auto lost = give_up_due(at)) return lost;
         if (!give_up) give_up = at + timeout;
+        if (*give_up <= at) return std::nullopt;
+        // Wake for the caller's timeout, or for the next request to give up on if sooner.
         TimePoint wake = *give_up;
         if (!give_up_.empty()) wake = std::min(wake, give_up_.front().first);
         const auto left = std::chrono::ceil<std::chrono::milliseconds>(wake - at);
-        if (*give_up <= at) return std::nullopt;
         zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
         try {
             zmq::poll(&item, 1, left);
