@@ -9,17 +9,12 @@
 namespace zbroker::bench {
 namespace {
 
-// A release build starts within milliseconds; a sanitizer build on a loaded machine may take
-// seconds. The budget only bounds a real failure, so it is generous.
-constexpr std::chrono::seconds kStartTimeout{60};
-
 std::string wait_for(ChildProcess& process, const std::string& marker, const std::string& what) {
-    const auto rest = process.wait_for(marker, kStartTimeout);
+    const auto rest = process.wait_for(marker, kStartPatience);
     if (!rest) {
-        throw std::runtime_error(what + " did not start within " +
-                                 std::to_string(kStartTimeout.count()) +
-                                 " s (it failed, or the machine is too slow); its output:\n" +
-                                 process.output());
+        throw std::runtime_error(
+            what + " did not start within " + std::to_string(kStartPatience.count()) +
+            " s (it failed, or the machine is too slow); its output:\n" + process.output());
     }
     return *rest;
 }

@@ -50,15 +50,13 @@ Topology::Topology(const TopologySpec& spec)
         }
         workers_.emplace_back(std::move(argv));
     }
-    // Generous, as for the baselines: it only bounds a failure.
-    constexpr std::chrono::seconds kRegisterTimeout{60};
-    const auto deadline = std::chrono::steady_clock::now() + kRegisterTimeout;
+    const auto deadline = std::chrono::steady_clock::now() + kStartPatience;
     while (registered_workers(endpoint(), spec.service) < static_cast<int>(spec.workers)) {
         if (std::chrono::steady_clock::now() > deadline) {
-            throw std::runtime_error(
-                "workers did not register within " + std::to_string(kRegisterTimeout.count()) +
-                " s (they failed, or the machine is too slow); broker log:\n" +
-                broker_.first.output());
+            throw std::runtime_error("workers did not register within " +
+                                     std::to_string(kStartPatience.count()) +
+                                     " s (they failed, or the machine is too slow); broker log:\n" +
+                                     broker_.first.output());
         }
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }

@@ -48,15 +48,14 @@ class CheckingOutbox : public Outbox {
   public:
     SendResult send(Frames& frames) override {
         if (frames.size() < 3 || frames[0].size() == 0 || frames[1].size() != 0) std::abort();
-        if (frames.size() >= 5 && view(frames[2]) == protocol::kMdpWorker &&
-            view(frames[3]).size() == 1 &&
+        const SendResult result = fate_of(view(frames[0]));
+        if (result == SendResult::sent && frames.size() >= 5 &&
+            view(frames[2]) == protocol::kMdpWorker && view(frames[3]).size() == 1 &&
             view(frames[3])[0] == static_cast<char>(protocol::WorkerCommand::request)) {
-            if (fate_of(view(frames[0])) == SendResult::sent) {
-                tokens.emplace_back(view(frames[4]));
-                if (tokens.size() > 64) tokens.erase(tokens.begin());
-            }
+            tokens.emplace_back(view(frames[4]));
+            if (tokens.size() > 64) tokens.erase(tokens.begin());
         }
-        return fate_of(view(frames[0]));
+        return result;
     }
     // What a send to each peer does; the input sets it, so back-pressure (would-block) and
     // vanished peers (unroutable) are explored as well as delivery.

@@ -128,9 +128,6 @@ std::pair<ChildProcess, std::string> start_broker(const std::string& bin_dir,
     std::vector<std::string> argv{bin_dir + "/zbroker", "--bind", "tcp://127.0.0.1:*"};
     argv.insert(argv.end(), extra_args.begin(), extra_args.end());
     ChildProcess broker(std::move(argv));
-    // A release build listens within milliseconds; a sanitizer build on a loaded machine may
-    // take seconds. The budget only bounds a real failure, so it is generous.
-    constexpr std::chrono::seconds kStartPatience{60};
     const auto rest = broker.wait_for("listening on ", kStartPatience);
     if (!rest) {
         throw std::runtime_error("zbroker did not say it was listening within " +

@@ -44,6 +44,10 @@ class ChildProcess {
     std::optional<int> status_;
 };
 
+// How long a child program may take to say it is ready. A release build needs milliseconds; a
+// sanitizer build on a loaded machine may need seconds. It only bounds a real failure.
+inline constexpr std::chrono::seconds kStartPatience{60};
+
 // Starts zbroker (from `bin_dir`) on an ephemeral loopback port; returns it and its endpoint.
 std::pair<ChildProcess, std::string> start_broker(const std::string& bin_dir,
                                                   std::vector<std::string> extra_args = {});
