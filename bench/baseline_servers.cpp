@@ -1,6 +1,7 @@
 // Baseline servers, kept as plain as a ZeroMQ program gets: poll, move frames, send.
 #include "baseline_servers.hpp"
 
+#include <cstdlib>
 #include <iostream>
 #include <vector>
 
@@ -10,13 +11,6 @@
 
 namespace zbroker::bench {
 namespace {
-
-// [.. "" ZBC01 service id headers body...] -> [.. "" ZBC01 service id "200" body...], in place:
-// `at` is where the empty delimiter is.
-void answer_in_place(Frames& frames, std::size_t at) {
-    if (frames.size() < at + 5) return;
-    frames[at + 4] = frame(protocol::status_text(protocol::Status::ok));  // headers -> status
-}
 
 // One I/O thread, as zbroker and zworker have.
 zmq::socket_t make_socket(zmq::context_t& context, zmq::socket_type type) {
@@ -32,16 +26,21 @@ std::string bind_ephemeral(zmq::socket_t& socket) {
     return socket.get(zmq::sockopt::last_endpoint);
 }
 
-// Answers every message waiting on `socket`, then blocks for the next: the loop of both the
-// direct server (delimiter at 1, after the client's id) and an echo worker (at 1, after the
-// client's id the relay passes through).
-void echo_forever(zmq::socket_t& socket) {
+// [client "" ZBC01 service id headers body...]: a request from zbench's own client.
+bool is_zbc_request(const Frames& frames) {
+    return frames.size() >= 6 && frames[1].size() == 0 && view(frames[2]) == protocol::kZbcClient;
+}
+
+// Calls `answer` on every message waiting on `socket`, then blocks for the next; `answer`
+// leaves in the frames what goes back, nothing for no answer.
+template <typename Answer>
+void serve_forever(zmq::socket_t& socket, Answer answer) {
     Frames frames;
     while (true) {
         recv_frames(socket, frames);
         do {
-            answer_in_place(frames, 1);
-            send_frames(socket, frames, zmq::send_flags::dontwait);
+            answer(frames);
+            if (!frames.empty()) send_frames(socket, frames, zmq::send_flags::dontwait);
         } while (recv_frames(socket, frames, zmq::recv_flags::dontwait));
     }
 }
@@ -52,7 +51,10 @@ void serve_direct_echo() {
     zmq::context_t context(1);
     zmq::socket_t socket = make_socket(context, zmq::socket_type::router);
     std::cerr << kListeningMarker << bind_ephemeral(socket) << std::endl;
-    echo_forever(socket);
+    serve_forever(socket, [](Frames& frames) {
+        // The headers frame becomes the status: [client "" ZBC01 service id "200" body...].
+        if (is_zbc_request(frames)) frames[5] = frame(protocol::status_text(protocol::Status::ok));
+    });
 }
 
 void serve_echo_worker(const std::string& backend) {
@@ -60,7 +62,38 @@ void serve_echo_worker(const std::string& backend) {
     zmq::socket_t socket = make_socket(context, zmq::socket_type::dealer);
     socket.connect(backend);
     socket.send(zmq::str_buffer("hello"));
-    echo_forever(socket);
+    serve_forever(socket, [](Frames&) {});
+}
+
+void serve_mdp_worker(const std::string& broker, const std::string& service, int credit) {
+    zmq::context_t context(1);
+    zmq::socket_t socket = make_socket(context, zmq::socket_type::dealer);
+    socket.connect(broker);
+    Frames ready;
+    ready.push_back(empty_frame());
+    ready.push_back(frame(protocol::kMdpWorker));
+    ready.push_back(frame(protocol::WorkerCommand::ready));
+    ready.push_back(frame(service));
+    ready.push_back(frame(std::to_string(credit)));
+    send_frames(socket, ready);
+    std::cerr << "ready for " << service << " with credit " << credit << std::endl;
+    serve_forever(socket, [](Frames& frames) {
+        // ["" MDPW01 command ...]
+        using protocol::WorkerCommand;
+        const auto command = frames.size() >= 3 && frames[2].size() == 1
+                                 ? static_cast<WorkerCommand>(*frames[2].data<char>())
+                                 : WorkerCommand{};
+        if (command == WorkerCommand::request && frames.size() >= 5) {
+            frames[2] = frame(WorkerCommand::reply);  // ["" MDPW01 REPLY token "" body...]
+        } else if (command == WorkerCommand::heartbeat) {
+            // The HEARTBEAT goes back as it came.
+        } else if (command == WorkerCommand::disconnect) {
+            std::cerr << "the broker sent DISCONNECT" << std::endl;
+            std::exit(1);
+        } else {
+            frames.clear();
+        }
+    });
 }
 
 void serve_relay(std::size_t workers) {
@@ -87,7 +120,7 @@ void serve_relay(std::size_t workers) {
     while (true) {
         zmq::poll(items, 2, std::chrono::milliseconds(-1));
         while (recv_frames(backend, frames, zmq::recv_flags::dontwait)) {
-            frames.erase(frames.begin());  // drop the worker's id: [client "" ...] goes out
+            frames.erase(frames.begin());  // drop the worker's id: [client ...] goes out
             send_frames(frontend, frames, zmq::send_flags::dontwait);
         }
         while (recv_frames(frontend, frames, zmq::recv_flags::dontwait)) {

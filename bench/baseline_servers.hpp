@@ -13,15 +13,22 @@ inline constexpr const char* kListeningMarker = "listening on ";
 // What the relay writes on stderr once every echo worker has said hello.
 inline constexpr const char* kRelayReadyMarker = "relay ready";
 
-// A ROUTER that answers every ZBC01 request itself, 200 with the body: no hop at all.
-// Runs until the process is killed.
+// A ROUTER that answers every message itself: no hop at all. A ZBC01 request gets 200 and its
+// body, as from zbroker, so zbench's own client can be measured on it; anything else (the
+// minimal client's one body frame, with or without 7/MDP client frames before it) comes back
+// as it came. Runs until the process is killed.
 void serve_direct_echo();
 
 // Frontend ROUTER for clients, backend ROUTER for `workers` echo workers, round robin between
-// them, frames passed through untouched: the two hops of a broker without any of its work.
+// them, frames passed through untouched: the relay a user writes from the zguide's lbbroker.
 void serve_relay(std::size_t workers);
 
-// A DEALER to the relay's backend: says hello once, then answers every request in place.
+// A DEALER to the relay's backend: says hello once, then sends every message back as it came.
 void serve_echo_worker(const std::string& backend);
+
+// A bare 7/MDP worker on a DEALER: READY for `service` with a credit frame, then every
+// REQUEST back as a REPLY with the same body, and a HEARTBEAT for every HEARTBEAT. Exits when
+// the broker sends DISCONNECT.
+void serve_mdp_worker(const std::string& broker, const std::string& service, int credit);
 
 }  // namespace zbroker::bench

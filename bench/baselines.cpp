@@ -3,8 +3,10 @@
 
 #include <chrono>
 #include <stdexcept>
+#include <thread>
 
 #include "bench/baseline_servers.hpp"
+#include "bench/topology.hpp"
 
 namespace zbroker::bench {
 namespace {
@@ -35,6 +37,28 @@ FeaturelessRelay::FeaturelessRelay(const std::string& zbench, std::size_t worker
         workers_.emplace_back(
             std::vector<std::string>{zbench, "echo-worker", "--connect", backend});
     wait_for(relay_, kRelayReadyMarker, "the relay's echo workers");
+}
+
+MdpEchoTopology::MdpEchoTopology(const std::string& zbench, const std::string& bin_dir,
+                                 std::size_t workers, int credit, const std::string& service)
+    : broker_(start_broker(bin_dir)) {
+    for (std::size_t i = 0; i < workers; ++i) {
+        workers_.emplace_back(std::vector<std::string>{zbench, "mdp-worker", "--connect",
+                                                       endpoint(), "--service", service, "--credit",
+                                                       std::to_string(credit)});
+    }
+    const auto deadline = std::chrono::steady_clock::now() + kStartPatience;
+    while (registered_workers(endpoint(), service) < static_cast<int>(workers)) {
+        if (std::chrono::steady_clock::now() > deadline) {
+            std::string logs = "broker log:\n" + broker_.first.output();
+            for (const ChildProcess& worker : workers_)
+                logs += "worker log:\n" + worker.output();
+            throw std::runtime_error("the 7/MDP echo workers did not register within " +
+                                     std::to_string(kStartPatience.count()) +
+                                     " s (they failed, or the machine is too slow); " + logs);
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
 }
 
 }  // namespace zbroker::bench

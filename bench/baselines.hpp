@@ -1,6 +1,13 @@
-// What zbroker is measured against in the same run: the same load with no broker (a direct
-// echo server), and through a featureless ROUTER-to-ROUTER relay with no protocol logic.
-// Both answer in the ZBC01 format, so one client drives all three targets.
+// What zbroker is measured against in the same run:
+// - the direct echo server (no broker, no hop), driven by the minimal client: the floor, the
+//   most a client on this machine gets; and driven by zbench's own client: the client check,
+//   which must reach 0.9x the floor, or zbench, not the target, limits the run;
+// - the plain relay: ROUTER to ROUTER, round robin over echo workers, frames passed through
+//   untouched, as a user writes it from the zguide's lbbroker: a broker's two hops without any
+//   of its work, driven by the minimal client with one body frame per request (`relay`), or
+//   with the frames of a 7/MDP client (`relay-mdp`);
+// - zbroker over 7/MDP: the minimal client with 7/MDP frames, through zbroker, to bare 7/MDP
+//   echo workers (`mdp`), beside `relay-mdp`.
 //
 // Every baseline runs as separate processes, zbench re-executing itself with a hidden
 // subcommand (baseline_servers.hpp), because that is how zbroker is measured: the broker is a
@@ -39,6 +46,19 @@ class FeaturelessRelay {
   private:
     ChildProcess relay_;
     std::string endpoint_;
+    std::vector<ChildProcess> workers_;
+};
+
+// A zbroker of its own (from `bin_dir`) with `workers` bare 7/MDP echo workers for `service`,
+// each announcing `credit`; returns once the broker lists them all.
+class MdpEchoTopology {
+  public:
+    MdpEchoTopology(const std::string& zbench, const std::string& bin_dir, std::size_t workers,
+                    int credit, const std::string& service);
+    const std::string& endpoint() const noexcept { return broker_.second; }
+
+  private:
+    std::pair<ChildProcess, std::string> broker_;  // and its endpoint
     std::vector<ChildProcess> workers_;
 };
 

@@ -2,10 +2,12 @@
 // one.
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <optional>
 
 #include <CLI/CLI.hpp>
@@ -15,6 +17,7 @@
 #include "bench/baseline_servers.hpp"
 #include "bench/baselines.hpp"
 #include "bench/load_run.hpp"
+#include "bench/minimal_client.hpp"
 #include "bench/plot.hpp"
 #include "bench/progress_bar.hpp"
 #include "bench/report.hpp"
@@ -35,11 +38,24 @@ std::string label_of(const zbroker::bench::Point& p) {
     return label;
 }
 
+// Where a point is measured and with which client: zbench's own (load_run.hpp), or the minimal
+// one (minimal_client.hpp) with these frames before its one body frame.
+struct Target {
+    std::string name;
+    std::string endpoint;
+    std::optional<zbroker::bench::Prefix> minimal;
+};
+
 // Measures one point, with a progress bar on a terminal.
-zbroker::bench::Point measure(zbroker::bench::Point point, const zbroker::bench::LoadSpec& spec) {
+zbroker::bench::Point measure(zbroker::bench::Point point, const zbroker::bench::LoadSpec& spec,
+                              const Target& target) {
     using namespace zbroker::bench;
+    point.target = target.name;
+    point.client = target.minimal ? "minimal" : "zbench";
     ProgressBar bar(label_of(point));
-    point.result = run_load(spec, [&bar](const LoadProgress& p) { bar.show(p); });
+    const auto progress = [&bar](const LoadProgress& p) { bar.show(p); };
+    point.result = target.minimal ? run_minimal_load(spec, *target.minimal, progress)
+                                  : run_load(spec, progress);
     return point;
 }
 
@@ -77,6 +93,7 @@ int main(int argc, char** argv) {
     const std::string self = own_path(argv[0]);
     std::string bin_dir = std::filesystem::path(self).parent_path().string();
     bool baseline = false;
+    bool mdp = false;
     std::string plot_path;
 
     CLI::App app{
@@ -123,8 +140,15 @@ int main(int argc, char** argv) {
     app.add_option("--json", json_path, "Write all points as JSON to this file");
     app.add_option("--csv", csv_path, "Write all points as CSV to this file");
     app.add_flag("--baseline", baseline,
-                 "Also run each point against a direct echo server (no broker) and a featureless\n"
-                 "ROUTER-to-ROUTER relay, and print zbroker's ratio to each");
+                 "Also run each point against a direct echo server (no broker), with a minimal\n"
+                 "client (floor) and with zbench's (direct; below 0.9x the floor zbench is the\n"
+                 "bottleneck: a loud warning, exit status 3), and against a plain ROUTER-to-\n"
+                 "ROUTER relay with the minimal client (relay); print zbroker / relay");
+    app.add_flag("--mdp", mdp,
+                 "Also measure 7/MDP: the minimal client with 7/MDP frames through a zbroker of\n"
+                 "its own to bare 7/MDP echo workers (mdp), and through the relay (relay-mdp);\n"
+                 "print mdp / relay-mdp")
+        ->excludes("--connect");
     app.add_option("--plot", plot_path,
                    "Draw req/s and p50/p99 latency against --inflight into this PNG (needs\n"
                    "gnuplot: apt-get install gnuplot-nox)")
@@ -147,22 +171,32 @@ int main(int argc, char** argv) {
     relay_command->add_option("--workers", relay_workers)->required()->check(CLI::Range(1, 500));
     auto* worker_command = app.add_subcommand("echo-worker", "The relay's echo worker")->group("");
     worker_command->add_option("--connect", relay_backend)->required();
+    std::string mdp_broker;
+    std::string mdp_service;
+    int mdp_credit = 1;
+    auto* mdp_command = app.add_subcommand("mdp-worker", "A bare 7/MDP echo worker")->group("");
+    mdp_command->add_option("--connect", mdp_broker)->required();
+    mdp_command->add_option("--service", mdp_service)->required();
+    mdp_command->add_option("--credit", mdp_credit)->required()->check(CLI::Range(1, 10000));
 
     app.footer(
         "MB/s counts request payload bytes once. Latency is per request, from send to reply,\n"
-        "exact percentiles over every sample. Example:\n"
+        "exact percentiles over every sample. Exit status: 2 when requests went unanswered,\n"
+        "3 when the client check of --baseline failed (zbench was the bottleneck). Example:\n"
         "  zbench --mode pipelined --inflight 1,16,256,1024 --size 32,1024 --duration 2");
     CLI11_PARSE(app, argc, argv);
     try {
         if (*direct_command) serve_direct_echo();
         if (*relay_command) serve_relay(relay_workers);
         if (*worker_command) serve_echo_worker(relay_backend);
+        if (*mdp_command) serve_mdp_worker(mdp_broker, mdp_service, mdp_credit);
     } catch (const std::exception& e) {
         std::cerr << "zbench: " << e.what() << '\n';
         return EXIT_FAILURE;
     }
 
     std::vector<Point> points;
+    std::vector<ClientCheck> checks;
     const auto topologies = connect.empty() ? workers : std::vector<std::size_t>{0};
     try {
         print_table_header(std::cout);
@@ -173,9 +207,24 @@ int main(int argc, char** argv) {
             const std::string endpoint = connect.empty() ? topology->endpoint() : connect;
             std::optional<DirectEchoServer> direct;
             std::optional<FeaturelessRelay> relay;
+            std::optional<MdpEchoTopology> mdp_topology;
+            if (baseline) direct.emplace(self);
+            if (baseline || mdp) relay.emplace(self, std::max<std::size_t>(worker_count, 1));
+            // zworker's default credit is its one handler thread's.
+            if (mdp)
+                mdp_topology.emplace(self, bin_dir, worker_count, std::max(credit, 1), service);
+
+            // In this order, each comparison printed right after its two rows.
+            std::vector<Target> targets;
             if (baseline) {
-                direct.emplace(self);
-                relay.emplace(self, std::max<std::size_t>(worker_count, 1));
+                targets.push_back({"floor", direct->endpoint(), Prefix{}});
+                targets.push_back({"direct", direct->endpoint(), std::nullopt});
+                targets.push_back({"relay", relay->endpoint(), Prefix{}});
+            }
+            targets.push_back({"zbroker", endpoint, std::nullopt});
+            if (mdp) {
+                targets.push_back({"relay-mdp", relay->endpoint(), mdp_client_prefix(service)});
+                targets.push_back({"mdp", mdp_topology->endpoint(), mdp_client_prefix(service)});
             }
             for (const auto& mode : modes) {
                 const auto windows = mode == "sync" ? std::vector<std::size_t>{1} : inflight;
@@ -183,7 +232,6 @@ int main(int argc, char** argv) {
                     for (const std::size_t window : windows) {
                         for (const std::size_t client_count : clients) {
                             LoadSpec spec;
-                            spec.endpoint = endpoint;
                             spec.service = service;
                             spec.clients = client_count;
                             spec.inflight = window;
@@ -193,33 +241,44 @@ int main(int argc, char** argv) {
                                 std::chrono::milliseconds(static_cast<long>(duration_s * 1000));
                             spec.warmup =
                                 std::chrono::milliseconds(static_cast<long>(warmup_s * 1000));
-                            const Point point = measure(
-                                {"zbroker", mode, client_count, worker_count, window, size, {}},
-                                spec);
-                            print_table_row(std::cout, point);
-                            points.push_back(point);
-                            if (!baseline) continue;
-                            for (auto [name, target] : {std::pair{"relay", relay->endpoint()},
-                                                        std::pair{"direct", direct->endpoint()}}) {
-                                spec.endpoint = target;
-                                Point base = measure(
-                                    {name, mode, client_count, worker_count, window, size, {}},
-                                    spec);
-                                print_table_row(std::cout, base);
-                                print_ratio(std::cout, point, base);
-                                points.push_back(std::move(base));
+                            std::map<std::string, Point> measured;
+                            for (const Target& target : targets) {
+                                spec.endpoint = target.endpoint;
+                                const Point point = measure(
+                                    {{}, {}, mode, client_count, worker_count, window, size, {}},
+                                    spec, target);
+                                print_table_row(std::cout, point);
+                                points.push_back(point);
+                                measured[target.name] = point;
+                                if (target.name == "direct")
+                                    checks.push_back(
+                                        print_client_check(std::cout, point, measured.at("floor")));
+                                if (target.name == "zbroker" && baseline)
+                                    print_ratio(std::cout, point, measured.at("relay"));
+                                if (target.name == "mdp")
+                                    print_ratio(std::cout, point, measured.at("relay-mdp"));
                             }
                         }
                     }
                 }
             }
         }
-        if (!json_path.empty()) write_json(json_path, points);
+        if (!json_path.empty()) write_json(json_path, points, checks);
         if (!csv_path.empty()) write_csv(csv_path, points);
         if (!plot_path.empty()) draw_plot(plot_path, points);
     } catch (const std::exception& e) {
         std::cerr << "zbench: " << e.what() << '\n';
         return EXIT_FAILURE;
+    }
+    int status = EXIT_SUCCESS;
+    const auto failed = std::count_if(checks.begin(), checks.end(),
+                                      [](const ClientCheck& c) { return !c.passed(); });
+    if (failed > 0) {
+        std::cerr << "zbench: CLIENT CHECK FAILED at " << failed << " of " << checks.size()
+                  << " point(s): zbench's own client did less than " << kClientCheckMin
+                  << "x the minimal client's req/s on the direct echo, so zbench, not the "
+                     "target, limited those points. Their figures must not be reported.\n";
+        status = 3;
     }
     for (const Point& p : points) {
         if (p.result.answered() != p.result.sent) {
@@ -228,5 +287,5 @@ int main(int argc, char** argv) {
             return 2;
         }
     }
-    return EXIT_SUCCESS;
+    return status;
 }

@@ -37,7 +37,8 @@ std::string quoted(const std::string& text) {
 
 std::string color_of(const std::string& target) {
     static const std::map<std::string, std::string> colors{
-        {"zbroker", "#1f5fbf"}, {"relay", "#2a9d3a"}, {"direct", "#d0402a"}};
+        {"zbroker", "#1f5fbf"}, {"relay", "#2a9d3a"}, {"direct", "#d0402a"},
+        {"floor", "#000000"},   {"mdp", "#8e44ad"},   {"relay-mdp", "#e08a1e"}};
     const auto it = colors.find(target);
     return it == colors.end() ? "#606060" : it->second;
 }

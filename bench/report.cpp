@@ -26,10 +26,14 @@ std::ofstream open_for_writing(const std::string& path) {
     return file;
 }
 
+double ratio(double a, double b) {
+    return b > 0 ? a / b : 0.0;
+}
+
 }  // namespace
 
 void print_table_header(std::ostream& out) {
-    out << std::left << std::setw(9) << "target" << std::setw(10) << "mode" << std::right
+    out << std::left << std::setw(11) << "target" << std::setw(10) << "mode" << std::right
         << std::setw(8) << "clients" << std::setw(8) << "workers" << std::setw(9) << "inflight"
         << std::setw(7) << "size" << std::setw(10) << "requests" << std::setw(11) << "req/s"
         << std::setw(9) << "MB/s" << std::setw(9) << "p50 us" << std::setw(9) << "p90 us"
@@ -39,7 +43,7 @@ void print_table_header(std::ostream& out) {
 
 void print_table_row(std::ostream& out, const Point& p) {
     const auto& r = p.result;
-    out << std::left << std::setw(9) << p.target << std::setw(10) << p.mode << std::right
+    out << std::left << std::setw(11) << p.target << std::setw(10) << p.mode << std::right
         << std::setw(8) << p.clients << std::setw(8) << p.workers << std::setw(9) << p.inflight
         << std::setw(7) << p.size << std::setw(10) << r.sent << std::setw(11) << std::fixed
         << std::setprecision(0) << r.requests_per_second() << std::setw(9) << std::setprecision(2)
@@ -49,17 +53,34 @@ void print_table_row(std::ostream& out, const Point& p) {
         << std::flush;
 }
 
-void print_ratio(std::ostream& out, const Point& zbroker, const Point& baseline) {
-    const auto ratio = [](double a, double b) { return b > 0 ? a / b : 0.0; };
-    out << "  zbroker / " << baseline.target << ": throughput " << std::fixed
+void print_ratio(std::ostream& out, const Point& target, const Point& baseline) {
+    out << "  " << target.target << " / " << baseline.target << ": throughput " << std::fixed
         << std::setprecision(2)
-        << ratio(zbroker.result.requests_per_second(), baseline.result.requests_per_second())
-        << "x, p50 latency " << ratio(zbroker.result.latency.p50_us, baseline.result.latency.p50_us)
+        << ratio(target.result.requests_per_second(), baseline.result.requests_per_second())
+        << "x, p50 latency " << ratio(target.result.latency.p50_us, baseline.result.latency.p50_us)
         << "x\n"
         << std::flush;
 }
 
-void write_json(const std::string& path, const std::vector<Point>& points) {
+ClientCheck print_client_check(std::ostream& out, const Point& direct, const Point& floor) {
+    const ClientCheck check{
+        direct, ratio(direct.result.requests_per_second(), floor.result.requests_per_second())};
+    out << "  client check, " << direct.target << " / " << floor.target << ": throughput "
+        << std::fixed << std::setprecision(2) << check.ratio << "x (at least " << kClientCheckMin
+        << "x needed), p50 latency "
+        << ratio(direct.result.latency.p50_us, floor.result.latency.p50_us) << "x\n";
+    if (!check.passed()) {
+        out << "  !!! CLIENT CHECK FAILED: zbench's client does " << check.ratio
+            << "x the minimal client's req/s on the\n"
+               "  !!! direct echo. ZBENCH IS THE BOTTLENECK at this point: its figures measure\n"
+               "  !!! zbench, not the target. Do not report them.\n";
+    }
+    out << std::flush;
+    return check;
+}
+
+void write_json(const std::string& path, const std::vector<Point>& points,
+                const std::vector<ClientCheck>& checks) {
     nlohmann::json doc;
     doc["points"] = nlohmann::json::array();
     for (const Point& p : points) {
@@ -69,6 +90,7 @@ void write_json(const std::string& path, const std::vector<Point>& points) {
             errors[std::string(protocol::status_text(status))] = count;
         doc["points"].push_back({
             {"target", p.target},
+            {"client", p.client},
             {"mode", p.mode},
             {"clients", p.clients},
             {"workers", p.workers},
@@ -88,6 +110,20 @@ void write_json(const std::string& path, const std::vector<Point>& points) {
               {"max", r.latency.max_us},
               {"mean", r.latency.mean_us}}},
         });
+    }
+    // One per point with --baseline (none without): zbench's client ("direct") over the
+    // minimal one ("floor") on the direct echo.
+    doc["client_checks"] = nlohmann::json::array();
+    for (const ClientCheck& c : checks) {
+        const Point& p = c.direct;
+        doc["client_checks"].push_back({{"mode", p.mode},
+                                        {"clients", p.clients},
+                                        {"workers", p.workers},
+                                        {"inflight", p.inflight},
+                                        {"size", p.size},
+                                        {"ratio", c.ratio},
+                                        {"minimum", kClientCheckMin},
+                                        {"passed", c.passed()}});
     }
     open_for_writing(path) << doc.dump(2) << '\n';
 }

@@ -10,7 +10,8 @@
 namespace zbroker::bench {
 
 struct Point {
-    std::string target;  // "zbroker", or a baseline's name
+    std::string target;  // "zbroker", or a baseline's name (baselines.hpp)
+    std::string client;  // "zbench" (load_run.hpp) or "minimal" (minimal_client.hpp)
     std::string mode;    // "sync" or "pipelined"
     std::size_t clients = 1;
     std::size_t workers = 0;  // 0 when measuring an existing broker
@@ -23,11 +24,25 @@ struct Point {
     }
 };
 
+// zbench's own client must do at least this fraction of the minimal client's req/s on the
+// direct echo, or zbench, not the target, limits the run.
+inline constexpr double kClientCheckMin = 0.9;
+
+// The client check of one point: zbench's client ("direct") against the minimal one ("floor").
+struct ClientCheck {
+    Point direct;  // its result is not repeated in JSON: the point is among the points
+    double ratio = 0;
+    bool passed() const { return ratio >= kClientCheckMin; }
+};
+
 void print_table_header(std::ostream& out);
 void print_table_row(std::ostream& out, const Point& point);
-// zbroker's throughput and p50 latency as ratios of a baseline measured in the same run.
-void print_ratio(std::ostream& out, const Point& zbroker, const Point& baseline);
-void write_json(const std::string& path, const std::vector<Point>& points);
+// A target's throughput and p50 latency as ratios of a baseline measured in the same run.
+void print_ratio(std::ostream& out, const Point& target, const Point& baseline);
+// Prints the client check, with a warning that cannot be missed when it fails.
+ClientCheck print_client_check(std::ostream& out, const Point& direct, const Point& floor);
+void write_json(const std::string& path, const std::vector<Point>& points,
+                const std::vector<ClientCheck>& checks);
 void write_csv(const std::string& path, const std::vector<Point>& points);
 
 }  // namespace zbroker::bench
