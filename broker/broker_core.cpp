@@ -3,7 +3,9 @@
 // expiry, deadlines and drain.
 #include "broker_core.hpp"
 
+#include <algorithm>
 #include <charconv>
+#include <cstdint>
 
 #include <spdlog/spdlog.h>
 
@@ -34,9 +36,8 @@ constexpr std::size_t kReplyToken = 4;
 constexpr std::size_t kReplyDelimiter = 5;
 constexpr std::size_t kReplyBody = 6;
 
-std::size_t body_start(ClientProtocol protocol) noexcept {
-    return protocol == ClientProtocol::mdp ? kService + 1 : kHeaders + 1;
-}
+// What a failure answer carries: no body frames at all.
+constexpr wire::Body kNoBody{{}, 0, 0, true};
 
 std::string_view header_of(ClientProtocol protocol) noexcept {
     return protocol == ClientProtocol::mdp ? protocol::kMdpClient : protocol::kZbcClient;
@@ -56,7 +57,8 @@ BrokerCore::BrokerCore(BrokerConfig config, Outbox& outbox, TimePoint now)
     : config_(config),
       outbox_(outbox),
       started_(now),
-      next_heartbeat_(now + config.heartbeat_interval) {}
+      next_heartbeat_(now + config.heartbeat_interval),
+      now_(now) {}
 
 BrokerCore::~BrokerCore() = default;
 
@@ -64,14 +66,17 @@ BrokerCore::~BrokerCore() = default;
 // Input
 
 void BrokerCore::on_message(Frames& in, TimePoint now, PeerRole role) {
+    now_ = now;
+    if (in.size() < kHeader) return malformed(Malformed::too_short, in);
+    if (wire::is_envelope(in[kDelimiter])) return on_native(in, now, role);
     if (in.size() < kHeader + 1) return malformed(Malformed::too_short, in);
     if (in[kDelimiter].size() != 0) return malformed(Malformed::no_delimiter, in);
     const std::string_view header = view(in[kHeader]);
     if (header == protocol::kMdpWorker) {
-        if (role == PeerRole::anyone || role == PeerRole::worker) return on_worker_message(in, now);
+        if (role == PeerRole::anyone || role == PeerRole::worker) return on_mdp_worker(in, now);
         // A role is fixed per connection, so such a peer never registered: nothing to remove.
         return refuse_worker(Malformed::not_authorized, in,
-                             "a client or admin key may not act as a worker", now);
+                             "a client or admin key may not act as a worker", false, now);
     }
     const bool client_header = header == protocol::kMdpClient || header == protocol::kZbcClient;
     if (client_header && role == PeerRole::worker) {
@@ -79,86 +84,118 @@ void BrokerCore::on_message(Frames& in, TimePoint now, PeerRole role) {
         // stolen worker key nothing (the counter and the log tell the operator).
         return malformed(Malformed::not_authorized, in, "a worker key may not send requests");
     }
-    if (header == protocol::kMdpClient)
-        return on_client_request(in, ClientProtocol::mdp, now, role);
-    if (header == protocol::kZbcClient)
-        return on_client_request(in, ClientProtocol::zbc, now, role);
+    if (header == protocol::kMdpClient) return on_mdp_client(in, ClientProtocol::mdp, now, role);
+    if (header == protocol::kZbcClient) return on_mdp_client(in, ClientProtocol::zbc, now, role);
     malformed(Malformed::unknown_protocol, in);
 }
 
-void BrokerCore::on_client_request(Frames& in, ClientProtocol protocol, TimePoint now,
-                                   PeerRole role) {
+void BrokerCore::on_mdp_client(Frames& in, ClientProtocol protocol, TimePoint now, PeerRole role) {
     const bool zbc = protocol == ClientProtocol::zbc;
     // Without a request id a ZBC01 client could not match an answer: drop, don't answer.
     if (in.size() < (zbc ? kRequestId + 1 : kService + 1))
         return malformed(Malformed::too_short, in);
-
-    RequestHeaders headers;
+    const std::size_t first = zbc ? kHeaders + 1 : kService + 1;
+    ClientRequest request{in,
+                          protocol,
+                          view(in[kIdentity]),
+                          view(in[kService]),
+                          zbc ? view(in[kRequestId]) : std::string_view{},
+                          std::nullopt,
+                          {{}, first, in.size() > first ? in.size() - first : 0, true}};
     if (zbc) {
-        if (in[kRequestId].size() > protocol::kMaxRequestIdSize) {
+        if (request.request_id.size() > protocol::kMaxRequestIdSize) {
             malformed(Malformed::bad_request_id, in, "request id longer than 255 bytes");
-            return refuse(in, protocol, Status::bad_request);
+            return refuse(request, Status::bad_request);
         }
         if (in.size() < kHeaders + 1) {
             malformed(Malformed::too_short, in, "no headers frame");
-            return refuse(in, protocol, Status::bad_request);
+            return refuse(request, Status::bad_request);
         }
         std::string error;
-        auto parsed = parse_request_headers(view(in[kHeaders]), &error);
+        const auto parsed = parse_request_headers(view(in[kHeaders]), &error);
         if (!parsed) {
             malformed(Malformed::bad_headers, in, error);
-            return refuse(in, protocol, Status::bad_request);
+            return refuse(request, Status::bad_request);
         }
-        headers = *parsed;
+        request.deadline = parsed->deadline;
     }
-    const std::string_view service_name = view(in[kService]);
-    if (service_name.empty()) {
+    on_client_request(request, now, role);
+}
+
+void BrokerCore::on_native(Frames& in, TimePoint now, PeerRole role) {
+    const char* error = nullptr;
+    if (!wire::parse(in, kDelimiter, records_, error)) {
+        // Nothing of it is acted on: a message is taken whole or not at all.
+        return malformed(Malformed::bad_envelope, in, error);
+    }
+    for (const wire::Record& record : records_) {
+        if (record.command != wire::Command::request) {
+            if (role == PeerRole::anyone || role == PeerRole::worker) {
+                on_native_worker_record(in, record, now);
+            } else {
+                refuse_worker(Malformed::not_authorized, in,
+                              "a client or admin key may not act as a worker", true, now);
+            }
+            continue;
+        }
+        if (role == PeerRole::worker) {
+            malformed(Malformed::not_authorized, in, "a worker key may not send requests");
+            continue;
+        }
+        ClientRequest request{
+            in,        ClientProtocol::native, view(in[kIdentity]), record.service,
+            record.id, std::nullopt,           record.body};
+        if (record.deadline_ms) request.deadline = Millis{*record.deadline_ms};
+        on_client_request(request, now, role);
+    }
+}
+
+void BrokerCore::on_client_request(ClientRequest& request, TimePoint now, PeerRole role) {
+    Frames& in = request.message;
+    if (request.service.empty()) {
         malformed(Malformed::empty_service, in);
-        return refuse(in, protocol, Status::bad_request);
+        return refuse(request, Status::bad_request);
     }
-    if (service_name.size() > protocol::kMaxServiceNameSize) {
+    if (request.service.size() > protocol::kMaxServiceNameSize) {
         malformed(Malformed::long_service, in);
-        return refuse(in, protocol, Status::bad_request);
+        return refuse(request, Status::bad_request);
     }
     ++counters_.requests;
-    if (protocol::is_mmi(service_name)) return answer_mmi(in, protocol, now, role);
-    if (draining_) return refuse(in, protocol, Status::unavailable);
+    if (protocol::is_mmi(request.service)) return answer_mmi(request, now, role);
+    if (draining_) return refuse(request, Status::unavailable);
 
-    const std::size_t first = body_start(protocol);
-    std::size_t body_size = 0;
-    for (std::size_t i = first; i < in.size(); ++i)
-        body_size += in[i].size();
-    if (body_size > config_.max_msg_size) return refuse(in, protocol, Status::too_large);
+    const std::size_t body_size = wire::body_size(in, request.body);
+    if (body_size > config_.max_msg_size) return refuse(request, Status::too_large);
 
-    Service* known = service_named(service_name);
+    Service* known = service_named(request.service);
     if (known == nullptr) {
         malformed(Malformed::service_limit, in, "a new service past --max-services");
-        return refuse(in, protocol, Status::queue_full);
+        return refuse(request, Status::queue_full);
     }
     Service& service = *known;
     if (service.waiting >= config_.queue_limit || table_.live() >= config_.max_requests ||
         table_.bytes_held() + body_size > config_.max_bytes) {
-        return refuse(in, protocol, Status::queue_full);
+        return refuse(request, Status::queue_full);
     }
 
     RequestRecord& record = table_.allocate();
     record.state = RequestState::queued;
-    record.protocol = protocol;
-    record.client.assign(view(in[kIdentity]));
-    if (zbc) record.request_id.assign(view(in[kRequestId]));
-    table_.keep_body(record, in, first);
+    record.protocol = request.protocol;
+    record.client.assign(request.client);
+    record.request_id.assign(request.request_id);
+    table_.keep_body(record, in, request.body);
     record.service = &service;
-    if (!headers.deadline && config_.default_deadline > Millis{0})
-        headers.deadline = config_.default_deadline;
-    if (headers.deadline) {
-        record.deadline = now + *headers.deadline;
+    std::optional<Millis> deadline = request.deadline;
+    if (!deadline && config_.default_deadline > Millis{0}) deadline = config_.default_deadline;
+    if (deadline) {
+        record.deadline = now + *deadline;
         deadlines_.add(record.deadline, record.token());
     }
     service.enqueue(record.token());
     dispatch(service);
 }
 
-void BrokerCore::on_worker_message(Frames& in, TimePoint now) {
+void BrokerCore::on_mdp_worker(Frames& in, TimePoint now) {
     Worker* worker = workers_.find(view(in[kIdentity]));
     if (worker != nullptr)
         workers_.touch(*worker, now + expiry_span());  // any command is a sign of life
@@ -171,21 +208,40 @@ void BrokerCore::on_worker_message(Frames& in, TimePoint now) {
     const auto command =
         static_cast<WorkerCommand>(*static_cast<const std::uint8_t*>(in[kCommand].data()));
     if (command == WorkerCommand::ready) {
-        if (worker == nullptr) return on_ready(in, now);
-        malformed(Malformed::duplicate_ready, in);
-        return remove_worker(*worker, true, "sent READY twice");
+        if (worker != nullptr) {
+            malformed(Malformed::duplicate_ready, in);
+            return remove_worker(*worker, true, "sent READY twice");
+        }
+        if (in.size() < kReadyService + 1)
+            return refuse_worker(Malformed::bad_ready, in, "READY names no service", false, now);
+        std::uint32_t credit = 1;
+        if (in.size() > kReadyCredit) {
+            const auto parsed = parse_credit(view(in[kReadyCredit]));
+            if (!parsed || *parsed > config_.max_credit) {
+                return refuse_worker(Malformed::bad_ready, in,
+                                     "its credit is not an integer from 1 to --max-credit", false,
+                                     now);
+            }
+            credit = *parsed;
+        }
+        return register_worker(in, view(in[kReadyService]), credit, false, now);
     }
     if (worker == nullptr) {
         // 7/MDP lets a worker say DISCONNECT at any time, registered or not: nothing to do.
         if (command == WorkerCommand::disconnect) return;
         // Most likely a worker of a broker that restarted: DISCONNECT makes it register again.
         malformed(Malformed::not_ready, in);
-        send_command(view(in[kIdentity]), WorkerCommand::disconnect);
+        send_command(view(in[kIdentity]), false, WorkerCommand::disconnect);
         return;
     }
     switch (command) {
         case WorkerCommand::reply:
-            return on_reply(*worker, in);
+            if (in.size() < kReplyDelimiter + 1 || in[kReplyDelimiter].size() != 0) {
+                malformed(Malformed::bad_reply, in);
+                return remove_worker(*worker, true, "sent a malformed REPLY");
+            }
+            return on_reply(*worker, view(in[kReplyToken]), in,
+                            {{}, kReplyBody, in.size() - kReplyBody, true});
         case WorkerCommand::heartbeat:
             return resume(*worker);
         case WorkerCommand::disconnect:
@@ -198,54 +254,88 @@ void BrokerCore::on_worker_message(Frames& in, TimePoint now) {
     remove_worker(*worker, true, "sent a command a worker may not send");
 }
 
-void BrokerCore::on_ready(Frames& in, TimePoint now) {
+void BrokerCore::on_native_worker_record(Frames& in, const wire::Record& record, TimePoint now) {
     const std::string_view identity = view(in[kIdentity]);
-    if (in.size() < kReadyService + 1 || in[kReadyService].size() == 0) {
-        return refuse_worker(Malformed::bad_ready, in, "READY names no service", now);
+    Worker* worker = workers_.find(identity);
+    if (worker != nullptr) {
+        workers_.touch(*worker, now + expiry_span());
+        if (!worker->native) worker = nullptr;  // an MDP worker's routing id: not this session
     }
-    const std::string_view service_name = view(in[kReadyService]);
+    if (record.command == wire::Command::ready) {
+        if (worker != nullptr) {
+            malformed(Malformed::duplicate_ready, in);
+            return remove_worker(*worker, true, "sent READY twice");
+        }
+        if (record.credit == 0 || record.credit > config_.max_credit) {
+            return refuse_worker(Malformed::bad_ready, in,
+                                 "its credit is not an integer from 1 to --max-credit", true, now);
+        }
+        return register_worker(in, record.service, record.credit, true, now);
+    }
+    if (worker == nullptr) {
+        if (record.command == wire::Command::disconnect) return;
+        malformed(Malformed::not_ready, in);
+        send_command(identity, true, WorkerCommand::disconnect);
+        return;
+    }
+    switch (record.command) {
+        case wire::Command::reply:
+            return on_reply(*worker, record.token, in, record.body);
+        case wire::Command::heartbeat:
+            return resume(*worker);
+        case wire::Command::credit:
+            if (record.credit > config_.max_credit) {
+                malformed(Malformed::bad_command, in, "CREDIT above --max-credit");
+                return remove_worker(*worker, true, "sent CREDIT above --max-credit");
+            }
+            return on_credit(*worker, record.credit);
+        case wire::Command::disconnect:
+            return remove_worker(*worker, false, "sent DISCONNECT");
+        case wire::Command::request:
+        case wire::Command::answer:
+        case wire::Command::job:
+        case wire::Command::ready:
+            break;
+    }
+    malformed(Malformed::bad_command, in, "ANSWER and JOB only go from the broker");
+    remove_worker(*worker, true, "sent a command a worker may not send");
+}
+
+void BrokerCore::register_worker(const Frames& in, std::string_view service_name,
+                                 std::uint32_t credit, bool native, TimePoint now) {
+    if (service_name.empty())
+        return refuse_worker(Malformed::bad_ready, in, "READY names no service", native, now);
     if (protocol::is_mmi(service_name)) {
         return refuse_worker(Malformed::mmi_registration, in, "mmi.* services belong to the broker",
-                             now);
+                             native, now);
     }
     if (service_name.size() > protocol::kMaxServiceNameSize) {
         return refuse_worker(Malformed::long_service, in, "its service name is over 255 bytes",
-                             now);
-    }
-    std::uint32_t credit = 1;
-    if (in.size() > kReadyCredit) {
-        const auto parsed = parse_credit(view(in[kReadyCredit]));
-        if (!parsed || *parsed > config_.max_credit) {
-            return refuse_worker(Malformed::bad_ready, in,
-                                 "its credit is not an integer from 1 to --max-credit", now);
-        }
-        credit = *parsed;
+                             native, now);
     }
     Service* known = service_named(service_name);
     if (known == nullptr) {
         return refuse_worker(Malformed::service_limit, in, "a new service past --max-services",
-                             now);
+                             native, now);
     }
     Service& service = *known;
-    Worker& worker = workers_.add(identity, service, credit, now + expiry_span());
+    const std::string_view identity = view(in[kIdentity]);
+    Worker& worker = workers_.add(identity, service, credit, native, now + expiry_span());
     ++service.workers;
     ++counters_.workers_registered;
-    spdlog::info("worker {} ready for '{}' with credit {}", printable(identity), service.name,
-                 credit);
+    spdlog::info("worker {} ready for '{}' with credit {}{}", printable(identity), service.name,
+                 credit, native ? " (ZB/1)" : "");
     service.offer(worker);
     dispatch(service);
 }
 
-void BrokerCore::on_reply(Worker& worker, Frames& in) {
-    if (in.size() < kReplyDelimiter + 1 || in[kReplyDelimiter].size() != 0) {
-        malformed(Malformed::bad_reply, in);
-        return remove_worker(worker, true, "sent a malformed REPLY");
-    }
-    RequestRecord* record = table_.find(view(in[kReplyToken]));
+void BrokerCore::on_reply(Worker& worker, std::string_view token, Frames& message,
+                          const wire::Body& body) {
+    RequestRecord* record = table_.find(token);
     if (record == nullptr || record->worker != &worker) {
         ++counters_[Drop::unknown_token];
         spdlog::debug("dropped REPLY from worker {}: token {} is not one it holds",
-                      printable(worker.identity), printable(view(in[kReplyToken])));
+                      printable(worker.identity), printable(token));
         return;
     }
     Service& service = *worker.service;
@@ -255,7 +345,7 @@ void BrokerCore::on_reply(Worker& worker, Frames& in) {
         ++counters_[Drop::late_reply];  // the client already has its 504
     } else {
         send_to_client(record->protocol, record->client, service.name, record->request_id,
-                       Status::ok, in, kReplyBody);
+                       Status::ok, message, body);
         ++service.served;
     }
     table_.release(*record);
@@ -265,9 +355,23 @@ void BrokerCore::on_reply(Worker& worker, Frames& in) {
     dispatch(service);
 }
 
-void BrokerCore::answer_mmi(Frames& in, ClientProtocol protocol, TimePoint now, PeerRole role) {
-    const std::string_view service = view(in[kService]);
-    const std::size_t first = body_start(protocol);
+void BrokerCore::on_credit(Worker& worker, std::uint32_t credit) {
+    worker.credit = credit;
+    // The echo tells the worker that no JOB sent under its old credit is still on the way.
+    batches_.to(worker.identity).writer.credit(credit);
+    if (credit == 0) {
+        // A worker that is stopping: it finishes what it holds, then says DISCONNECT.
+        spdlog::info("worker {} for '{}' takes no more requests; it holds {}",
+                     printable(worker.identity), worker.service->name, worker.held.size());
+        worker.service->withdraw(worker);
+        return;
+    }
+    worker.service->offer(worker);
+    dispatch(*worker.service);
+}
+
+void BrokerCore::answer_mmi(ClientRequest& request, TimePoint now, PeerRole role) {
+    const std::string_view service = request.service;
     const bool admin_only = service == protocol::kMmiStats || service == protocol::kMmiDrain;
     std::string answer;
     // Without CURVE nobody is known: reading counters is harmless, but one 3-frame message
@@ -275,10 +379,14 @@ void BrokerCore::answer_mmi(Frames& in, ClientProtocol protocol, TimePoint now, 
     const bool drain_refused =
         service == protocol::kMmiDrain && role == PeerRole::anyone && !config_.drain_without_curve;
     if ((admin_only && role != PeerRole::anyone && role != PeerRole::admin) || drain_refused) {
-        malformed(Malformed::not_authorized, in, "mmi.stats and mmi.drain need the admin role");
+        malformed(Malformed::not_authorized, request.message,
+                  "mmi.stats and mmi.drain need the admin role");
         answer = protocol::kMmiForbidden;  // an MMI answer, as 404 and 501 are
     } else if (service == protocol::kMmiService) {
-        const auto found = in.size() > first ? service_info(view(in[first])) : std::nullopt;
+        const bool has_body = request.body.in_frames ? request.body.count > 0 : true;
+        const auto found = has_body
+                               ? service_info(wire::first_body_bytes(request.message, request.body))
+                               : std::nullopt;
         answer = found && found->workers > 0 ? protocol::kMmiFound : protocol::kMmiNotFound;
     } else if (service == protocol::kMmiServices) {
         answer = encode_service_list(snapshot(now).services);
@@ -292,9 +400,8 @@ void BrokerCore::answer_mmi(Frames& in, ClientProtocol protocol, TimePoint now, 
     }
     Frames body;
     body.push_back(frame(answer));
-    const std::string_view request_id =
-        protocol == ClientProtocol::zbc ? view(in[kRequestId]) : std::string_view{};
-    send_to_client(protocol, view(in[kIdentity]), service, request_id, Status::ok, body, 0);
+    send_to_client(request.protocol, request.client, service, request.request_id, Status::ok, body,
+                   {{}, 0, 1, true});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -347,6 +454,22 @@ void BrokerCore::resume(Worker& worker) {
 }
 
 SendResult BrokerCore::send_request(Worker& worker, RequestRecord& record) {
+    if (worker.native) {
+        // Sent when the batch is flushed; send_batch() undoes it if that fails.
+        PeerBatches::Batch& batch = batches_.to(worker.identity);
+        std::optional<std::uint32_t> deadline_ms;
+        if (record.deadline != TimePoint::max()) {
+            const auto left = std::chrono::ceil<Millis>(record.deadline - now_).count();
+            deadline_ms = static_cast<std::uint32_t>(std::clamp<Millis::rep>(left, 0, UINT32_MAX));
+        }
+        const auto token = RequestTable::token_bytes(record.token());
+        batch.writer.job({token.data(), token.size()}, deadline_ms,
+                         {record.body, 0, record.body.size(), true});
+        batch.jobs.push_back(record.token());
+        dispatched(worker, record);
+        if (batch.writer.size() >= wire::kBatchBytes) send_batch(batch);
+        return SendResult::sent;
+    }
     out_.clear();
     out_.push_back(frame(worker.identity));
     out_.push_back(empty_frame());
@@ -358,6 +481,11 @@ SendResult BrokerCore::send_request(Worker& worker, RequestRecord& record) {
         out_.emplace_back().copy(part);  // reference-counted: the original stays for a retry
     }
     if (const SendResult result = outbox_.send(out_); result != SendResult::sent) return result;
+    dispatched(worker, record);
+    return SendResult::sent;
+}
+
+void BrokerCore::dispatched(Worker& worker, RequestRecord& record) {
     record.state = RequestState::dispatched;
     record.worker = &worker;
     ++record.attempts;
@@ -366,12 +494,42 @@ SendResult BrokerCore::send_request(Worker& worker, RequestRecord& record) {
     ++counters_.dispatches;
     if (record.suspect) worker.isolating = true;
     worker.service->dispatched_to(worker);
-    return SendResult::sent;
+}
+
+void BrokerCore::undispatch(RequestRecord& record) {
+    Worker& worker = *record.worker;
+    worker.held.erase(worker.held.iterator_to(record));
+    --worker.service->dispatched;
+    --counters_.dispatches;
+    --record.attempts;
+    record.worker = nullptr;
+    if (worker.held.empty()) worker.isolating = false;
+    if (record.state == RequestState::answered) {
+        table_.release(record);  // its client has had its 504: nothing left to do
+        return;
+    }
+    record.state = RequestState::queued;
+    record.service->requeue(record.token());
+}
+
+void BrokerCore::undo_pending_jobs(Worker& worker) {
+    PeerBatches::Batch* batch = batches_.pending(worker.identity);
+    if (batch == nullptr || batch->jobs.empty()) return;
+    batch->writer.clear();
+    // A peer that is a client too loses the answers in the same batch: count them.
+    counters_[Drop::client_unreachable] += std::exchange(batch->answers, 0);
+    // Back to front, each to the queue's head: the queue then starts in dispatch order.
+    for (auto it = batch->jobs.rbegin(); it != batch->jobs.rend(); ++it) {
+        RequestRecord* record = table_.find(*it);
+        if (record != nullptr && record->worker == &worker) undispatch(*record);
+    }
+    batch->jobs.clear();
 }
 
 void BrokerCore::remove_worker(Worker& worker, bool send_disconnect, std::string_view reason) {
     Service& service = *worker.service;
-    if (send_disconnect) send_command(worker.identity, WorkerCommand::disconnect);
+    undo_pending_jobs(worker);  // never sent: they cost no attempt and suspect nobody
+    if (send_disconnect) send_command(worker.identity, worker.native, WorkerCommand::disconnect);
     std::size_t requeued = 0;
     std::size_t failed = 0;
     // Back to front, each to the queue's head: the queue then starts in dispatch order.
@@ -410,6 +568,7 @@ void BrokerCore::remove_worker(Worker& worker, bool send_disconnect, std::string
 // Timers
 
 void BrokerCore::on_timer(TimePoint now) {
+    now_ = now;
     expire_deadlines(now);
     purge_dead_workers(now);
     if (now >= next_heartbeat_) {
@@ -458,11 +617,19 @@ void BrokerCore::send_heartbeats() {
     // ROUTER_MANDATORY says at once when a worker's connection is gone: its requests go back to
     // the queue now, not liveness intervals later. A full queue (would-block) means a busy
     // worker, which its own heartbeats keep alive.
+    // ZB/1 workers' heartbeats go in their batches, and send_batch() does the same for them.
     std::vector<std::string> gone;
     workers_.for_each([this, &gone](Worker& worker) {
-        if (send_command(worker.identity, WorkerCommand::heartbeat) == SendResult::unroutable) {
-            gone.push_back(worker.identity);
+        if (worker.native) {
+            batches_.to(worker.identity).writer.command(wire::Command::heartbeat);
+            return;
         }
+        out_.clear();
+        out_.push_back(frame(worker.identity));
+        out_.push_back(empty_frame());
+        out_.push_back(frame(protocol::kMdpWorker));
+        out_.push_back(frame(WorkerCommand::heartbeat));
+        if (outbox_.send(out_) == SendResult::unroutable) gone.push_back(worker.identity);
     });
     // By identity: removing one re-dispatches its requests, which may find and remove another.
     for (const std::string& identity : gone) {
@@ -508,8 +675,10 @@ void BrokerCore::finish_drain() {
             fail(record, Status::unavailable);
         }
     });
-    workers_.for_each(
-        [this](Worker& worker) { send_command(worker.identity, WorkerCommand::disconnect); });
+    workers_.for_each([this](Worker& worker) {
+        send_command(worker.identity, worker.native, WorkerCommand::disconnect);
+    });
+    flush();
     spdlog::info(
         "drained: {} request(s) unfinished at the timeout were answered 503; {} worker(s) told "
         "DISCONNECT",
@@ -521,8 +690,19 @@ void BrokerCore::finish_drain() {
 
 void BrokerCore::send_to_client(ClientProtocol protocol, std::string_view client,
                                 std::string_view service, std::string_view request_id,
-                                Status status, Frames& body, std::size_t body_from) {
+                                Status status, Frames& message, const wire::Body& body) {
     ++counters_.answered(status);
+    if (protocol == ClientProtocol::native) {
+        PeerBatches::Batch& batch = batches_.to(client);
+        if (body.in_frames) {
+            batch.writer.answer(request_id, status, {message, body.first, body.count});
+        } else {
+            batch.writer.answer(request_id, status, body.bytes);
+        }
+        ++batch.answers;
+        if (batch.writer.size() >= wire::kBatchBytes) send_batch(batch);
+        return;
+    }
     if (protocol == ClientProtocol::mdp && status != Status::ok) {
         ++counters_[Drop::mdp_unanswerable];
         spdlog::debug("MDP request for '{}' ended {} ({}); MDP cannot tell the client", service,
@@ -538,8 +718,7 @@ void BrokerCore::send_to_client(ClientProtocol protocol, std::string_view client
         out_.push_back(frame(request_id));
         out_.push_back(frame(protocol::status_text(status)));
     }
-    for (std::size_t i = body_from; i < body.size(); ++i)
-        out_.push_back(std::move(body[i]));
+    wire::move_body(message, body, out_);
     switch (outbox_.send(out_)) {
         case SendResult::sent:
             break;
@@ -552,18 +731,15 @@ void BrokerCore::send_to_client(ClientProtocol protocol, std::string_view client
     }
 }
 
-void BrokerCore::refuse(Frames& in, ClientProtocol protocol, Status status) {
-    const std::string_view request_id = protocol == ClientProtocol::zbc && in.size() > kRequestId
-                                            ? view(in[kRequestId])
-                                            : std::string_view{};
-    const std::string_view service = in.size() > kService ? view(in[kService]) : std::string_view{};
-    send_to_client(protocol, view(in[kIdentity]), service, request_id, status, empty_, 0);
+void BrokerCore::refuse(ClientRequest& request, Status status) {
+    send_to_client(request.protocol, request.client, request.service, request.request_id, status,
+                   empty_, kNoBody);
 }
 
 void BrokerCore::fail(RequestRecord& record, Status status) {
     ++record.service->failures[Counters::answer_index(status)];
     send_to_client(record.protocol, record.client, record.service->name, record.request_id, status,
-                   empty_, 0);
+                   empty_, kNoBody);
     if (record.worker != nullptr) {
         record.state = RequestState::answered;  // released when the worker replies or dies
     } else {
@@ -571,13 +747,60 @@ void BrokerCore::fail(RequestRecord& record, Status status) {
     }
 }
 
-SendResult BrokerCore::send_command(std::string_view identity, WorkerCommand command) {
+void BrokerCore::send_command(std::string_view identity, bool native, WorkerCommand command) {
+    if (native) {
+        batches_.to(identity).writer.command(command == WorkerCommand::heartbeat
+                                                 ? wire::Command::heartbeat
+                                                 : wire::Command::disconnect);
+        return;
+    }
     out_.clear();
     out_.push_back(frame(identity));
     out_.push_back(empty_frame());
     out_.push_back(frame(protocol::kMdpWorker));
     out_.push_back(frame(command));
-    return outbox_.send(out_);
+    outbox_.send(out_);
+}
+
+void BrokerCore::flush() {
+    batches_.flush([this](PeerBatches::Batch& batch) { send_batch(batch); });
+}
+
+void BrokerCore::send_batch(PeerBatches::Batch& batch) {
+    out_.clear();
+    out_.push_back(frame(batch.identity));
+    batch.writer.take(out_);
+    undone_.swap(batch.jobs);
+    batch.jobs.clear();
+    const std::size_t answers = std::exchange(batch.answers, 0);
+    const SendResult result = outbox_.send(out_);
+    if (result == SendResult::sent) {
+        undone_.clear();
+        return;
+    }
+    counters_[result == SendResult::unroutable ? Drop::client_unreachable
+                                               : Drop::client_backpressure] += answers;
+    Worker* worker = workers_.find(batch.identity);
+    if (worker == nullptr || !worker->native) {
+        undone_.clear();
+        return;
+    }
+    // The jobs never left: back to the queue's head as they were, then the worker is paused
+    // (would-block: alive, reading slowly) or removed (unroutable: gone).
+    std::vector<Token> jobs;
+    jobs.swap(undone_);
+    for (auto it = jobs.rbegin(); it != jobs.rend(); ++it) {
+        RequestRecord* record = table_.find(*it);
+        if (record != nullptr && record->worker == worker) undispatch(*record);
+    }
+    jobs.clear();
+    undone_.swap(jobs);  // keeps the capacity
+    if (result == SendResult::unroutable) {
+        remove_unreachable(*worker);
+    } else if (!worker->paused) {
+        pause(*worker);
+        dispatch(*worker->service);
+    }
 }
 
 void BrokerCore::malformed(Malformed kind, const Frames& in, std::string_view detail) {
@@ -589,11 +812,11 @@ void BrokerCore::malformed(Malformed kind, const Frames& in, std::string_view de
                   describe(in));
 }
 
-void BrokerCore::refuse_worker(Malformed kind, const Frames& in, std::string_view why,
+void BrokerCore::refuse_worker(Malformed kind, const Frames& in, std::string_view why, bool native,
                                TimePoint now) {
     malformed(kind, in, why);
     const std::string_view identity = view(in[kIdentity]);
-    send_command(identity, WorkerCommand::disconnect);
+    send_command(identity, native, WorkerCommand::disconnect);
     // Otherwise only the worker would say anything (that it was told DISCONNECT, every time it
     // retries). At most one line per interval, so a hostile peer cannot flood the log.
     if (now < next_refusal_warning_) {

@@ -1,9 +1,10 @@
 // The broker's routing logic, with no sockets: messages and time in, frames to send out.
 //
-// Implements 7/MDP v0.1 and 8/MMI (rfc.zeromq.org specs 7 and 8) plus the ZBC01 client
-// extension and worker credit described in design.md. The poll loop around it is thin, so
-// every policy here (dispatch by credit, requeue, retry cap, deadlines, queue cap,
-// heartbeat expiry, drain) is unit-tested with a fake clock and a recording outbox.
+// Implements 7/MDP v0.1 and 8/MMI (rfc.zeromq.org specs 7 and 8), the ZBC01 client extension,
+// worker credit, and ZB/1, our native protocol (shared/wire.hpp), for clients and workers alike.
+// The poll loop around it is thin, so every policy here (dispatch by credit, requeue, retry cap,
+// deadlines, queue cap, heartbeat expiry, drain) is unit-tested with a fake clock and a recording
+// outbox.
 #pragma once
 
 #include <chrono>
@@ -18,6 +19,7 @@
 
 #include "broker/counters.hpp"
 #include "broker/deadline_queue.hpp"
+#include "broker/peer_batches.hpp"
 #include "broker/request_table.hpp"
 #include "broker/service.hpp"
 #include "broker/worker_registry.hpp"
@@ -110,6 +112,9 @@ class BrokerCore {
     void on_message(Frames& frames, TimePoint now, PeerRole role = PeerRole::anyone);
     // Timers: heartbeats, dead workers, request deadlines, drain timeout.
     void on_timer(TimePoint now);
+    // Sends what on_message and on_timer left for ZB/1 peers, one message per peer. Call it
+    // after each read batch and each on_timer: it is what turns many records into one frame.
+    void flush();
     // When on_timer next has something to do.
     TimePoint next_timer() const noexcept;
 
@@ -136,14 +141,37 @@ class BrokerCore {
         }
     };
 
-    void on_client_request(Frames& in, ClientProtocol protocol, TimePoint now, PeerRole role);
-    void on_worker_message(Frames& in, TimePoint now);
-    void on_ready(Frames& in, TimePoint now);
-    void on_reply(Worker& worker, Frames& in);
-    void answer_mmi(Frames& in, ClientProtocol protocol, TimePoint now, PeerRole role);
+    // A client's request, whatever protocol it came in: views into `message`.
+    struct ClientRequest {
+        Frames& message;
+        ClientProtocol protocol;
+        std::string_view client;  // routing id
+        std::string_view service;
+        std::string_view request_id;  // ZBC01 and ZB/1
+        std::optional<Millis> deadline;
+        wire::Body body;
+    };
+
+    void on_mdp_client(Frames& in, ClientProtocol protocol, TimePoint now, PeerRole role);
+    void on_native(Frames& in, TimePoint now, PeerRole role);
+    void on_native_worker_record(Frames& in, const wire::Record& record, TimePoint now);
+    // Checks, queues and dispatches one request, or answers it at once.
+    void on_client_request(ClientRequest& request, TimePoint now, PeerRole role);
+    void on_mdp_worker(Frames& in, TimePoint now);
+    void register_worker(const Frames& in, std::string_view service_name, std::uint32_t credit,
+                         bool native, TimePoint now);
+    void on_reply(Worker& worker, std::string_view token, Frames& message, const wire::Body& body);
+    void on_credit(Worker& worker, std::uint32_t credit);
+    void answer_mmi(ClientRequest& request, TimePoint now, PeerRole role);
 
     void dispatch(Service& service);
     SendResult send_request(Worker& worker, RequestRecord& record);
+    void dispatched(Worker& worker, RequestRecord& record);
+    // Puts a request that was dispatched but never sent back at the head of its queue, as if
+    // it had not been dispatched: no attempt used, not a suspect.
+    void undispatch(RequestRecord& record);
+    // Undoes the jobs waiting in `worker`'s batch; they never left the broker.
+    void undo_pending_jobs(Worker& worker);
     void pause(Worker& worker);
     void resume(Worker& worker);
     void remove_unreachable(Worker& worker);
@@ -153,19 +181,22 @@ class BrokerCore {
     void send_heartbeats();
     void forget_idle_services();
 
-    // Sends [client "" header service (request-id status) body[from..]...] to a client.
-    // A plain MDP client has no status frame: a non-200 answer to it is counted and dropped.
+    // Answers a client in its protocol: MDP/ZBC01 at once, ZB/1 in the client's batch. A plain
+    // MDP client has no status: a non-200 answer to it is counted and dropped.
     void send_to_client(ClientProtocol protocol, std::string_view client, std::string_view service,
-                        std::string_view request_id, protocol::Status status, Frames& body,
-                        std::size_t body_from);
+                        std::string_view request_id, protocol::Status status, Frames& message,
+                        const wire::Body& body);
     // Answers a request that has no record yet (refused at the door).
-    void refuse(Frames& in, ClientProtocol protocol, protocol::Status status);
+    void refuse(ClientRequest& request, protocol::Status status);
     // Answers a held request with a failure and releases it unless a worker still holds it.
     void fail(RequestRecord& record, protocol::Status status);
-    SendResult send_command(std::string_view identity, protocol::WorkerCommand command);
+    // HEARTBEAT or DISCONNECT, in the worker's protocol.
+    void send_command(std::string_view identity, bool native, protocol::WorkerCommand command);
+    void send_batch(PeerBatches::Batch& batch);
     void malformed(Malformed kind, const Frames& in, std::string_view detail = {});
     // A would-be worker told DISCONNECT: counted, DISCONNECT sent, and said at warning level.
-    void refuse_worker(Malformed kind, const Frames& in, std::string_view why, TimePoint now);
+    void refuse_worker(Malformed kind, const Frames& in, std::string_view why, bool native,
+                       TimePoint now);
 
     // The service of that name, made if new; nullptr past --max-services.
     Service* service_named(std::string_view name);
@@ -187,8 +218,12 @@ class BrokerCore {
     TimePoint next_heartbeat_;
     bool draining_ = false;
     TimePoint drain_deadline_ = TimePoint::max();
-    Frames out_;    // reused for every outgoing message
-    Frames empty_;  // an empty body
+    PeerBatches batches_;
+    TimePoint now_;  // of the latest event: JOB records carry the time left to the deadline
+    Frames out_;     // reused for every outgoing message
+    std::vector<wire::Record> records_;  // of the ZB/1 message being read
+    std::vector<Token> undone_;          // jobs of a batch that could not be sent
+    Frames empty_;                       // an empty body
 };
 
 }  // namespace zbroker::broker

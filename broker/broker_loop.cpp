@@ -109,6 +109,7 @@ void BrokerLoop::run(const std::atomic<bool>& stop) {
         if ((items[0].revents & ZMQ_POLLIN) != 0) read_batch();
         const TimePoint after = now();
         if (after >= core_.next_timer()) core_.on_timer(after);
+        core_.flush();  // what the batch and the timers left for ZB/1 peers, one message each
     }
     core_.finish_drain();
     if (observe_) observe_(core_, now());

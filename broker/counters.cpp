@@ -37,6 +37,8 @@ std::string_view name(Malformed kind) noexcept {
             return "long_service";
         case Malformed::service_limit:
             return "service_limit";
+        case Malformed::bad_envelope:
+            return "bad_envelope";
         case Malformed::kCount:
             break;
     }

@@ -13,7 +13,7 @@ namespace zbroker::broker {
 enum class Malformed : std::uint8_t {
     too_short,         // fewer frames than the header needs
     no_delimiter,      // frame after the routing id is not empty
-    unknown_protocol,  // header is not MDPC01, ZBC01 or MDPW01
+    unknown_protocol,  // neither a ZB/1 envelope nor MDPC01, ZBC01 or MDPW01
     empty_service,     // client named no service
     bad_request_id,    // ZBC01 request id longer than 255 bytes (missing: too_short)
     bad_headers,       // ZBC01 headers frame is not a valid msgpack map
@@ -26,6 +26,7 @@ enum class Malformed : std::uint8_t {
     not_authorized,    // CURVE role forbids it: READY from a non-worker, a request from a worker
     long_service,      // service name longer than 255 bytes
     service_limit,     // a new service name past --max-services
+    bad_envelope,      // a ZB/1 envelope that does not parse
     kCount
 };
 

@@ -19,11 +19,9 @@ RequestRecord& RequestTable::allocate() {
     return record;
 }
 
-void RequestTable::keep_body(RequestRecord& record, Frames& frames, std::size_t first) {
-    for (std::size_t i = first; i < frames.size(); ++i) {
-        bytes_held_ += frames[i].size();
-        record.body.push_back(std::move(frames[i]));
-    }
+void RequestTable::keep_body(RequestRecord& record, Frames& message, const wire::Body& body) {
+    bytes_held_ += wire::body_size(message, body);
+    wire::move_body(message, body, record.body);
 }
 
 void RequestTable::release(RequestRecord& record) {
@@ -60,11 +58,15 @@ RequestRecord* RequestTable::find(std::string_view token_bytes) noexcept {
 }
 
 zmq::message_t RequestTable::token_frame(Token token) {
-    zmq::message_t frame(kTokenSize);
-    auto* bytes = static_cast<char*>(frame.data());
-    std::memcpy(bytes, &token.slot, sizeof token.slot);
-    std::memcpy(bytes + sizeof token.slot, &token.generation, sizeof token.generation);
-    return frame;
+    const auto bytes = token_bytes(token);
+    return zmq::message_t(bytes.data(), bytes.size());
+}
+
+std::array<char, kTokenSize> RequestTable::token_bytes(Token token) noexcept {
+    std::array<char, kTokenSize> bytes;
+    std::memcpy(bytes.data(), &token.slot, sizeof token.slot);
+    std::memcpy(bytes.data() + sizeof token.slot, &token.generation, sizeof token.generation);
+    return bytes;
 }
 
 }  // namespace zbroker::broker

@@ -4,6 +4,7 @@
 // token never names a live record, and no client routing id ever reaches a worker.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -16,6 +17,7 @@
 
 #include "shared/clock.hpp"
 #include "shared/frames.hpp"
+#include "shared/wire.hpp"
 
 namespace zbroker::broker {
 
@@ -24,7 +26,8 @@ struct Worker;
 
 using ListHook = boost::intrusive::list_member_hook<>;
 
-enum class ClientProtocol : std::uint8_t { mdp, zbc };
+// How a client spoke: 7/MDP, ZBC01, or ZB/1 (shared/wire.hpp). Answers go back the same way.
+enum class ClientProtocol : std::uint8_t { mdp, zbc, native };
 
 enum class RequestState : std::uint8_t {
     free,        // in the pool, unused
@@ -59,7 +62,7 @@ struct RequestRecord {
     // string optimization), where a zmq::message_t costs 64 bytes each. Memory per queued
     // request is what bounds the queue.
     std::string client;      // the client's routing id
-    std::string request_id;  // ZBC01 only
+    std::string request_id;  // ZBC01 and ZB/1
     Frames body;             // kept for a retry; workers get reference-counted copies
     Service* service = nullptr;
     Worker* worker = nullptr;
@@ -73,8 +76,8 @@ class RequestTable {
   public:
     // A cleared record in state `free`; the caller sets its state.
     RequestRecord& allocate();
-    // Moves the body frames from `first` on into the record, counting their bytes as held.
-    void keep_body(RequestRecord& record, Frames& frames, std::size_t first);
+    // Moves the body into the record, counting its bytes as held.
+    void keep_body(RequestRecord& record, Frames& message, const wire::Body& body);
     // Clears the record and returns it to the pool; its token goes stale.
     void release(RequestRecord& record);
 
@@ -93,6 +96,7 @@ class RequestTable {
     }
 
     static zmq::message_t token_frame(Token token);
+    static std::array<char, kTokenSize> token_bytes(Token token) noexcept;
 
   private:
     // Records live in fixed chunks, so they never move (hooks stay valid) and cost no more

@@ -13,11 +13,12 @@ Worker* WorkerRegistry::find(std::string_view identity) noexcept {
 }
 
 Worker& WorkerRegistry::add(std::string_view identity, Service& service, std::uint32_t credit,
-                            TimePoint expiry) {
+                            bool native, TimePoint expiry) {
     auto worker = std::make_unique<Worker>();
     worker->identity = identity;
     worker->service = &service;
     worker->credit = credit;
+    worker->native = native;
     worker->expiry = expiry;
     Worker& added = *worker;
     by_identity_.emplace(added.identity, std::move(worker));

@@ -21,6 +21,7 @@ struct Worker {
     std::string identity;  // ROUTER routing id
     Service* service = nullptr;
     std::uint32_t credit = 1;  // requests it may hold at once (READY's extension frame)
+    bool native = false;       // speaks ZB/1, not 7/MDP
     TimePoint expiry;          // declared dead when nothing is heard from it by then
     HeldRequests held;         // dispatched to it, in dispatch order
     ListHook idle_hook;        // in its service's list of workers that can take more
@@ -43,7 +44,7 @@ class WorkerRegistry {
     ~WorkerRegistry();
 
     Worker* find(std::string_view identity) noexcept;
-    Worker& add(std::string_view identity, Service& service, std::uint32_t credit,
+    Worker& add(std::string_view identity, Service& service, std::uint32_t credit, bool native,
                 TimePoint expiry);
     // The worker was heard from: it now expires last.
     void touch(Worker& worker, TimePoint expiry) noexcept;

@@ -51,10 +51,12 @@ struct CoreHarness {
     void receive(const Message& message, broker::PeerRole role = broker::PeerRole::anyone) {
         Frames frames = to_frames(message);
         core.on_message(frames, clock, role);
+        core.flush();
     }
     void advance(std::chrono::milliseconds by) {
         clock += by;
         core.on_timer(clock);
+        core.flush();
     }
     // Everything sent since the last call, oldest first.
     std::vector<Message> take() {

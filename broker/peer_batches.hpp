@@ -1,0 +1,78 @@
+// What the broker has to send each native (ZB/1) peer while it works through one read batch,
+// sent as one message per peer when the batch is done: the replies for one client, the jobs for
+// one worker, travel together in one frame. Never waits for more input: a batch ends when the
+// broker has read what was waiting, so batching costs no latency.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "broker/request_table.hpp"
+#include "shared/wire.hpp"
+
+namespace zbroker::broker {
+
+class PeerBatches {
+  public:
+    struct Batch {
+        std::string identity;
+        wire::Writer writer;
+        std::vector<Token> jobs;  // its JOB records, in order: undone if it cannot be sent
+        std::size_t answers = 0;  // its ANSWER records: each a drop if it cannot be sent
+        bool pending = false;
+    };
+
+    // The batch for `identity`, opened if it was not pending.
+    Batch& to(std::string_view identity) {
+        auto it = by_identity_.find(identity);
+        if (it == by_identity_.end()) {
+            it = by_identity_.emplace(std::string(identity), std::make_unique<Batch>()).first;
+            it->second->identity = it->first;
+        }
+        Batch& batch = *it->second;
+        if (!batch.pending) {
+            batch.pending = true;
+            pending_.push_back(&batch);
+        }
+        return batch;
+    }
+
+    // The pending batch for `identity`, or nullptr.
+    Batch* pending(std::string_view identity) noexcept {
+        const auto it = by_identity_.find(identity);
+        return it != by_identity_.end() && it->second->pending ? it->second.get() : nullptr;
+    }
+
+    // Calls `send(batch)` for every pending batch in the order they were opened, including
+    // batches opened by `send` itself. `send` must empty the batch's writer.
+    template <typename Send>
+    void flush(Send&& send) {
+        for (std::size_t i = 0; i < pending_.size(); ++i) {
+            Batch& batch = *pending_[i];
+            batch.pending = false;
+            if (!batch.writer.empty()) send(batch);
+        }
+        pending_.clear();
+        // Peers come and go: keep the buffers of recent ones, not of every peer ever seen.
+        if (by_identity_.size() > kMaxKept) by_identity_.clear();
+    }
+
+  private:
+    static constexpr std::size_t kMaxKept = 4096;
+
+    struct Hash {
+        using is_transparent = void;
+        std::size_t operator()(std::string_view s) const noexcept {
+            return std::hash<std::string_view>{}(s);
+        }
+    };
+
+    std::unordered_map<std::string, std::unique_ptr<Batch>, Hash, std::equal_to<>> by_identity_;
+    std::vector<Batch*> pending_;
+};
+
+}  // namespace zbroker::broker

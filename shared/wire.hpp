@@ -1,0 +1,140 @@
+// ZB/1, zbroker's native protocol: one binary envelope frame holding one or more records, then
+// the body frames those records point to. The one place its layout lives; broker, worker,
+// client, zbench and the fuzzer all read and write it through this file.
+//
+// libzmq's cost is per frame, not per byte: a 7/MDP request crosses the broker as about 24
+// frames, a plain relay's as 8-10. ZB/1 puts the envelope and a small body in one frame (as
+// few frames as the relay), and lets one frame carry many records, so a peer that has several
+// messages for the same peer at hand sends them as one (docs/protocol.md, "Native protocol").
+//
+//   envelope := 'Z' 'B' version(0x01) record+          integers little-endian
+//   record   := command(u8) fields... [body]
+//   body     := 0x00 size(u32) bytes                   inline
+//             | 0x01 count(u16)                        the next `count` body frames, in order
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "frames.hpp"
+#include "protocol.hpp"
+
+namespace zbroker::wire {
+
+inline constexpr std::string_view kSignature{"ZB\x01", 3};
+inline constexpr std::uint8_t kVersion = 1;
+
+enum class Command : std::uint8_t {
+    request = 0x11,     // client to broker: flags id service [deadline_ms] body
+    answer = 0x12,      // broker to client: id status body
+    ready = 0x21,       // worker to broker: credit service
+    job = 0x22,         // broker to worker: token flags [deadline_ms] body
+    reply = 0x23,       // worker to broker: token body
+    heartbeat = 0x24,   // both ways between worker and broker
+    disconnect = 0x25,  // both ways between worker and broker
+    credit = 0x26,      // worker to broker: credit (0: send me nothing more)
+};
+std::string_view command_name(Command command) noexcept;
+
+// Flags of REQUEST and JOB.
+inline constexpr std::uint8_t kHasDeadline = 0x01;
+
+// A body of one frame up to this size travels inside the envelope: copying a few KiB costs less
+// than a frame. Larger bodies, and bodies of several frames, travel as frames of their own.
+inline constexpr std::size_t kInlineBodyLimit = 4096;
+// A sender starts a new message past this many envelope bytes, so a batch never nears the
+// broker's frame size limit.
+inline constexpr std::size_t kBatchBytes = 64 * 1024;
+
+// A parsed body: bytes inside the envelope, or frames [first, first + count) of the message.
+struct Body {
+    std::string_view bytes;
+    std::size_t first = 0;
+    std::size_t count = 0;
+    bool in_frames = false;
+};
+
+// One parsed record; the views point into the envelope frame, which must stay in place.
+struct Record {
+    Command command{};
+    std::string_view id;                       // request, answer
+    std::string_view service;                  // request, ready
+    std::string_view token;                    // job, reply
+    std::optional<std::uint32_t> deadline_ms;  // request, job
+    protocol::Status status{};                 // answer
+    std::uint32_t credit = 0;                  // ready, credit
+    Body body;                                 // request, answer, job, reply
+};
+
+// Whether `frame` is a ZB/1 envelope (it starts with the signature). 7/MDP frames never do:
+// their first frame is empty.
+bool is_envelope(const zmq::message_t& frame) noexcept;
+
+// Parses the envelope at frames[at] and checks that its bodies use exactly the frames after it.
+// Clears `out` first. On a malformed message returns false with the reason in `error` (a
+// static string), and `out` must be ignored: nothing of such a message may be acted on.
+bool parse(const Frames& frames, std::size_t at, std::vector<Record>& out, const char*& error);
+
+// Appends a parsed body to `out` as frames: inline bytes as one new frame, body frames moved.
+void move_body(Frames& message, const Body& body, Frames& out);
+std::size_t body_size(const Frames& message, const Body& body) noexcept;
+// The first frame's bytes (inline: all of them); empty when there are none.
+std::string_view first_body_bytes(const Frames& message, const Body& body) noexcept;
+
+// Builds one message: the envelope, then the body frames its records point to.
+class Writer {
+  public:
+    Writer();
+
+    // A body to write: frames [first, first + count) of `frames`, moved, or shared (reference
+    // counted, so `frames` keeps them: the broker keeps a request's body for a retry).
+    struct FramesBody {
+        Frames& frames;
+        std::size_t first;
+        std::size_t count;
+        bool share = false;
+    };
+
+    void request(std::string_view id, std::string_view service,
+                 std::optional<std::uint32_t> deadline_ms, std::string_view body);
+    void request(std::string_view id, std::string_view service,
+                 std::optional<std::uint32_t> deadline_ms, FramesBody body);
+    void answer(std::string_view id, protocol::Status status, FramesBody body);
+    void answer(std::string_view id, protocol::Status status, std::string_view body = {});
+    void job(std::string_view token, std::optional<std::uint32_t> deadline_ms, FramesBody body);
+    void reply(std::string_view token, FramesBody body);
+    void reply(std::string_view token, std::string_view body);
+    void ready(std::string_view service, std::uint32_t credit);
+    void credit(std::uint32_t credit);
+    void command(Command command);  // heartbeat, disconnect
+
+    bool empty() const noexcept { return records_ == 0; }
+    std::size_t records() const noexcept { return records_; }
+    // Envelope bytes so far: past kBatchBytes a sender should take() and send.
+    std::size_t size() const noexcept { return envelope_.size(); }
+
+    // Appends the message (envelope, then body frames) to `out` and starts afresh.
+    void take(Frames& out);
+    // Forgets what was written.
+    void clear();
+
+  private:
+    void begin(Command command);
+    void put_u8(std::uint8_t value) { envelope_.push_back(static_cast<char>(value)); }
+    void put_u16(std::uint16_t value);
+    void put_u32(std::uint32_t value);
+    void put_short(std::string_view bytes);  // u8 length, bytes (at most 255)
+    void put_deadline(std::optional<std::uint32_t> deadline_ms);
+    void put_body(std::string_view bytes);
+    void put_body(FramesBody body);
+
+    std::string envelope_;
+    Frames frames_;
+    std::size_t records_ = 0;
+};
+
+}  // namespace zbroker::wire
