@@ -165,7 +165,11 @@ void BrokerCore::on_client_request(ClientRequest& request, TimePoint now, PeerRo
     if (draining_) return refuse(request, Status::unavailable);
 
     const std::size_t body_size = wire::body_size(in, request.body);
-    if (body_size > config_.max_msg_size) return refuse(request, Status::too_large);
+    // ZB/1 counts body frames in 16 bits: a body of more frames could not reach a ZB/1 worker.
+    const bool too_many_frames =
+        request.body.in_frames && request.body.count > wire::kMaxBodyFrames;
+    if (body_size > config_.max_msg_size || too_many_frames)
+        return refuse(request, Status::too_large);
 
     Service* known = service_named(request.service);
     if (known == nullptr) {
@@ -257,10 +261,8 @@ void BrokerCore::on_mdp_worker(Frames& in, TimePoint now) {
 void BrokerCore::on_native_worker_record(Frames& in, const wire::Record& record, TimePoint now) {
     const std::string_view identity = view(in[kIdentity]);
     Worker* worker = workers_.find(identity);
-    if (worker != nullptr) {
-        workers_.touch(*worker, now + expiry_span());
-        if (!worker->native) worker = nullptr;  // an MDP worker's routing id: not this session
-    }
+    // Whatever protocol it registered in, this routing id is that worker: a READY is its second.
+    if (worker != nullptr) workers_.touch(*worker, now + expiry_span());
     if (record.command == wire::Command::ready) {
         if (worker != nullptr) {
             malformed(Malformed::duplicate_ready, in);
@@ -364,6 +366,10 @@ void BrokerCore::on_credit(Worker& worker, std::uint32_t credit) {
         spdlog::info("worker {} for '{}' takes no more requests; it holds {}",
                      printable(worker.identity), worker.service->name, worker.held.size());
         worker.service->withdraw(worker);
+        return;
+    }
+    if (!worker.can_take_more()) {
+        worker.service->withdraw(worker);  // lowered to what it holds, or below
         return;
     }
     worker.service->offer(worker);
@@ -770,34 +776,29 @@ void BrokerCore::send_batch(PeerBatches::Batch& batch) {
     out_.clear();
     out_.push_back(frame(batch.identity));
     batch.writer.take(out_);
-    undone_.swap(batch.jobs);
-    batch.jobs.clear();
     const std::size_t answers = std::exchange(batch.answers, 0);
     const SendResult result = outbox_.send(out_);
     if (result == SendResult::sent) {
-        undone_.clear();
+        batch.jobs.clear();  // keeps its capacity for the next batch
         return;
     }
     counters_[result == SendResult::unroutable ? Drop::client_unreachable
                                                : Drop::client_backpressure] += answers;
+    // Rare: moved out, since what follows may open a new batch for this peer.
+    const std::vector<Token> jobs = std::move(batch.jobs);
+    batch.jobs.clear();
     Worker* worker = workers_.find(batch.identity);
-    if (worker == nullptr || !worker->native) {
-        undone_.clear();
-        return;
-    }
+    if (worker == nullptr || !worker->native) return;
     // The jobs never left: back to the queue's head as they were, then the worker is paused
-    // (would-block: alive, reading slowly) or removed (unroutable: gone).
-    std::vector<Token> jobs;
-    jobs.swap(undone_);
+    // (would-block: alive, reading slowly) or removed (unroutable: gone). A lost heartbeat
+    // alone is no reason to pause: an MDP worker is not paused for one either.
     for (auto it = jobs.rbegin(); it != jobs.rend(); ++it) {
         RequestRecord* record = table_.find(*it);
         if (record != nullptr && record->worker == worker) undispatch(*record);
     }
-    jobs.clear();
-    undone_.swap(jobs);  // keeps the capacity
     if (result == SendResult::unroutable) {
         remove_unreachable(*worker);
-    } else if (!worker->paused) {
+    } else if (!jobs.empty() && !worker->paused) {
         pause(*worker);
         dispatch(*worker->service);
     }

@@ -222,7 +222,6 @@ class BrokerCore {
     TimePoint now_;  // of the latest event: JOB records carry the time left to the deadline
     Frames out_;     // reused for every outgoing message
     std::vector<wire::Record> records_;  // of the ZB/1 message being read
-    std::vector<Token> undone_;          // jobs of a batch that could not be sent
     Frames empty_;                       // an empty body
 };
 

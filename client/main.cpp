@@ -52,7 +52,9 @@ constexpr const char* kExitCodesHelp =
     "  9  forbidden (403): mmi.stats and mmi.drain need an admin key (with CURVE), and\n"
     "     mmi.drain needs zbroker --drain-without-curve (without CURVE)\n\n"
     "Examples:\n"
-    "  zclient call hello '\"Hello, Server!\"'\n"
+    "  zclient call hello 'Hello, Server!'          # not JSON: sent as a msgpack string\n"
+    "  zclient call --raw hello 'Hello, Server!'    # the bytes themselves; prints Hello, Client!\n"
+    "  zclient call stats '[1, 2, 3]'\n"
     "  echo '{\"ms\": 100}' | zclient call sleep\n"
     "  zclient --timeout 500 --retries 0 services echo stats\n"
     "  zclient keygen --out client.key   # then list its public key at the broker\n"
@@ -166,19 +168,59 @@ std::string to_text(const json& value) {
     return value.dump(-1, ' ', false, json::error_handler_t::replace);
 }
 
+// Input that starts like JSON text (an object, an array or a string) but does not parse is a
+// typo to report; anything else that does not parse is meant as a string, as people type it.
+bool looks_like_json(std::string_view input) {
+    const auto first = input.find_first_not_of(" \t\r\n");
+    return first != std::string_view::npos &&
+           (input[first] == '{' || input[first] == '[' || input[first] == '"');
+}
+
+// The msgpack map {"error": ...} a worker sends when its handler failed, raw request or not.
+std::optional<std::string> handler_error(const std::optional<json>& value) {
+    if (!value || !value->is_object() || !value->contains("error")) return std::nullopt;
+    const json& error = value->at("error");
+    return error.is_string() ? error.get<std::string>() : to_text(error);
+}
+
+int report_handler_error(const std::string& service, const std::string& error) {
+    return fail(kHandlerError, "service '" + service + "' failed: " + error +
+                                   " (reported by the worker's handler; see the worker's log)");
+}
+
 int run_call(const Settings& settings, const std::string& service,
-             const std::optional<std::string>& argument, bool raw) {
-    const std::string input = !argument || *argument == "-" ? read_stdin() : *argument;
+             const std::optional<std::string>& argument, bool raw, bool verbose) {
+    const bool from_stdin = !argument || *argument == "-";
+    const std::string input = from_stdin ? read_stdin() : *argument;
     std::string body = input;
     if (!raw) {
+        json value;
         try {
-            const std::vector<std::uint8_t> packed = json::to_msgpack(json::parse(input));
-            body.assign(packed.begin(), packed.end());
+            value = json::parse(input);
         } catch (const json::parse_error& e) {
-            return fail(kUsage, "the request is not valid JSON (" + without_exception_id(e.what()) +
-                                    "); quote it for the shell, e.g. zclient call hello "
-                                    "'\"Alice\"', or send bytes as they are with --raw");
+            if (looks_like_json(input)) {
+                return fail(kUsage, "the request is not valid JSON (" +
+                                        without_exception_id(e.what()) +
+                                        "); quote it for the shell, e.g. zclient call stats "
+                                        "'[1, 2, 3]', or send bytes as they are with --raw");
+            }
+            // `zclient call hello Hello, Server!`-style input. From stdin, drop the newline that
+            // echo and here-strings add.
+            std::string text = input;
+            if (from_stdin && !text.empty() && text.back() == '\n') text.pop_back();
+            if (from_stdin && !text.empty() && text.back() == '\r') text.pop_back();
+            if (verbose) {
+                std::cerr << "zclient: note: the request is not JSON, so it is sent as a msgpack "
+                             "string: "
+                          << to_text(json(text)) << " (use --raw to send the bytes as they are)\n";
+            }
+            value = std::move(text);
         }
+        const std::vector<std::uint8_t> packed = json::to_msgpack(value);
+        body.assign(packed.begin(), packed.end());
+    } else if (verbose) {
+        std::cerr << "zclient: note: sending the " << body.size()
+                  << " input byte(s) as they are (--raw)\n";
     }
 
     zbroker::Client client(settings.broker, settings.curve);
@@ -187,6 +229,12 @@ int run_call(const Settings& settings, const std::string& service,
     if (forbidden(service, response)) return report_forbidden(service);
 
     if (raw) {
+        // The reply's bytes exactly, frame after frame, with nothing added: what the service sent.
+        // A handler's failure is still a msgpack {"error": ...} map, reported as without --raw.
+        if (response.body.size() == 1) {
+            if (const auto error = handler_error(decode_msgpack(response.body_view())))
+                return report_handler_error(service, *error);
+        }
         for (const zmq::message_t& part : response.body)
             std::cout << zbroker::view(part);
         std::cout.flush();
@@ -199,13 +247,7 @@ int run_call(const Settings& settings, const std::string& service,
             std::cout << bytes << '\n';
             continue;
         }
-        if (value->is_object() && value->contains("error")) {
-            const json& error = value->at("error");
-            return fail(kHandlerError,
-                        "service '" + service + "' failed: " +
-                            (error.is_string() ? error.get<std::string>() : to_text(error)) +
-                            " (reported by the worker's handler; see the worker's log)");
-        }
+        if (const auto error = handler_error(value)) return report_handler_error(service, *error);
         std::cout << to_text(*value) << '\n';
     }
     return kOk;
@@ -342,6 +384,7 @@ int main(int argc, char** argv) {
     CLI::App app{
         "zclient: call a zbroker service, or ask which services have workers.\n"
         "Requests are JSON on the command line, sent as msgpack (ZBC01); replies print as JSON.\n"
+        "Text that is not JSON is sent as a msgpack string; --raw sends and prints bytes.\n"
         "An attempt without a reply within --timeout is sent again, --retries more times.",
         "zclient"};
     app.set_version_flag("--version", std::string("zclient ") + zbroker::kVersion);
@@ -366,11 +409,17 @@ int main(int argc, char** argv) {
     std::string service;
     std::string json_argument;
     bool raw = false;
+    bool verbose = false;
     CLI::App* call = app.add_subcommand("call", "Send one request to SERVICE and print the reply");
     call->add_option("service", service, "Service name")->required();
     CLI::Option* json_option = call->add_option(
-        "json", json_argument, "Request as JSON; read from stdin when omitted or \"-\"");
-    call->add_flag("--raw", raw, "Send the input bytes as they are; print the reply bytes as is");
+        "json", json_argument,
+        "Request as JSON, sent as msgpack; text that is not JSON (Hello, Server!) is sent as a "
+        "msgpack string. Read from stdin when omitted or \"-\"");
+    call->add_flag("--raw", raw,
+                   "Send the input bytes as they are; print the reply's bytes as they are, with "
+                   "no newline added (zworker's services answer raw bytes in raw bytes)");
+    call->add_flag("-v,--verbose", verbose, "Notes on stderr: how the request was sent");
 
     std::vector<std::string> names;
     CLI::App* services = app.add_subcommand(
@@ -404,7 +453,7 @@ int main(int argc, char** argv) {
         if (call->parsed()) {
             std::optional<std::string> argument;
             if (json_option->count() > 0) argument = json_argument;
-            return run_call(settings, service, argument, raw);
+            return run_call(settings, service, argument, raw, verbose);
         }
         if (stats->parsed()) return run_stats(settings, stats_json);
         return run_services(settings, names);

@@ -331,7 +331,7 @@ void Writer::put_body(FramesBody body) {
     if (body.count == 0) return put_body(std::string_view{});
     if (body.count == 1 && body.frames[body.first].size() <= kInlineBodyLimit)
         return put_body(view(body.frames[body.first]));
-    const std::size_t count = std::min<std::size_t>(body.count, 0xFFFF);
+    const std::size_t count = std::min(body.count, kMaxBodyFrames);  // callers check; never overrun
     put_u8(kInFrames);
     put_u16(static_cast<std::uint16_t>(count));
     for (std::size_t i = body.first; i < body.first + count; ++i) {

@@ -29,14 +29,14 @@ inline constexpr std::string_view kSignature{"ZB\x01", 3};
 inline constexpr std::uint8_t kVersion = 1;
 
 enum class Command : std::uint8_t {
-    request = 0x11,     // client to broker: flags id service [deadline_ms] body
+    request = 0x11,     // client to broker: flags [deadline_ms] id service body
     answer = 0x12,      // broker to client: id status body
     ready = 0x21,       // worker to broker: credit service
     job = 0x22,         // broker to worker: token flags [deadline_ms] body
     reply = 0x23,       // worker to broker: token body
     heartbeat = 0x24,   // both ways between worker and broker
     disconnect = 0x25,  // both ways between worker and broker
-    credit = 0x26,      // worker to broker: credit (0: send me nothing more)
+    credit = 0x26,      // worker to broker: credit (0: send me nothing more); echoed back
 };
 std::string_view command_name(Command command) noexcept;
 
@@ -46,6 +46,8 @@ inline constexpr std::uint8_t kHasDeadline = 0x01;
 // A body of one frame up to this size travels inside the envelope: copying a few KiB costs less
 // than a frame. Larger bodies, and bodies of several frames, travel as frames of their own.
 inline constexpr std::size_t kInlineBodyLimit = 4096;
+// The most frames one body may have (its count is 16 bits); the broker refuses more with 413.
+inline constexpr std::size_t kMaxBodyFrames = 0xFFFF;
 // A sender starts a new message past this many envelope bytes, so a batch never nears the
 // broker's frame size limit.
 inline constexpr std::size_t kBatchBytes = 64 * 1024;

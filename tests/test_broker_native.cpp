@@ -692,12 +692,9 @@ TEST_CASE("a lower CREDIT keeps what the worker holds and sends no more until un
     REQUIRE(only(sent[1]).body == "4");
 }
 
-// BUG (broker core): on_credit() lowers the credit but leaves the worker on its service's idle
-// list, and dispatch() takes idle.front() without asking can_take_more(): the next request goes
-// to a worker that already holds all its new credit allows. [!shouldfail] keeps the suite green
-// until that is fixed; then this test fails, and the tag must go.
-TEST_CASE("a CREDIT at or below what the worker holds sends it nothing more at once",
-          "[!shouldfail][bug]") {
+// on_credit() once lowered the credit but left the worker on its service's idle list, so the
+// next request still went to it.
+TEST_CASE("a CREDIT at or below what the worker holds sends it nothing more at once") {
     Native h;
     h.zready("W", "echo", 3);
     h.zrequest("C", "echo", "1", "a");
@@ -1125,15 +1122,12 @@ TEST_CASE("a ZB/1 body over max_msg_size in frames is refused 413 and kept nowhe
 // ---------------------------------------------------------------------------------------------
 // One routing id, two protocols
 
-// BUG (broker core): on_native_worker_record() takes the routing id of a worker registered over
-// MDP for "no worker" and registers it again; WorkerRegistry::add() then finds the id taken,
-// the new Worker is destroyed, and the expiry list links freed memory: heap-use-after-free
-// under ASan (fuzz_broker_core finds it in seconds). Hidden ([.]): it aborts the process. Run
-// it with: test_broker_native "[bug]"; once fixed, drop the [.] tag.
+// on_native_worker_record() once took the routing id of a worker registered over MDP for "no
+// worker" and registered it again: WorkerRegistry::add() found the id taken, and the expiry
+// list linked freed memory (heap-use-after-free under ASan; fuzz_broker_core found it).
 TEST_CASE(
     "a ZB/1 READY from the routing id of a registered MDP worker does not corrupt the "
-    "registry",
-    "[.][bug]") {
+    "registry") {
     // A ROUTER routing id is one connection; a hostile or confused peer may speak both. The
     // second READY must be refused or replace the first, never leave two workers of one id.
     Native h;

@@ -106,10 +106,9 @@ Message zb(const std::string& peer, const std::function<void(wire::Writer&)>& wr
     return m;
 }
 
-// ZB/1 READY comes only from "Z<n>" routing ids, and 7/MDP READY only from "W<n>" ones: a ZB/1
-// READY from the routing id of a worker registered over MDP is a use-after-free in the core
-// (test_broker_native, "[bug]"). Once that is fixed, set this to true so READYs mix as well.
-constexpr bool kReadyFromEitherProtocol = false;
+// READYs of both protocols come from any worker's routing id: a ZB/1 READY from a worker
+// registered over MDP once corrupted the registry.
+constexpr bool kReadyFromEitherProtocol = true;
 
 class TrafficGenerator {
   public:

@@ -733,13 +733,27 @@ TEST_CASE("hello greets a name") {
             "Hello, Ada!");
 }
 
-TEST_CASE("hello greets a stranger when the body is empty or not a string") {
+TEST_CASE("hello greets a stranger when the body is empty or msgpack but not a string") {
     BuiltinServices services;
     const auto empty = services.call("hello", {});
     REQUIRE(empty.size() == 1);
     REQUIRE(unpack<std::string>(empty[0]) == "Hello, stranger!");
     REQUIRE(unpack<std::string>(services.call_one("hello", pack(42))) == "Hello, stranger!");
-    REQUIRE(unpack<std::string>(services.call_one("hello", "\xc1")) == "Hello, stranger!");
+}
+
+// The seed's own exchange: a plain socket example sends these 14 bytes, not msgpack.
+TEST_CASE("hello answers the raw bytes Hello, Client! to the raw bytes Hello, Server!") {
+    BuiltinServices services;
+    REQUIRE(services.call_one("hello", "Hello, Server!") == "Hello, Client!");
+}
+
+TEST_CASE("hello greets a raw name in raw bytes, whatever the bytes") {
+    BuiltinServices services;
+    REQUIRE(services.call_one("hello", "Ada") == "Hello, Ada!");
+    // Not msgpack at all (0xc1 is never used), or msgpack with bytes after it: raw.
+    REQUIRE(services.call_one("hello", "\xc1") == "Hello, \xc1!");
+    REQUIRE(services.call_one("hello", pack(std::string("Ada")) + "x") ==
+            "Hello, " + pack(std::string("Ada")) + "x!");
 }
 
 TEST_CASE("stats summarises an array of numbers") {
@@ -784,10 +798,25 @@ TEST_CASE("stats answers an error naming the item that is not a number") {
     REQUIRE_THAT(error_of(reply), Catch::Contains("item 1 is a string"));
 }
 
-TEST_CASE("stats answers an error when the body is not msgpack") {
+TEST_CASE("stats summarises raw text numbers as JSON text") {
     BuiltinServices services;
+    const std::string expected =
+        R"({"count":4,"mean":2.5,"min":1,"max":4,"stddev":1.118033988749895})";
+    REQUIRE(services.call_one("stats", "1 2 3 4") == expected);
+    REQUIRE(services.call_one("stats", "[1, 2.0, 3e0,\n4]\n") == expected);
+    REQUIRE(services.call_one("stats", "-0.5,7") ==
+            R"({"count":2,"mean":3.25,"min":-0.5,"max":7,"stddev":3.75})");
+}
+
+TEST_CASE("stats answers an error naming raw text that is not a number") {
+    BuiltinServices services;
+    REQUIRE_THAT(error_of(services.call_one("stats", "1 two 3")),
+                 Catch::Contains("item 1 (\"two\") is not a finite number"));
+    REQUIRE_THAT(error_of(services.call_one("stats", "1 nan")),
+                 Catch::Contains("item 1 (\"nan\") is not a finite number"));
     REQUIRE_THAT(error_of(services.call_one("stats", "\xc1")),
-                 Catch::Contains("not valid msgpack"));
+                 Catch::Contains("item 0 (0xc1) is not a finite number"));
+    REQUIRE(error_of(services.call_one("stats", " [ ]\n")) == "stats needs at least one number");
 }
 
 TEST_CASE("sleep sleeps the requested time and reports it") {
@@ -796,6 +825,17 @@ TEST_CASE("sleep sleeps the requested time and reports it") {
     const auto reply = services.call_one("sleep", pack(std::map<std::string, int>{{"ms", 100}}));
     REQUIRE(now() - started >= 100ms);
     REQUIRE(unpack<std::map<std::string, int>>(reply).at("slept_ms") == 100);
+}
+
+TEST_CASE("sleep takes raw decimal milliseconds and answers them in raw text") {
+    BuiltinServices services;
+    const auto started = now();
+    REQUIRE(services.call_one("sleep", "100\n") == "100");
+    REQUIRE(now() - started >= 100ms);
+    REQUIRE_THAT(error_of(services.call_one("sleep", "600001")), Catch::Contains("0..600000"));
+    REQUIRE_THAT(error_of(services.call_one("sleep", "-1 ")), Catch::Contains("0..600000"));
+    REQUIRE_THAT(error_of(services.call_one("sleep", "1.5s")),
+                 Catch::Contains("decimal milliseconds"));
 }
 
 TEST_CASE("sleep rejects a duration out of range or missing") {

@@ -87,12 +87,18 @@ int main(int argc, char** argv) {
     curve.add_to(app,
                  "our key pair file; the broker must list its public key with the worker role");
     app.footer(
-        "Services (msgpack in and out):\n"
+        "Services, answering in kind: a body that is one msgpack value gets msgpack; any other\n"
+        "body (text from a plain socket example) is raw bytes and gets raw bytes.\n"
         "  echo   the request body, unchanged\n"
         "  hello  \"Hello, Server!\" -> \"Hello, Client!\"; a name -> \"Hello, <name>!\"\n"
+        "         raw: the bytes Hello, Server! -> the bytes Hello, Client!; Ada -> Hello, Ada!\n"
         "  sleep  {\"ms\": n} sleeps n ms (0..600000) -> {\"slept_ms\": n}\n"
+        "         raw: decimal ms as text, 250 -> 250\n"
         "  stats  [numbers] -> {\"count\", \"mean\", \"min\", \"max\", \"stddev\"}\n"
-        "  fail   always fails: the client gets {\"error\": ...}\n\n"
+        "         raw: numbers as text (1 2 3, 1,2,3 or [1, 2, 3]) -> that map as JSON text\n"
+        "  fail   always fails\n"
+        "Errors are the msgpack map {\"error\": ...}, raw request or not. One ASCII character\n"
+        "alone is a msgpack integer: send \"5\\n\", not \"5\", for a raw 5.\n\n"
         "Example:\n  zbroker &\n  zworker --service echo --service stats --threads 4 &\n"
         "  zclient call stats '[1, 2, 3]'\n\n"
         "SIGINT/SIGTERM: no new work, running jobs finish and are replied, DISCONNECT, exit 0.\n"

@@ -70,6 +70,14 @@ class BrokerTestCase(unittest.TestCase):
             self.wait_for_service(s)
         return child
 
+    def zclient(self, *args, text=True):
+        """zclient's output; by default one patient attempt (a retry would hide a slow reply).
+        text=False: stdout and stderr as bytes, to see exactly what --raw prints."""
+        if "--timeout" not in args:
+            args = ("--timeout", str(PATIENCE_MS), "--retries", "0", *args)
+        return subprocess.run([binary("zclient"), "--broker", self.endpoint, *args],
+                              capture_output=True, text=text, timeout=3 * PATIENCE)
+
     def wait_for_service(self, service, timeout=PATIENCE):
         """Asks mmi.service until the broker says 200. The broker answers every question, so
         each answer is awaited until the budget ends (a REQ socket must have it before the next
@@ -156,6 +164,17 @@ class ZworkerWithSpecClients(BrokerTestCase):
         self.assertEqual(msgpack.unpackb(body[0]), "Hello, Client!")
         client.close()
 
+    def test_req_client_sends_the_seeds_raw_hello_and_gets_raw_bytes_back(self):
+        # Byte for byte what the original socket example sends: no msgpack anywhere.
+        self.zworker("hello")
+        socket = self.ctx.socket(zmq.REQ)
+        socket.linger = 0
+        socket.connect(self.endpoint)
+        socket.send_multipart([b"MDPC01", b"hello", b"Hello, Server!"])
+        self.assertTrue(socket.poll(PATIENCE_MS), too_slow("the reply to hello", PATIENCE))
+        self.assertEqual(socket.recv_multipart(), [b"MDPC01", b"hello", b"Hello, Client!"])
+        socket.close()
+
     def test_dealer_client_pipelines_to_zworker_stats(self):
         self.zworker("stats", extra=("--threads", "2"))
         client = MdpClient(self.ctx, self.endpoint, zmq.DEALER)
@@ -168,12 +187,6 @@ class ZworkerWithSpecClients(BrokerTestCase):
 
 
 class ZclientWithSpecWorker(BrokerTestCase):
-    def zclient(self, *args):
-        """zclient's output; by default one patient attempt (a retry would hide a slow reply)."""
-        if "--timeout" not in args:
-            args = ("--timeout", str(PATIENCE_MS), "--retries", "0", *args)
-        return subprocess.run([binary("zclient"), "--broker", self.endpoint, *args],
-                              capture_output=True, text=True, timeout=3 * PATIENCE)
 
     def test_zclient_call_reaches_python_worker(self):
         def reverse(body):
@@ -196,6 +209,42 @@ class ZclientWithSpecWorker(BrokerTestCase):
         # still miss that: a retry (never made after an answer) asks again.
         result = self.zclient("--timeout", "2000", "--retries", "2", "call", "absent", "1")
         self.assertEqual(result.returncode, 3, result.stderr)  # 503
+
+
+class ZclientWithZworker(BrokerTestCase):
+    def test_zclient_call_sends_an_unquoted_string_as_a_msgpack_string(self):
+        self.zworker("hello")
+        result = self.zclient("call", "hello", "Hello, Server!")
+        self.assertEqual((result.returncode, result.stdout), (0, '"Hello, Client!"\n'),
+                         result.stderr)
+        self.assertEqual(result.stderr, "")  # the note is for --verbose only
+        result = self.zclient("call", "--verbose", "hello", "Hello, Server!")
+        self.assertEqual((result.returncode, result.stdout), (0, '"Hello, Client!"\n'),
+                         result.stderr)
+        self.assertIn("not JSON", result.stderr)
+        self.assertIn("msgpack string", result.stderr)
+
+    def test_zclient_call_still_refuses_json_that_is_broken(self):
+        # An input that starts like JSON ([ { or ") and does not parse is a typo, not a string.
+        result = self.zclient("call", "stats", "[1, 2")
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertIn("not valid JSON", result.stderr)
+
+    def test_zclient_call_raw_prints_the_reply_bytes(self):
+        self.zworker("hello", "echo", "stats")
+        result = self.zclient("call", "--raw", "hello", "Hello, Server!", text=False)
+        self.assertEqual((result.returncode, result.stdout), (0, b"Hello, Client!"),
+                         result.stderr)
+        result = self.zclient("call", "--raw", "mmi.service", "echo", text=False)
+        self.assertEqual((result.returncode, result.stdout), (0, b"200"), result.stderr)
+        result = self.zclient("call", "--raw", "stats", "1 2 3 4", text=False)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(json.loads(result.stdout)["mean"], 2.5)
+        # A handler's error is the msgpack map {"error": ...} whatever the input: reported.
+        result = self.zclient("call", "--raw", "stats", "1 x", text=False)
+        self.assertEqual(result.returncode, 8, result.stderr)
+        self.assertIn(b"is not a finite number", result.stderr)
+        self.assertEqual(result.stdout, b"")
 
 
 if __name__ == "__main__":
