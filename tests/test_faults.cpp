@@ -417,7 +417,7 @@ TEST_CASE(
     constexpr int kJobMs = 400;
     std::vector<ChildProcess> workers;
     for (int i = 0; i < kWorkers; ++i)
-        workers.push_back(start_zworker(endpoint, "sleep", {"--threads", "2"}));
+        workers.push_back(start_zworker(endpoint, "sleep", {"--threads", "2", "--credit", "2"}));
     Client admin(endpoint);
     REQUIRE(eventually([&] { return worker_count(admin, "sleep") == kWorkers; }));
 

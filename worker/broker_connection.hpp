@@ -1,4 +1,5 @@
-// One 7/MDP worker session for one service: its DEALER to the broker, heartbeats and liveness.
+// One ZB/1 worker session for one service: its DEALER to the broker, heartbeats and liveness,
+// and the replies of one loop round gathered into one message.
 #pragma once
 
 #include <cstddef>
@@ -10,23 +11,9 @@
 #include "shared/clock.hpp"
 #include "shared/curve_keys.hpp"
 #include "shared/frames.hpp"
-#include "shared/protocol.hpp"
+#include "shared/wire.hpp"
 
 namespace zbroker::detail {
-
-// Frame positions of a broker-to-worker REQUEST: "" MDPW01 0x02 token "" body...
-inline constexpr std::size_t kRequestToken = 3;
-inline constexpr std::size_t kRequestDelimiter = 4;
-inline constexpr std::size_t kRequestBody = 5;
-
-// A message from the broker: the command it carries, or why it cannot be acted on.
-struct BrokerMessage {
-    std::optional<protocol::WorkerCommand> command;
-    std::string_view problem;  // a static string; empty when `command` is set
-};
-
-// Checks the envelope of a broker message; never throws, whatever the frames hold.
-BrokerMessage parse_broker_message(const Frames& frames) noexcept;
 
 struct ConnectionTiming {
     Millis heartbeat_interval;
@@ -38,7 +25,7 @@ struct ConnectionTiming {
 // computed for an old socket is recognised and never sent on its successor.
 class BrokerConnection {
   public:
-    BrokerConnection(std::string service, int credit, ConnectionTiming timing);
+    BrokerConnection(std::string service, std::uint32_t credit, ConnectionTiming timing);
 
     // Opens a new DEALER to `endpoint` (CURVE when `curve` is set) and sends READY with our
     // credit.
@@ -47,7 +34,7 @@ class BrokerConnection {
     // Closes at once (linger 0: whatever is queued belongs to a dead session) and schedules
     // the next connect after the reconnect delay.
     void drop(TimePoint now);
-    // Sends DISCONNECT and closes, lingering up to `linger` so the DISCONNECT gets out.
+    // Sends what is pending and DISCONNECT, and closes, lingering up to `linger` so they get out.
     void disconnect(Millis linger);
 
     bool connected() const noexcept { return socket_.has_value(); }
@@ -65,22 +52,35 @@ class BrokerConnection {
     // The earliest moment a timer of this connection needs attention.
     TimePoint next_timer() const noexcept;
 
-    // Sends REPLY; false when the socket would block (its queue to the broker is full).
-    bool send_reply(zmq::message_t& token, Frames& body);
+    // Tells the broker at once to send nothing more (CREDIT 0). The broker echoes it; from then
+    // on no JOB can still be on its way.
+    void stop_taking_work();
+    void on_credit_echo(std::uint32_t credit) noexcept {
+        if (credit == 0) stop_acknowledged_ = true;
+    }
+    bool stop_acknowledged() const noexcept { return stop_acknowledged_; }
+
+    // Adds a REPLY to the message sent by the next flush(): the replies that come in one loop
+    // round travel as one message. `body` is moved from.
+    void reply(std::string_view token, Frames& body);
+    // Sends the pending replies; false when the socket would block (its queue to the broker is
+    // full) and they were dropped, with how many in `dropped`.
+    bool flush(std::size_t& dropped);
 
   private:
-    bool send_command(protocol::WorkerCommand command);
-    bool send(Frames& frames);
+    bool send_now();
 
     std::string service_;
-    std::string credit_;
+    std::uint32_t credit_;
     ConnectionTiming timing_;
     std::optional<zmq::socket_t> socket_;
     std::uint64_t id_ = 0;
     TimePoint heartbeat_at_{};
     TimePoint expires_at_{};
     TimePoint reconnect_at_{};
-    Frames outgoing_;  // reused for every send
+    bool stop_acknowledged_ = false;
+    wire::Writer pending_;  // replies of this round
+    Frames outgoing_;       // reused for every send
 };
 
 }  // namespace zbroker::detail

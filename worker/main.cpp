@@ -48,10 +48,11 @@ int main(int argc, char** argv) {
     auto reconnect_ms = options.reconnect_delay.count();
 
     CLI::App app{
-        "zworker: a Majordomo (7/MDP) worker offering built-in services.\n"
-        "Each service gets its own connection to the broker, announced with a credit: how many\n"
-        "requests it may hold at once. Handlers run on --threads threads; heartbeats never wait\n"
-        "for them, so a long job is not taken for a dead worker.",
+        "zworker: a zbroker worker offering built-in services (it speaks ZB/1, zbroker's native\n"
+        "protocol). Each service gets its own connection to the broker, announced with a credit:\n"
+        "how many requests it may hold at once. Handlers run on --threads threads; heartbeats\n"
+        "never wait for them, so a long job is not taken for a dead worker. On SIGTERM it tells\n"
+        "the broker at once to send nothing more, finishes its jobs, then disconnects.",
         "zworker"};
     app.set_version_flag("--version", std::string("zworker ") + kVersion);
     add_config_file_flag(app);
@@ -66,7 +67,9 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1, 256))
         ->capture_default_str();
     app.add_option("--credit", options.credit,
-                   "Requests each service may hold at once; 0 means as many as --threads")
+                   "Requests each service may hold at once; 0 means 4 per handler thread. More\n"
+                   "keeps handlers busy under pipelined load; less spreads long jobs better,\n"
+                   "since a job queued here waits even while another worker is idle")
         ->check(CLI::Range(0, 10'000))
         ->capture_default_str();
     app.add_option("--heartbeat-ms", heartbeat_ms, "Heartbeat interval, milliseconds")
@@ -120,7 +123,7 @@ int main(int argc, char** argv) {
             add_builtin_service(worker, service);
         g_worker.store(&worker);
         install_signal_handlers();
-        const int credit = options.credit > 0 ? options.credit : options.threads;
+        const int credit = default_credit(options);
         spdlog::info("zworker {} serving {} for {} with {} thread(s), credit {} per service",
                      kVersion, fmt::join(services, ", "), options.endpoint, options.threads,
                      credit);

@@ -8,8 +8,6 @@
 
 namespace zbroker::detail {
 
-using protocol::WorkerCommand;
-
 namespace {
 
 // Bounds every poll so that stop() is noticed promptly even when nothing else happens.
@@ -49,7 +47,7 @@ WorkerLoop::WorkerLoop(zmq::context_t& context, const WorkerOptions& options,
       counters_(counters),
       results_(bind_results(context)),
       pool_(context, kResultsEndpoint, options.threads, counters) {
-    const int credit = options.credit > 0 ? options.credit : options.threads;
+    const auto credit = static_cast<std::uint32_t>(default_credit(options));
     const ConnectionTiming timing{options.heartbeat_interval, options.liveness,
                                   options.reconnect_delay};
     connections_.reserve(handlers.size());
@@ -65,12 +63,8 @@ void WorkerLoop::run() {
     std::vector<zmq::pollitem_t> items;
     std::vector<std::uint32_t> item_slots;  // the slot of items[i + 1]
     while (true) {
-        if (!draining_ && stop_requested_.load()) {
-            draining_ = true;
-            spdlog::info("stopping: finishing {} job(s) in hand, accepting no new ones",
-                         jobs_in_flight_);
-        }
-        if (draining_ && jobs_in_flight_ == 0) break;
+        if (!draining_ && stop_requested_.load()) begin_stopping(now());
+        if (draining_ && jobs_in_flight_ == 0 && stop_settled(now())) break;
 
         items.clear();
         item_slots.clear();
@@ -90,6 +84,7 @@ void WorkerLoop::run() {
         for (std::size_t i = 0; i < item_slots.size(); ++i) {
             if ((items[i + 1].revents & ZMQ_POLLIN) != 0) read_broker(item_slots[i]);
         }
+        flush_replies();  // what this round produced, one message per service socket
         run_timers(now());
     }
 
@@ -122,65 +117,64 @@ void WorkerLoop::read_results() {
 void WorkerLoop::on_broker_message(std::uint32_t slot, Frames& frames) {
     BrokerConnection& connection = connections_[slot];
     connection.heard_from_broker(now());
-    const BrokerMessage message = parse_broker_message(frames);
-    if (!message.command) {
+    const char* problem = nullptr;
+    if (!wire::parse(frames, 0, records_, problem)) {
         ++counters_.malformed;
         spdlog::warn("ignoring a malformed message from the broker on '{}' ({}): {}",
-                     connection.service(), message.problem, describe(frames));
+                     connection.service(), problem, describe(frames));
         return;
     }
-    switch (*message.command) {
-        case WorkerCommand::request:
-            on_request(slot, frames);
-            return;
-        case WorkerCommand::heartbeat:
-            return;
-        case WorkerCommand::disconnect:
-            connection.drop(now());
-            if (draining_) {
-                spdlog::info("broker sent DISCONNECT on '{}' while stopping", connection.service());
-            } else {
-                spdlog::warn("broker sent DISCONNECT on '{}': reconnecting in {} ms",
-                             connection.service(), options_.reconnect_delay.count());
-            }
-            return;
-        case WorkerCommand::ready:
-        case WorkerCommand::reply:
-            return;  // parse_broker_message() reports these as malformed
+    for (const wire::Record& record : records_) {
+        switch (record.command) {
+            case wire::Command::job:
+                on_job(slot, frames, record);
+                break;
+            case wire::Command::heartbeat:
+                break;
+            case wire::Command::credit:
+                connection.on_credit_echo(record.credit);
+                break;
+            case wire::Command::disconnect:
+                connection.drop(now());
+                if (draining_) {
+                    spdlog::info("broker sent DISCONNECT on '{}' while stopping",
+                                 connection.service());
+                } else {
+                    spdlog::warn("broker sent DISCONNECT on '{}': reconnecting in {} ms",
+                                 connection.service(), options_.reconnect_delay.count());
+                }
+                return;  // the rest belongs to a session that is over
+            case wire::Command::request:
+            case wire::Command::answer:
+            case wire::Command::ready:
+            case wire::Command::reply:
+                ++counters_.malformed;
+                spdlog::warn("ignoring a {} record from the broker on '{}': only workers send it",
+                             wire::command_name(record.command), connection.service());
+                break;
+        }
     }
 }
 
-void WorkerLoop::on_request(std::uint32_t slot, Frames& frames) {
+void WorkerLoop::on_job(std::uint32_t slot, Frames& frames, const wire::Record& record) {
     BrokerConnection& connection = connections_[slot];
-    // The flag, not draining_: a request read in the same round as stop() must not start.
-    if (stop_requested_.load()) {
-        // The broker gets it back for another worker when our DISCONNECT arrives.
-        spdlog::info("not starting a request for '{}': the worker is stopping",
-                     connection.service());
-        return;
-    }
+    // A job the broker sent before it read our CREDIT 0 is run all the same: dropping it would
+    // cost the request an attempt. The broker echoes CREDIT 0, and nothing follows the echo.
     const Registration& registration = handlers_[slot];
     if (registration.execution == Execution::io_thread) {
         inline_body_.clear();
-        for (std::size_t i = kRequestBody; i < frames.size(); ++i)
-            inline_body_.push_back(std::move(frames[i]));
+        wire::move_body(frames, record.body, inline_body_);
         Request request{registration.service, inline_body_};
         Reply reply = run_handler(registration.handler, request, counters_);
-        if (!connection.send_reply(frames[kRequestToken], reply.body)) {
-            ++counters_.dropped_replies;
-            spdlog::warn("dropping a reply for '{}': the queue to the broker is full",
-                         connection.service());
-        }
+        connection.reply(record.token, reply.body);
         return;
     }
     Job job;
     job.origin = {slot, connection.id()};
     job.handler = &registration.handler;
     job.service = registration.service;  // outlives the pool, unlike the connection
-    job.token = std::move(frames[kRequestToken]);
-    job.body.reserve(frames.size() - kRequestBody);
-    for (std::size_t i = kRequestBody; i < frames.size(); ++i)
-        job.body.push_back(std::move(frames[i]));
+    job.token = zmq::message_t(record.token.data(), record.token.size());
+    wire::move_body(frames, record.body, job.body);
     pool_.submit(std::move(job));
     ++jobs_in_flight_;
 }
@@ -201,11 +195,38 @@ void WorkerLoop::on_result(Frames& frames) {
                      connection.service());
         return;
     }
-    if (!connection.send_reply(result->token, result->body)) {
-        ++counters_.dropped_replies;
-        spdlog::warn("dropping a reply for '{}': the queue to the broker is full",
+    connection.reply(view(result->token), result->body);
+}
+
+void WorkerLoop::flush_replies() {
+    for (BrokerConnection& connection : connections_) {
+        std::size_t dropped = 0;
+        if (connection.flush(dropped)) continue;
+        counters_.dropped_replies += dropped;
+        spdlog::warn("dropping {} reply(s) for '{}': the queue to the broker is full", dropped,
                      connection.service());
     }
+}
+
+void WorkerLoop::begin_stopping(TimePoint at) {
+    draining_ = true;
+    stop_began_ = at;
+    // At once, not after the jobs in hand: every job the broker sent meanwhile would be refused
+    // and cost its request an attempt.
+    for (BrokerConnection& connection : connections_)
+        connection.stop_taking_work();
+    spdlog::info("stopping: told the broker to send nothing more; finishing {} job(s) in hand",
+                 jobs_in_flight_);
+}
+
+bool WorkerLoop::stop_settled(TimePoint at) const {
+    // Until the broker has echoed CREDIT 0, a job may still be on its way. A broker that never
+    // echoes (gone, or its queue to us full) is waited for one liveness period, no longer.
+    if (at - stop_began_ >= options_.heartbeat_interval * options_.liveness) return true;
+    return std::all_of(connections_.begin(), connections_.end(),
+                       [](const BrokerConnection& connection) {
+                           return !connection.connected() || connection.stop_acknowledged();
+                       });
 }
 
 void WorkerLoop::run_timers(TimePoint at) {

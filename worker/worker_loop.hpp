@@ -30,8 +30,13 @@ class WorkerLoop {
     void read_broker(std::uint32_t slot);
     void read_results();
     void on_broker_message(std::uint32_t slot, Frames& frames);
-    void on_request(std::uint32_t slot, Frames& frames);
+    void on_job(std::uint32_t slot, Frames& frames, const wire::Record& record);
     void on_result(Frames& frames);
+    void flush_replies();
+    // Tells every broker connection to send nothing more; the loop ends once they echoed it
+    // and every job in hand is replied.
+    void begin_stopping(TimePoint now);
+    bool stop_settled(TimePoint now) const;
     void run_timers(TimePoint now);
     void connect(BrokerConnection& connection, TimePoint now);
     Millis poll_timeout(TimePoint now) const;
@@ -47,8 +52,10 @@ class WorkerLoop {
     std::size_t jobs_in_flight_ = 0;             // submitted to the pool, result not yet read
     std::uint64_t next_connection_id_ = 1;
     bool draining_ = false;
-    Frames incoming_;     // reused for every read
-    Frames inline_body_;  // the body handed to an io_thread handler, reused
+    TimePoint stop_began_{};
+    Frames incoming_;                    // reused for every read
+    std::vector<wire::Record> records_;  // of the message being read
+    Frames inline_body_;                 // the body handed to an io_thread handler, reused
 };
 
 }  // namespace zbroker::detail
