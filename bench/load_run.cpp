@@ -198,12 +198,13 @@ void drive_connections(const LoadSpec& spec, std::size_t count, Budget& budget,
                     sending = false;
                     break;
                 }
-                const auto id = c.client.send(spec.service, body);
+                const auto id = c.client.queue(spec.service, body);
                 if (!id) break;
                 const bool measured = measuring.load(std::memory_order_relaxed);
                 c.send_times.put(*id, SteadyClock::now(), measured);
                 if (measured) ++tally.sent;
             }
+            c.client.flush();  // what the replies freed goes as one message
             in_flight += c.client.in_flight();
             // Sending may have processed the commands that said a reply came: ask again.
             if ((c.client.socket().get(zmq::sockopt::events) & ZMQ_POLLIN) != 0) again.push_back(i);

@@ -1,4 +1,5 @@
-// ZBC01 envelope shared by Client and AsyncClient: request frames out, reply envelopes checked.
+// What Client and AsyncClient share: request ids as bytes, and reading the ZB/1 ANSWER records
+// of a message one at a time.
 #pragma once
 
 #include <algorithm>
@@ -6,19 +7,17 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <optional>
 #include <string_view>
+#include <vector>
 
-#include "shared/frames.hpp"
-#include "shared/protocol.hpp"
+// Relative: installed under include/zbroker/, these headers find each other by path alone.
+#include "../shared/frames.hpp"
+#include "../shared/protocol.hpp"
+#include "../shared/wire.hpp"
 
 namespace zbroker::detail {
-
-// Request: "" ZBC01 service request-id headers body...
-// Reply:   "" ZBC01 service request-id status body...
-inline constexpr std::size_t kReplyRequestId = 3;
-inline constexpr std::size_t kReplyStatus = 4;
-inline constexpr std::size_t kReplyBody = 5;
 
 // A request id is the 8 raw bytes of a per-client counter: fixed size, so no allocation.
 using RequestIdBytes = std::array<char, sizeof(std::uint64_t)>;
@@ -36,51 +35,58 @@ inline std::optional<std::uint64_t> decode_request_id(std::string_view bytes) no
     return id;
 }
 
-// Refills `frames` with the envelope of a request, reusing its messages: frames this small
-// live inside zmq::message_t itself, so building an envelope allocates nothing.
-inline void build_request_envelope(Frames& frames, std::string_view service, std::uint64_t id,
-                                   std::string_view headers) {
-    constexpr std::size_t kEnvelope = 5;
-    frames.resize(kEnvelope);
-    const RequestIdBytes id_bytes = encode_request_id(id);
-    frames[0].rebuild();
-    frames[1].rebuild(protocol::kZbcClient.data(), protocol::kZbcClient.size());
-    frames[2].rebuild(service.data(), service.size());
-    frames[3].rebuild(id_bytes.data(), id_bytes.size());
-    frames[4].rebuild(headers.data(), headers.size());
+inline std::optional<std::uint32_t> deadline_ms(std::chrono::milliseconds deadline) noexcept {
+    if (deadline.count() <= 0) return std::nullopt;
+    return static_cast<std::uint32_t>(std::min<std::chrono::milliseconds::rep>(
+        deadline.count(), std::numeric_limits<std::uint32_t>::max()));
 }
 
-struct ReplyEnvelope {
+struct Answer {
     std::uint64_t id = 0;
     protocol::Status status = protocol::Status::no_reply;
+    Frames body;
 };
 
-// Checks the envelope of a reply; nullopt, with the reason in `why`, when it is malformed.
-inline std::optional<ReplyEnvelope> parse_reply_envelope(const Frames& frames, const char*& why) {
-    if (frames.size() < kReplyBody) {
-        why = "fewer than 5 frames";
-        return std::nullopt;
+// Holds one message from the broker and hands out its ANSWER records in order.
+class AnswerReader {
+  public:
+    Frames& message() noexcept { return message_; }
+
+    // Parses message(); false, with the reason in `why`, when it is not a ZB/1 message of
+    // ANSWER records carrying our 8-byte ids. Then nothing of it is handed out.
+    bool start(const char*& why) {
+        next_ = 0;
+        if (!wire::parse(message_, 0, records_, why)) {
+            records_.clear();
+            return false;
+        }
+        const bool ours = std::all_of(records_.begin(), records_.end(), [](const auto& record) {
+            return record.command == wire::Command::answer && decode_request_id(record.id);
+        });
+        if (!ours) {
+            why = "records other than ANSWER, or ids this client does not send";
+            records_.clear();
+            return false;
+        }
+        return true;
     }
-    if (frames[0].size() != 0) {
-        why = "no empty delimiter frame";
-        return std::nullopt;
+
+    // The next answer of the message, nullopt when all were handed out.
+    std::optional<Answer> next() {
+        if (next_ >= records_.size()) return std::nullopt;
+        const wire::Record& record = records_[next_++];
+        Answer answer{*decode_request_id(record.id), record.status, {}};
+        // An empty inline body is no body: a failure status carries none.
+        if (record.body.in_frames || !record.body.bytes.empty())
+            wire::move_body(message_, record.body, answer.body);
+        return answer;
     }
-    if (view(frames[1]) != protocol::kZbcClient) {
-        why = "protocol frame is not ZBC01";
-        return std::nullopt;
-    }
-    const auto id = decode_request_id(view(frames[kReplyRequestId]));
-    if (!id) {
-        why = "request id is not one this client sends (8 bytes)";
-        return std::nullopt;
-    }
-    const auto status = protocol::parse_status(view(frames[kReplyStatus]));
-    if (!status || *status == protocol::Status::no_reply) {
-        why = "status is not a known 3-digit code";
-        return std::nullopt;
-    }
-    return ReplyEnvelope{*id, *status};
-}
+
+  private:
+    Frames message_;
+    std::vector<wire::Record> records_;
+    std::size_t next_ = 0;
+};
 
 // The broker answers 503/504 exactly at the deadline a client sends, which is the client's own
 // timeout: a client listens this much longer, so that answer arrives instead of racing it.

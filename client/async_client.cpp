@@ -8,9 +8,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include "client/zbc_envelope.hpp"
+#include "client/answer_reader.hpp"
 #include "shared/clock.hpp"
-#include "shared/request_headers.hpp"
 
 namespace zbroker {
 namespace detail {
@@ -85,8 +84,6 @@ void AsyncClient::open(zmq::context_t& context, const std::optional<CurveClientK
     socket_.set(zmq::sockopt::rcvhwm, 0);
     if (curve) apply_curve_client(socket_, *curve);
     socket_.connect(endpoint_);
-    request_.reserve(detail::kReplyBody + 1);
-    reply_.reserve(detail::kReplyBody + 1);
 }
 
 AsyncClient::~AsyncClient() = default;
@@ -95,27 +92,35 @@ AsyncClient& AsyncClient::operator=(AsyncClient&&) noexcept = default;
 
 std::optional<std::uint64_t> AsyncClient::send(std::string_view service, std::string_view body,
                                                std::chrono::milliseconds deadline) {
+    const auto id = queue(service, body, deadline);
+    flush();
+    return id;
+}
+
+std::optional<std::uint64_t> AsyncClient::queue(std::string_view service, std::string_view body,
+                                                std::chrono::milliseconds deadline) {
     if (in_flight_.size() >= window_) return std::nullopt;
-    if (deadline != headers_deadline_) {
-        // Encoded once per distinct deadline: a run of sends reuses the same bytes.
-        RequestHeaders headers;
-        if (deadline.count() > 0) headers.deadline = deadline;
-        headers_ = encode_request_headers(headers);
-        headers_deadline_ = deadline;
-    }
-    const std::uint64_t id = next_request_id_;
-    detail::build_request_envelope(request_, service, id, headers_);
-    request_.emplace_back(body.data(), body.size());
-    if (send_frames(socket_, request_, zmq::send_flags::dontwait) != SendResult::sent) {
-        return std::nullopt;
-    }
-    ++next_request_id_;
+    const std::uint64_t id = next_request_id_++;
+    const detail::RequestIdBytes id_bytes = detail::encode_request_id(id);
+    pending_.request({id_bytes.data(), id_bytes.size()}, service, detail::deadline_ms(deadline),
+                     body);
     in_flight_.insert(id);
     if (deadline.count() > 0) {
         give_up_.emplace_back(now() + deadline + detail::reply_grace(deadline), id);
         std::push_heap(give_up_.begin(), give_up_.end(), std::greater<>{});
     }
+    if (pending_.size() >= wire::kBatchBytes) flush();
     return id;
+}
+
+void AsyncClient::flush() {
+    if (pending_.empty()) return;
+    request_.clear();
+    pending_.take(request_);
+    // With no high-water mark a DEALER queues whatever it is given while it connects, so this
+    // cannot would-block; were it ever to, the requests complete as no_reply at their deadline.
+    if (send_frames(socket_, request_, zmq::send_flags::dontwait) != SendResult::sent)
+        spdlog::warn("could not queue requests to {}: they get no answer", endpoint_);
 }
 
 std::optional<Completion> AsyncClient::give_up_due(TimePoint at) {
@@ -138,10 +143,16 @@ std::optional<Completion> AsyncClient::give_up_due(TimePoint at) {
 }
 
 std::optional<Completion> AsyncClient::receive(std::chrono::milliseconds timeout) {
+    flush();
     std::optional<TimePoint> give_up;  // read the clock only when we have to wait
     while (true) {
-        if (recv_frames(socket_, reply_, zmq::recv_flags::dontwait)) {
-            if (auto done = complete_reply()) return done;
+        if (auto done = next_awaited()) return done;
+        if (recv_frames(socket_, answers_.message(), zmq::recv_flags::dontwait)) {
+            const char* why = "";
+            if (!answers_.start(why)) {
+                spdlog::warn("ignoring a malformed reply from {}: {}: {}", endpoint_, why,
+                             describe(answers_.message()));
+            }
             continue;
         }
         const TimePoint at = now();
@@ -161,25 +172,13 @@ std::optional<Completion> AsyncClient::receive(std::chrono::milliseconds timeout
     }
 }
 
-std::optional<Completion> AsyncClient::complete_reply() {
-    const char* why = "";
-    const auto envelope = detail::parse_reply_envelope(reply_, why);
-    if (!envelope) {
-        spdlog::warn("ignoring a malformed reply from {}: {}: {}", endpoint_, why,
-                     describe(reply_));
-        return std::nullopt;
+std::optional<Completion> AsyncClient::next_awaited() {
+    while (auto answer = answers_.next()) {
+        if (in_flight_.erase(answer->id))
+            return Completion{answer->id, answer->status, std::move(answer->body)};
+        spdlog::debug("ignoring a reply for request {} that is not in flight", answer->id);
     }
-    if (!in_flight_.erase(envelope->id)) {
-        spdlog::debug("ignoring a reply for request {} that is not in flight", envelope->id);
-        return std::nullopt;
-    }
-    Completion done{envelope->id, envelope->status, {}};
-    if (reply_.size() > detail::kReplyBody) {
-        done.body.reserve(reply_.size() - detail::kReplyBody);
-        for (std::size_t i = detail::kReplyBody; i < reply_.size(); ++i)
-            done.body.push_back(std::move(reply_[i]));
-    }
-    return done;
+    return std::nullopt;
 }
 
 }  // namespace zbroker

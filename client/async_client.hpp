@@ -1,4 +1,4 @@
-// Pipelined ZBC01 client: a window of requests in flight, replies matched by request id.
+// Pipelined ZB/1 client: a window of requests in flight, replies matched by request id.
 #pragma once
 
 #include <chrono>
@@ -14,6 +14,8 @@
 #include "../shared/curve_keys.hpp"
 #include "../shared/frames.hpp"
 #include "../shared/protocol.hpp"
+#include "../shared/wire.hpp"
+#include "answer_reader.hpp"
 
 namespace zbroker {
 
@@ -67,11 +69,21 @@ class AsyncClient {
     AsyncClient(AsyncClient&&) noexcept;
     AsyncClient& operator=(AsyncClient&&) noexcept;
 
-    // Queues a request; its id, or nullopt when the window is full (receive() first).
+    // Sends a request at once; its id, or nullopt when the window is full (receive() first).
     // `deadline` is sent as deadline_ms; 0 means none, and then only cancel() frees its place
     // if no answer ever comes.
     std::optional<std::uint64_t> send(std::string_view service, std::string_view body,
                                       std::chrono::milliseconds deadline = {});
+
+    // As send(), but holds the request until the next flush() or receive(): the requests
+    // queued in between travel as one message, which costs the broker and this client one
+    // message instead of one each. The way to pipeline: queue what the window allows, then
+    // receive().
+    std::optional<std::uint64_t> queue(std::string_view service, std::string_view body,
+                                       std::chrono::milliseconds deadline = {});
+
+    // Sends the queued requests now. receive() does it first thing.
+    void flush();
 
     // The next reply to a request in flight, or a no_reply completion for one whose deadline
     // and grace passed without an answer; nullopt when neither came within `timeout`.
@@ -89,8 +101,8 @@ class AsyncClient {
 
   private:
     void open(zmq::context_t& context, const std::optional<CurveClientKeys>& curve);
-    // The completion in reply_, or nullopt when it is malformed or not awaited.
-    std::optional<Completion> complete_reply();
+    // The next answer read that is awaited, or nullopt when none is left in the message.
+    std::optional<Completion> next_awaited();
     // A no_reply completion for the first request in flight whose give-up time is past.
     std::optional<Completion> give_up_due(std::chrono::steady_clock::time_point at);
 
@@ -100,11 +112,10 @@ class AsyncClient {
     zmq::socket_t socket_;
     std::uint64_t next_request_id_ = 1;
     detail::RequestIdSet in_flight_;
-    // Reused for every request and reply, so the hot path allocates nothing for small bodies.
+    // Reused for every message, so the hot path allocates nothing for small bodies.
+    wire::Writer pending_;  // requests queued since the last flush
     Frames request_;
-    Frames reply_;
-    std::chrono::milliseconds headers_deadline_{-1};
-    std::string headers_;  // encoded for headers_deadline_
+    detail::AnswerReader answers_;
     // When to stop waiting for requests sent with a deadline, earliest first. Entries of
     // answered requests stay until due, or until there are many (see give_up_due()).
     std::vector<std::pair<std::chrono::steady_clock::time_point, std::uint64_t>> give_up_;

@@ -1,4 +1,4 @@
-// Client: the Lazy Pirate pattern over a DEALER socket speaking ZBC01.
+// Client: the Lazy Pirate pattern over a DEALER socket speaking ZB/1.
 #include "client/client.hpp"
 
 #include <algorithm>
@@ -6,9 +6,8 @@
 
 #include <spdlog/spdlog.h>
 
-#include "client/zbc_envelope.hpp"
+#include "client/answer_reader.hpp"
 #include "shared/clock.hpp"
-#include "shared/request_headers.hpp"
 
 namespace zbroker {
 namespace {
@@ -65,12 +64,12 @@ Response Client::call(std::string_view service, Frames body, const CallOptions& 
 Response Client::attempt(std::string_view service, Frames& body,
                          std::chrono::milliseconds timeout) {
     const std::uint64_t id = next_request_id_++;
-    const std::string headers = encode_request_headers({.deadline = timeout});
-    detail::build_request_envelope(request_, service, id, headers);
-    for (zmq::message_t& part : body) {
-        // Shared, not moved: a retry sends the same body again (large bodies are refcounted).
-        request_.emplace_back().copy(part);
-    }
+    const detail::RequestIdBytes id_bytes = detail::encode_request_id(id);
+    // Shared, not moved: a retry sends the same body again (large bodies are refcounted).
+    request_writer_.request({id_bytes.data(), id_bytes.size()}, service,
+                            detail::deadline_ms(timeout), {body, 0, body.size(), true});
+    request_.clear();
+    request_writer_.take(request_);
 
     const TimePoint give_up = now() + timeout + detail::reply_grace(timeout);
     // A DEALER queues while it connects; the send only fails when that queue is full.
@@ -91,26 +90,18 @@ Response Client::attempt(std::string_view service, Frames& body,
             continue;  // a signal handler ran; the deadline still holds
         }
         if ((item.revents & ZMQ_POLLIN) == 0) continue;
-        if (!recv_frames(socket_, reply_, zmq::recv_flags::dontwait)) continue;
+        if (!recv_frames(socket_, answers_.message(), zmq::recv_flags::dontwait)) continue;
 
         const char* why = "";
-        const auto envelope = detail::parse_reply_envelope(reply_, why);
-        if (!envelope) {
+        if (!answers_.start(why)) {
             spdlog::warn("ignoring a malformed reply from {}: {}: {}", endpoint_, why,
-                         describe(reply_));
+                         describe(answers_.message()));
             continue;
         }
-        if (envelope->id != id) {
-            spdlog::debug("ignoring a reply for request {} that is no longer awaited",
-                          envelope->id);
-            continue;
+        while (auto answer = answers_.next()) {
+            if (answer->id == id) return Response{answer->status, std::move(answer->body)};
+            spdlog::debug("ignoring a reply for request {} that is no longer awaited", answer->id);
         }
-        Response response{envelope->status, {}};
-        response.body.reserve(reply_.size() - detail::kReplyBody);
-        for (std::size_t i = detail::kReplyBody; i < reply_.size(); ++i) {
-            response.body.push_back(std::move(reply_[i]));
-        }
-        return response;
     }
 }
 

@@ -1,4 +1,4 @@
-// Synchronous ZBC01 client: one request at a time, Lazy Pirate retries on silence.
+// Synchronous ZB/1 client: one request at a time, Lazy Pirate retries on silence.
 #pragma once
 
 #include <chrono>
@@ -12,6 +12,7 @@
 #include "../shared/curve_keys.hpp"
 #include "../shared/frames.hpp"
 #include "../shared/protocol.hpp"
+#include "answer_reader.hpp"
 
 namespace zbroker {
 
@@ -61,8 +62,9 @@ class Client {
     std::unique_ptr<zmq::context_t> context_;  // one per client: nothing shared across threads
     zmq::socket_t socket_;
     std::uint64_t next_request_id_ = 1;
+    wire::Writer request_writer_;
     Frames request_;  // reused between attempts
-    Frames reply_;
+    detail::AnswerReader answers_;
 };
 
 }  // namespace zbroker
