@@ -7,7 +7,7 @@ packages=(
   build-essential cmake ninja-build ccache pkg-config
   libzmq3-dev cppzmq-dev libmsgpack-cxx-dev libboost-dev
   libcli11-dev libspdlog-dev nlohmann-json3-dev prometheus-cpp-dev catch2
-  python3 python3-zmq python3-msgpack
+  python3 python3-zmq python3-msgpack python3-venv python3-wheel
   clang libclang-rt-14-dev dpkg-dev
 )
 
