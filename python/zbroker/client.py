@@ -1,9 +1,9 @@
-"""ZBC01 client: synchronous calls with Lazy Pirate retries, and a pipelined window of requests."""
+"""ZB/1 client: synchronous calls with Lazy Pirate retries, and a pipelined window of requests."""
 import collections
 import logging
 import struct
 import time
-from typing import Any, List, NamedTuple, Optional
+from typing import Any, List, NamedTuple
 
 import msgpack
 import zmq
@@ -14,7 +14,6 @@ from .errors import HandlerError, Timeout, ZbrokerError, error_for_status
 log = logging.getLogger("zbroker.client")
 
 _MAX_BACKOFF = 5.0
-_EMPTY_HEADERS = msgpack.packb({})
 
 
 class Response(NamedTuple):
@@ -67,26 +66,22 @@ def reply_grace(timeout):
 
 
 def _frames_of(body):
-    if isinstance(body, (bytes, bytearray, memoryview)):
-        return [bytes(body)]
-    frames = [bytes(part) for part in body]
+    frames = protocol.body_frames(body)
     if not frames:
         raise ValueError("a request needs at least one body frame (b'' is one)")
     return frames
 
 
-def _parse_reply(frames):
-    """(request_id, status, body) of a ZBC01 answer, or None when it is malformed."""
-    if len(frames) < 5 or frames[0] != b"" or frames[1] != protocol.ZBC_CLIENT:
-        return None
-    status = frames[4]
-    if len(status) != 3 or not status.isdigit():
-        return None
-    return frames[3], int(status), frames[5:]
+def _too_many_frames(frames):
+    """A body ZB/1 cannot carry: the broker answers 413 to one of more frames from other peers."""
+    if len(frames) <= protocol.MAX_BODY_FRAMES:
+        return False
+    log.debug("refusing a request of %d body frames: the broker would answer 413", len(frames))
+    return True
 
 
 class Client:
-    """A ZBC01 client on one DEALER socket. `call()` sends msgpack and returns the decoded
+    """A ZB/1 client on one DEALER socket. `call()` sends msgpack and returns the decoded
     reply, raising a ZbrokerError subclass for any other status; `call_raw()` does the same with
     bytes; `request()` returns the status instead of raising; `pipeline()` keeps a window of
     requests in flight.
@@ -128,7 +123,7 @@ class Client:
         the ZbrokerError subclass named after them (Unavailable for 503, ...)."""
         frames = self.call_raw(service, pack(payload), timeout=timeout, deadline_ms=deadline_ms,
                                retries=retries)
-        if not frames:
+        if not frames or frames == [b""]:  # no body: ZB/1 writes it as an empty one
             return None
         try:
             reply = unpack(frames[0])
@@ -160,12 +155,16 @@ class Client:
         every attempt went unanswered. `deadline_ms` defaults to the timeout; 0 sends none."""
         timeout = self._timeout(timeout)
         attempts = 1 + max(self._retries(retries), 0)
-        headers = self._headers(timeout, deadline_ms)
-        envelope = self._envelope(service)
+        service = self._service(service)
         frames = _frames_of(body)
+        deadline, refused = self._deadline(service, timeout, deadline_ms)
+        if refused:
+            return Response(protocol.BAD_REQUEST, [])
+        if _too_many_frames(frames):
+            return Response(protocol.TOO_LARGE, [])
         backoff = self.backoff
         for attempt in range(1, attempts + 1):
-            response = self._attempt(envelope, headers, frames, timeout)
+            response = self._attempt(service, deadline, frames, timeout)
             if response.status != protocol.NO_REPLY:
                 return response
             log.debug("no reply from %s for %r within %s s (attempt %d of %d)", self.endpoint,
@@ -181,20 +180,41 @@ class Client:
         """Yields a Result(status, reply) per payload, in input order, keeping at most `window`
         requests between the oldest unanswered and the newest sent. Nothing is retried: a
         request without an answer within `timeout` (plus a grace) yields status NO_REPLY (0).
-        With raw=True payloads are bytes (or frame lists) and replies frame lists."""
+        With raw=True payloads are bytes (or frame lists) and replies frame lists.
+
+        The requests that fit in the window at one time go out as one message (several past
+        protocol.BATCH_BYTES of envelope), and the broker batches its answers the same way."""
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window!r}")
         timeout = self._timeout(timeout)
         wait = timeout + reply_grace(timeout)
-        headers = self._headers(timeout, deadline_ms)
-        envelope = self._envelope(service)
+        service = self._service(service)
+        deadline, refused = self._deadline(service, timeout, deadline_ms)
         payloads = iter(payloads)
         exhausted = False
         pending = {}  # request id -> input index
         expiries = collections.deque()  # (give up at, request id), in sending order
         answered = {}  # input index -> Result, until its turn to be yielded
+        writer = protocol.Writer()
+        batch = []  # (request id, input index) of the records in `writer`
         sent = yielded = 0
         silent = False
+
+        def flush():
+            nonlocal silent
+            if writer.empty:
+                return
+            delivered = self._send(writer.take(), wait)
+            give_up = time.monotonic() + wait
+            for request_id, index in batch:
+                if delivered:
+                    pending[request_id] = index
+                    expiries.append((give_up, request_id))
+                else:
+                    answered[index] = Result(protocol.NO_REPLY, None)
+                    silent = True
+            batch.clear()
+
         try:
             while True:
                 while not exhausted and sent - yielded < window:
@@ -203,15 +223,19 @@ class Client:
                     except StopIteration:
                         exhausted = True
                         break
-                    request_id = self._new_id()
                     body = _frames_of(payload) if raw else [pack(payload)]
-                    if self._send(envelope + [request_id, headers] + body, wait):
-                        pending[request_id] = sent
-                        expiries.append((time.monotonic() + wait, request_id))
+                    if refused:
+                        answered[sent] = Result(protocol.BAD_REQUEST, None)
+                    elif _too_many_frames(body):
+                        answered[sent] = Result(protocol.TOO_LARGE, None)
                     else:
-                        answered[sent] = Result(protocol.NO_REPLY, None)
-                        silent = True
+                        request_id = self._new_id()
+                        writer.request(request_id, service, body, deadline)
+                        batch.append((request_id, sent))
+                        if len(writer) >= protocol.BATCH_BYTES:
+                            flush()
                     sent += 1
+                flush()
                 while yielded in answered:
                     yield answered.pop(yielded)
                     yielded += 1
@@ -232,16 +256,16 @@ class Client:
                     continue
                 while True:
                     try:
-                        frames = self._socket.recv_multipart(zmq.NOBLOCK)
+                        message = self._socket.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    parsed = _parse_reply(frames)
-                    if parsed is None or parsed[0] not in pending:
-                        log.debug("ignoring a malformed or unawaited answer: %r", frames[:5])
-                        continue
-                    request_id, status, body = parsed
-                    answered[pending.pop(request_id)] = Result(status,
-                                                               self._decode(status, body, raw))
+                    for record in self._answers(message):
+                        index = pending.pop(record.id, None)
+                        if index is None:
+                            log.debug("ignoring an answer to request %r, not awaited", record.id)
+                            continue
+                        answered[index] = Result(record.status,
+                                                 self._decode(record.status, record.body, raw))
         finally:
             # Answers still to come belong to nobody now: a new socket never sees them.
             if pending or silent:
@@ -274,20 +298,25 @@ class Client:
     def _retries(self, retries):
         return self.retries if retries is None else retries
 
-    @staticmethod
-    def _headers(timeout, deadline_ms):
-        if deadline_ms is None:
-            deadline_ms = max(1, int(timeout * 1000))
-        if deadline_ms == 0:
-            return _EMPTY_HEADERS
-        return pack({protocol.HEADER_DEADLINE_MS: int(deadline_ms)})
-
-    def _envelope(self, service):
-        """The frames before a request's id: "" ZBC01 service."""
+    def _service(self, service):
         if self._socket is None:
             raise RuntimeError(f"this Client of {self.endpoint} is closed: make a new one")
-        service = service.encode() if isinstance(service, str) else bytes(service)
-        return [b"", protocol.ZBC_CLIENT, service]
+        return service.encode() if isinstance(service, str) else bytes(service)
+
+    @staticmethod
+    def _deadline(service, timeout, deadline_ms):
+        """(deadline_ms to send or None, refused). Refused: what the broker would answer 400
+        and ZB/1 cannot even carry, a service name over 255 bytes or a negative deadline_ms;
+        answered 400 here, as the broker did when these went over ZBC01."""
+        if deadline_ms is None:
+            deadline_ms = max(1, int(timeout * 1000))
+        deadline_ms = int(deadline_ms)
+        if len(service) > protocol.MAX_SERVICE_NAME_SIZE or deadline_ms < 0:
+            log.debug("refusing a request for %r (deadline_ms %d): the broker would answer 400",
+                      service[:40], deadline_ms)
+            return None, True
+        # ZB/1 carries at most 2**32 - 1 ms (49.7 days); a longer deadline is cut to that.
+        return (min(deadline_ms, protocol.MAX_U32) if deadline_ms else None), False
 
     def _new_id(self):
         request_id = struct.pack("<Q", self._next_id)
@@ -313,10 +342,12 @@ class Client:
             log.debug("could not queue a request to %s within %s s", self.endpoint, wait)
             return False
 
-    def _attempt(self, envelope, headers, body, timeout):
+    def _attempt(self, service, deadline, body, timeout):
         request_id = self._new_id()
+        writer = protocol.Writer()
+        writer.request(request_id, service, body, deadline)
         give_up = time.monotonic() + timeout + reply_grace(timeout)
-        if not self._send(envelope + [request_id, headers] + body, timeout):
+        if not self._send(writer.take(), timeout):
             return Response(protocol.NO_REPLY, [])
         while True:
             left = give_up - time.monotonic()
@@ -324,15 +355,26 @@ class Client:
                 if time.monotonic() >= give_up:
                     return Response(protocol.NO_REPLY, [])
                 continue
-            frames = self._socket.recv_multipart()
-            parsed = _parse_reply(frames)
-            if parsed is None:
-                log.warning("ignoring a malformed answer from %s: %r", self.endpoint, frames[:5])
-                continue
-            if parsed[0] != request_id:
-                log.debug("ignoring an answer to request %r, no longer awaited", parsed[0])
-                continue
-            return Response(parsed[1], parsed[2])
+            for record in self._answers(self._socket.recv_multipart()):
+                if record.id == request_id:
+                    return Response(record.status,
+                                    record.body if record.status == protocol.OK else [])
+                log.debug("ignoring an answer to request %r, no longer awaited", record.id)
+
+    def _answers(self, message):
+        """The ANSWER records of a message from the broker; none when it is malformed (it is
+        then ignored whole, as the broker does with ours)."""
+        try:
+            records = protocol.decode(message)
+        except protocol.MalformedMessage as e:
+            log.warning("ignoring a malformed message from %s (%s): %r", self.endpoint, e,
+                        [bytes(frame[:64]) for frame in message[:4]])
+            return []
+        if any(record.command != protocol.Command.ANSWER for record in records):
+            log.warning("ignoring a message from %s with records other than ANSWER: %s",
+                        self.endpoint, [record.command.name for record in records])
+            return []
+        return records
 
     @staticmethod
     def _decode(status, body, raw):
@@ -340,4 +382,4 @@ class Client:
             return None
         if raw:
             return body
-        return unpack(body[0]) if body else None
+        return unpack(body[0]) if body and body[0] else None

@@ -1,11 +1,15 @@
 """The Python package (python/zbroker) against real zbroker and zworker processes, zclient and
-the Python examples. Run: ZBROKER_BIN_DIR=build/release/bin PYTHONPATH=python
-python3 -m unittest discover -s tests/python -v"""
+the Python examples; its ZB/1 codec (protocol.py) on its own; and its client and worker against
+scripted brokers that show what they put on the wire. Run: ZBROKER_BIN_DIR=build/release/bin
+PYTHONPATH=python python3 -m unittest discover -s tests/python -v"""
+import collections
 import json
+import logging
 import os
 import queue
 import re
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -25,6 +29,7 @@ import zbroker  # noqa: E402
 from processes import (PATIENCE, START_PATIENCE, Process, binary, start_broker,  # noqa: E402
                        too_slow)
 from zbroker import protocol  # noqa: E402
+from zbroker.protocol import Command  # noqa: E402
 
 PATIENCE_MS = int(PATIENCE * 1000)
 
@@ -51,9 +56,50 @@ def stop_process(child):
         child.proc.stderr.close()
 
 
+def message(*records, frames=()):
+    """A ZB/1 message written by hand: the signature, the records' bytes, then `frames`."""
+    return [protocol.SIGNATURE + b"".join(records), *frames]
+
+
+def inline(body):
+    return struct.pack("<BI", 0, len(body)) + body
+
+
+def answer_record(request_id, status, body=b""):
+    return (b"\x12" + bytes([len(request_id)]) + request_id + struct.pack("<H", status) +
+            inline(body))
+
+
+class LogWatcher(logging.Handler):
+    """Collects what a zbroker logger says, at every level, so a test can wait for a line."""
+
+    def __init__(self, test, name):
+        super().__init__(logging.DEBUG)
+        self._cond = threading.Condition()
+        self.lines = []
+        logger = logging.getLogger(name)
+        level = logger.level
+        logger.setLevel(logging.DEBUG)
+        logger.addHandler(self)
+        test.addCleanup(logger.setLevel, level)
+        test.addCleanup(logger.removeHandler, self)
+
+    def emit(self, record):
+        with self._cond:
+            self.lines.append(record.getMessage())
+            self._cond.notify_all()
+
+    def wait_for(self, pattern, timeout=PATIENCE):
+        regex = re.compile(pattern)
+        with self._cond:
+            if not self._cond.wait_for(lambda: any(regex.search(l) for l in self.lines), timeout):
+                raise AssertionError(too_slow(f"a log line matching {pattern!r}", timeout) +
+                                     f"; got {self.lines}")
+
+
 class FakeBroker(threading.Thread):
-    """A ROUTER on an ephemeral port that records ZBC01 requests and sends only what it is told,
-    to see what a client puts on the wire and how it takes odd answers."""
+    """A ROUTER on an ephemeral port that records the ZB/1 messages a client sends and sends only
+    what it is told, to see what a client puts on the wire and how it takes odd answers."""
 
     def __init__(self):
         super().__init__(daemon=True)
@@ -61,8 +107,10 @@ class FakeBroker(threading.Thread):
         self.socket.linger = 0
         self.socket.bind("tcp://127.0.0.1:*")
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        self.requests = []  # [identity, "", ZBC01, service, id, headers, body...]
-        self.on_request = None  # returns the messages to send for a request
+        self.messages = []  # (identity, frames, records) per message received
+        self.requests = []  # (identity, REQUEST record) per record received, in order
+        self.errors = []  # messages that did not decode: the client broke the protocol
+        self.on_request = None  # returns the messages to send for a (identity, record)
         self._outbox = queue.Queue()
         self._stopping = threading.Event()
         self._cond = threading.Condition()
@@ -71,35 +119,120 @@ class FakeBroker(threading.Thread):
     def run(self):
         while not self._stopping.is_set():
             if self.socket.poll(10):
-                frames = self.socket.recv_multipart()
+                identity, *frames = self.socket.recv_multipart()
+                try:
+                    records = protocol.decode(frames)
+                except protocol.MalformedMessage as e:
+                    records = []
+                    self.errors.append(f"{e}: {frames!r:.200}")
                 with self._cond:
-                    self.requests.append(frames)
+                    self.messages.append((identity, frames, records))
+                    self.requests += [(identity, record) for record in records]
                     self._cond.notify_all()
-                for message in self.on_request(frames) if self.on_request else []:
-                    self.socket.send_multipart(message)
+                for record in records:
+                    for answer in self.on_request((identity, record)) if self.on_request else []:
+                        self.socket.send_multipart(answer)
             while not self._outbox.empty():
                 self.socket.send_multipart(self._outbox.get())
         self.socket.close()
 
     @staticmethod
-    def answer(request, status=b"200", body=(b"",), request_id=None):
-        identity, _, header, service, rid = request[:5]
-        return [identity, b"", header, service, rid if request_id is None else request_id, status,
-                *body]
+    def answer(request, status=200, body=(b"",), request_id=None):
+        return FakeBroker.answers([request], status, body, request_id)
+
+    @staticmethod
+    def answers(requests, status=200, body=None, request_id=None):
+        """One message answering every request of `requests` (of one client), in that order;
+        each echoes its request's body unless `body` is given."""
+        writer = protocol.Writer()
+        for _, record in requests:
+            writer.answer(record.id if request_id is None else request_id, status,
+                          list(record.body if body is None else body))
+        return [requests[0][0], *writer.take()]
 
     def send(self, message):
         self._outbox.put(message)
 
-    def wait_for_requests(self, count, timeout=PATIENCE):
+    def _wait(self, what, count, timeout):
         with self._cond:
-            if not self._cond.wait_for(lambda: len(self.requests) >= count, timeout):
-                raise AssertionError(too_slow(f"{count} requests arriving", timeout) +
-                                     f"; {len(self.requests)} did")
-            return list(self.requests)
+            if not self._cond.wait_for(lambda: len(getattr(self, what)) >= count or self.errors,
+                                       timeout):
+                raise AssertionError(too_slow(f"{count} {what} arriving", timeout) +
+                                     f"; {len(getattr(self, what))} did")
+            if self.errors:
+                raise AssertionError(f"the client sent malformed ZB/1: {self.errors}")
+            return list(getattr(self, what))
+
+    def wait_for_requests(self, count, timeout=PATIENCE):
+        return self._wait("requests", count, timeout)
+
+    def wait_for_messages(self, count, timeout=PATIENCE):
+        return self._wait("messages", count, timeout)
 
     def stop(self):
         self._stopping.set()
         self.join(5)
+
+
+class ScriptedBroker:
+    """A ROUTER on an ephemeral port that a test drives itself, record by record, to see what a
+    worker puts on the wire and in which order. HEARTBEATs are skipped unless asked for."""
+
+    def __init__(self, test):
+        self.socket = zmq.Context.instance().socket(zmq.ROUTER)
+        self.socket.linger = 0
+        self.socket.bind("tcp://127.0.0.1:*")
+        self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.messages = []  # the records of each message received, in order
+        self._unread = collections.deque()  # (identity, record) not yet returned by next()
+        test.addCleanup(self.socket.close)
+
+    def next(self, timeout=PATIENCE, keepalive_to=None, skip=(Command.HEARTBEAT,)):
+        """The next (identity, record) a worker sent. With `keepalive_to` (an identity), sends it
+        a HEARTBEAT every 50 ms meanwhile, so that it never finds this broker silent."""
+        deadline = time.monotonic() + timeout
+        while True:
+            while self._unread:
+                identity, record = self._unread.popleft()
+                if record.command not in skip:
+                    return identity, record
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(too_slow("a record from the worker", timeout))
+            if keepalive_to is not None:
+                self.send(keepalive_to, lambda w: w.heartbeat())
+            if self.socket.poll(max(1, int(min(left, 0.05) * 1000))):
+                identity, *frames = self.socket.recv_multipart()
+                records = protocol.decode(frames)  # the worker must send nothing malformed
+                self.messages.append(records)
+                self._unread += [(identity, record) for record in records]
+
+    def expect(self, command, **options):
+        identity, record = self.next(**options)
+        if record.command != command:
+            raise AssertionError(f"expected {command.name} from the worker, got {record}")
+        return identity, record
+
+    def send(self, identity, write):
+        """Sends one message to `identity`: `write` adds its records to a protocol.Writer."""
+        writer = protocol.Writer()
+        write(writer)
+        self.socket.send_multipart([identity, *writer.take()])
+
+    def send_frames(self, identity, frames):
+        self.socket.send_multipart([identity, *frames])
+
+    def stop_worker(self, worker):
+        """Stops `worker` as a broker would have it: echoes its CREDIT 0, so it need not wait."""
+        stopper = threading.Thread(target=worker.stop, args=(PATIENCE,))
+        stopper.start()
+        deadline = time.monotonic() + PATIENCE
+        while stopper.is_alive() and time.monotonic() < deadline:
+            if self.socket.poll(50):
+                identity, *frames = self.socket.recv_multipart()
+                if any(r.command == Command.CREDIT for r in protocol.decode(frames)):
+                    self.send(identity, lambda w: w.credit(0))
+        stopper.join()
 
 
 class BrokerTestCase(unittest.TestCase):
@@ -187,21 +320,149 @@ class ProtocolConstants(unittest.TestCase):
         self.assertEqual(protocol.MMI_FOUND.decode(), strings["kMmiFound"])
         self.assertEqual(protocol.MMI_FORBIDDEN.decode(), strings["kMmiForbidden"])
         self.assertEqual(protocol.HEADER_DEADLINE_MS, strings["kHeaderDeadlineMs"])
+        self.assertIn(f"kMaxRequestIdSize = {protocol.MAX_REQUEST_ID_SIZE};", header)
+        self.assertIn(f"kMaxServiceNameSize = {protocol.MAX_SERVICE_NAME_SIZE};", header)
 
-        def enum(name):
-            body = re.search(r"enum class %s[^{]*\{(.*?)\};" % name, header, re.S).group(1)
-            return {key.upper(): int(value, 0) for key, value in re.findall(r"(\w+) = (\w+),", body)}
-
-        commands = enum("WorkerCommand")
+        commands = enum(header, "WorkerCommand")
         self.assertEqual(len(commands), 5)
         for name, value in commands.items():
             self.assertEqual(getattr(protocol, name), bytes([value]), name)
-        statuses = enum("Status")
+        statuses = enum(header, "Status")
         self.assertEqual(len(statuses), 8)
         for name, value in statuses.items():
             self.assertEqual(getattr(protocol, name), value, name)
+        self.assertEqual(protocol.STATUSES, set(statuses.values()) - {protocol.NO_REPLY})
         self.assertIn(f"kHeartbeatInterval{{{protocol.HEARTBEAT_INTERVAL_MS}}}", header)
         self.assertIn(f"kHeartbeatLiveness = {protocol.HEARTBEAT_LIVENESS};", header)
+
+    def test_zb1_constants_match_shared_wire_hpp(self):
+        with open(os.path.join(ROOT, "shared", "wire.hpp")) as f:
+            header = f.read()
+        self.assertIn(r'kSignature{"ZB\x01", 3}', header)
+        self.assertEqual(protocol.SIGNATURE, b"ZB\x01")
+        self.assertIn(f"kVersion = {protocol.VERSION};", header)
+        commands = enum(header, "Command")
+        self.assertEqual(commands, {command.name: command.value for command in Command})
+        self.assertIn(f"kHasDeadline = {protocol.HAS_DEADLINE:#04x};", header)
+        self.assertIn(f"kInlineBodyLimit = {protocol.INLINE_BODY_LIMIT};", header)
+        self.assertIn(f"kMaxBodyFrames = 0x{protocol.MAX_BODY_FRAMES:X};", header)
+        self.assertIn(f"kBatchBytes = {protocol.BATCH_BYTES // 1024} * 1024;", header)
+
+
+def enum(header, name):
+    body = re.search(r"enum class %s[^{]*\{(.*?)\};" % name, header, re.S).group(1)
+    return {key.upper(): int(value, 0) for key, value in re.findall(r"(\w+) = (\w+),", body)}
+
+
+class Wire(unittest.TestCase):
+    """protocol.py's ZB/1 encoder and decoder on their own, against bytes written by hand."""
+
+    def test_request_is_encoded_as_docs_protocol_md_shows(self):
+        body = b"\xa2hi"
+        expected = (b"\x11" + b"\x01" + struct.pack("<I", 2000) + b"\x05req-1" + b"\x04echo" +
+                    b"\x00" + struct.pack("<I", len(body)) + body)  # the docs' example
+        writer = protocol.Writer()
+        writer.request(b"req-1", "echo", body, deadline_ms=2000)
+        self.assertEqual(writer.take(), [b"ZB\x01" + expected])
+        writer.request(b"req-1", b"echo", [body])
+        self.assertEqual(writer.take(), [b"ZB\x01\x11\x00\x05req-1\x04echo" + inline(body)])
+
+    def test_every_command_round_trips(self):
+        writer = protocol.Writer()
+        writer.request(b"\x01" * 8, "svc", b"q", deadline_ms=0)
+        writer.answer(b"id", 504)
+        writer.ready("svc", 7)
+        writer.job(b"token", [b"a", b"b"], deadline_ms=protocol.MAX_U32)
+        writer.reply(b"token", b"r")
+        writer.heartbeat()
+        writer.disconnect()
+        writer.credit(0)
+        self.assertEqual(writer.records, 8)
+        records = protocol.decode(writer.take())
+        self.assertEqual([r.command for r in records], list(Command))
+        request, answer, ready, job, reply, _, _, credit = records
+        self.assertEqual((request.id, request.service, request.deadline_ms, request.body),
+                         (b"\x01" * 8, b"svc", 0, [b"q"]))
+        self.assertEqual((answer.id, answer.status, answer.body), (b"id", 504, [b""]))
+        self.assertEqual((ready.service, ready.credit), (b"svc", 7))
+        self.assertEqual((job.token, job.deadline_ms, job.body),
+                         (b"token", protocol.MAX_U32, [b"a", b"b"]))
+        self.assertEqual((reply.token, reply.deadline_ms, reply.body), (b"token", None, [b"r"]))
+        self.assertEqual(credit.credit, 0)
+        self.assertTrue(writer.empty)
+
+    def test_several_records_claim_their_body_frames_in_order(self):
+        big = bytes(range(256)) * 17  # 4352 bytes: over the inline limit
+        writer = protocol.Writer()
+        writer.answer(b"1", 200, [b"x" * protocol.INLINE_BODY_LIMIT])  # at the limit: inline
+        writer.answer(b"2", 200, big)  # one frame, too large: its own frame
+        writer.answer(b"3", 200, [b"small", b"", b"three"])  # several frames: in frames
+        writer.answer(b"4", 200, [])  # no body: empty inline
+        frames = writer.take()
+        self.assertEqual(frames[1:], [big, b"small", b"", b"three"])
+        records = protocol.decode(frames)
+        self.assertEqual([(r.id, r.body) for r in records],
+                         [(b"1", [b"x" * 4096]), (b"2", [big]), (b"3", [b"small", b"", b"three"]),
+                          (b"4", [b""])])
+        # By hand: the second record's two frames come after the first record's one.
+        by_hand = message(b"\x23\x01a\x01\x01\x00", b"\x23\x01b\x01\x02\x00", b"\x24",
+                          frames=[b"A", b"B1", b"B2"])
+        self.assertEqual([(r.command, r.token, r.body) for r in protocol.decode(by_hand)],
+                         [(Command.REPLY, b"a", [b"A"]), (Command.REPLY, b"b", [b"B1", b"B2"]),
+                          (Command.HEARTBEAT, b"", ())])
+
+    def test_large_batches_stay_one_message_until_the_sender_takes_them(self):
+        writer = protocol.Writer()
+        for i in range(2000):
+            writer.request(struct.pack("<Q", i), "echo", b"x" * 40)
+        self.assertGreater(len(writer), protocol.BATCH_BYTES)  # the sender's cue to take()
+        records = protocol.decode(writer.take())
+        self.assertEqual([r.id for r in records], [struct.pack("<Q", i) for i in range(2000)])
+
+    def test_malformed_messages_are_refused_whole(self):
+        good = answer_record(b"id", 200, b"body")
+        cases = {
+            "no frames": [],
+            "no signature": [b"\x00" + good],
+            "an MDP message": [b"", b"MDPW01", b"\x04"],
+            "version 2": [b"ZB\x02" + good],
+            "no record": message(),
+            "an unknown command": message(good, b"\x30"),
+            "a command of 0": message(b"\x00"),
+            "an unknown flag": message(b"\x22\x01t\x02" + inline(b"")),
+            "an unknown body form": message(b"\x23\x01t\x02\x00\x00\x00\x00"),
+            "an unknown status": message(answer_record(b"id", 201)),
+            "no status at all": message(answer_record(b"id", 0)),
+            "an inline body past the end": message(b"\x23\x01t\x00\x05\x00\x00\x00abc"),
+            "a body claiming a frame that is not there": message(b"\x23\x01t\x01\x01\x00"),
+            "a frame no record claims": message(good, frames=[b"stray"]),
+            "an id longer than the envelope": message(b"\x12\x09short"),
+            "a deadline cut short": message(b"\x11\x01\x10\x27"),
+        }
+        # A valid record, then one cut short anywhere: nothing of the message is returned.
+        for cut in range(1, len(good)):
+            cases[f"a second record cut after {cut} byte(s)"] = message(good, good[:cut])
+        for what, frames in cases.items():
+            with self.subTest(what), self.assertRaises(protocol.MalformedMessage):
+                protocol.decode(frames)
+        self.assertEqual(len(protocol.decode(message(good, good))), 2)  # the uncut one is fine
+
+    def test_what_zb1_cannot_carry_is_refused_and_leaves_the_message_as_it_was(self):
+        writer = protocol.Writer()
+        writer.heartbeat()
+        before = (len(writer), writer.records)
+        for write in (lambda: writer.request(b"x" * 256, "svc", b""),
+                      lambda: writer.request(b"id", "s" * 256, b""),
+                      lambda: writer.request(b"id", "svc", b"", deadline_ms=-1),
+                      lambda: writer.request(b"id", "svc", b"", deadline_ms=2 ** 32),
+                      lambda: writer.ready("svc", 2 ** 32),
+                      lambda: writer.answer(b"id", 201),
+                      lambda: writer.reply(b"t", [b""] * (protocol.MAX_BODY_FRAMES + 1))):
+            with self.assertRaises(ValueError):
+                write()
+        self.assertEqual((len(writer), writer.records), before)
+        writer.request(b"x" * 255, "s" * 255, b"")  # the longest that fits
+        self.assertEqual(protocol.decode(writer.take())[1].id, b"x" * 255)
 
 
 class ClientWithZworker(BrokerTestCase):
@@ -238,6 +499,22 @@ class ClientWithZworker(BrokerTestCase):
         self.assertEqual(results, [(200, i) for i in range(1000)])
         # Each sent once: the broker served exactly 1000, nothing retried or duplicated.
         self.assertEqual(client.services()["echo"]["served"], 1000)
+        # Requests went out many to a message, answers came back so: the broker read them all.
+        self.assertEqual(client.stats()["malformed"]["bad_envelope"], 0)
+
+    def test_large_bodies_travel_in_frames_of_their_own_both_ways(self):
+        self.zworker("echo")
+        client = self.client()
+        big = bytes(range(256)) * 400  # 102400 bytes: far over the 4096 bytes sent inline
+        self.assertEqual(client.call_raw("echo", big), [big])
+        self.assertEqual(client.call_raw("echo", [b"small", big, b""]), [b"small", big, b""])
+        text = "é" * 5000  # msgpack of over 4096 bytes
+        self.assertEqual(client.call("echo", text), text)
+        # Many records in one message, each with a body frame of its own, each claiming its own.
+        bodies = [bytes([i]) * (protocol.INLINE_BODY_LIMIT + 1 + i) for i in range(20)]
+        self.assertEqual(list(client.pipeline("echo", bodies, window=20, raw=True)),
+                         [(200, [body]) for body in bodies])
+        self.assertEqual(client.stats()["malformed"]["bad_envelope"], 0)
 
     def test_services_and_has_service_ask_the_broker(self):
         self.zworker("echo")
@@ -325,12 +602,17 @@ class Statuses(BrokerTestCase):
         socket.linger = 0
         self.addCleanup(socket.close)
         socket.connect(self.endpoint)
-        socket.send_multipart([b"", protocol.MDP_WORKER, protocol.READY, b"fragile"])
+        ready = protocol.Writer()
+        ready.ready("fragile", 1)
+        socket.send_multipart(ready.take())
         self.wait_for_service("fragile")
 
         def take_and_die():
-            if socket.poll(PATIENCE_MS) and socket.recv_multipart()[2] == protocol.REQUEST:
-                socket.send_multipart([b"", protocol.MDP_WORKER, protocol.DISCONNECT])
+            if socket.poll(PATIENCE_MS) and any(r.command == Command.JOB for r in
+                                                protocol.decode(socket.recv_multipart())):
+                goodbye = protocol.Writer()
+                goodbye.disconnect()
+                socket.send_multipart(goodbye.take())
 
         dying = threading.Thread(target=take_and_die)
         dying.start()
@@ -339,8 +621,28 @@ class Statuses(BrokerTestCase):
             self.client().call("fragile", 1)
         self.assertEqual(caught.exception.status, 500)
 
+    def test_what_zb1_cannot_carry_raises_400_or_413_as_the_broker_does(self):
+        # Over ZBC01 the broker answers these 400; ZB/1 cannot even write them.
+        client = self.client()
+        for service, deadline_ms in (("s" * 256, None), ("é" * 128, None), ("echo", -1)):
+            with self.subTest(service=service[:4], deadline_ms=deadline_ms):
+                with self.assertRaises(zbroker.BadRequest):
+                    client.call(service, 1, deadline_ms=deadline_ms)
+                self.assertEqual(client.request(service, b"", deadline_ms=deadline_ms).status, 400)
+                self.assertEqual(list(client.pipeline(service, [1, 2], deadline_ms=deadline_ms)),
+                                 [(400, None), (400, None)])
+        # Nor a body of more frames than its u16 count: the broker answers that 413 to others.
+        frames = [b""] * (protocol.MAX_BODY_FRAMES + 1)
+        with self.assertRaises(zbroker.TooLarge):
+            client.call_raw("echo", frames)
+        self.assertEqual(list(client.pipeline("echo", [frames, [b"x"]], raw=True, timeout=0.5)),
+                         [(413, None), (503, None)])  # the second goes out, to no worker
+        self.assertEqual(client.stats()["totals"]["requests"], 2, "only one request was sent")
+
 
 class LazyPirate(unittest.TestCase):
+    """The client against a FakeBroker: what it sends, how it retries, how it takes odd answers."""
+
     def setUp(self):
         self.fake = FakeBroker()
         self.addCleanup(self.fake.stop)
@@ -360,16 +662,26 @@ class LazyPirate(unittest.TestCase):
         self.assertEqual(caught.exception.status, 0)
         requests = self.fake.wait_for_requests(3)
         self.assertEqual(len(requests), 3)
-        self.assertEqual(len({r[0] for r in requests}), 3, "each attempt on a new socket")
-        self.assertEqual(len({r[4] for r in requests}), 3, "each attempt under a new id")
-        for r in requests:
-            self.assertEqual(r[1:4], [b"", b"ZBC01", b"echo"])
-            self.assertEqual(msgpack.unpackb(r[5]), {"deadline_ms": 200})
-            self.assertEqual(msgpack.unpackb(r[6]), "hi")
+        self.assertEqual(len({identity for identity, _ in requests}), 3,
+                         "each attempt on a new socket")
+        self.assertEqual(len({r.id for _, r in requests}), 3, "each attempt under a new id")
+        for _, r in requests:
+            self.assertEqual((r.command, r.service, len(r.id)), (Command.REQUEST, b"echo", 8))
+            self.assertEqual(r.deadline_ms, 200)
+            self.assertEqual(r.body, [msgpack.packb("hi")])
         # 3 attempts of 0.2 s + 0.05 s grace, and 0.05 + 0.1 s backoff between them: never less,
         # and on a loaded machine somewhat more, but nowhere near another attempt's worth more.
         self.assertGreater(elapsed, 0.85)
         self.assertLess(elapsed, 10, f"3 attempts of 0.25 s took {elapsed:.2f} s")
+
+    def test_request_carries_its_deadline_only_when_there_is_one(self):
+        self.fake.on_request = lambda request: [self.fake.answer(request)]
+        client = self.client(timeout=PATIENCE, retries=0)
+        client.call_raw("echo", b"", deadline_ms=0)
+        client.call_raw("echo", b"", deadline_ms=2 ** 40)
+        client.call_raw("echo", b"")
+        self.assertEqual([r.deadline_ms for _, r in self.fake.wait_for_requests(3)],
+                         [None, protocol.MAX_U32, PATIENCE_MS])
 
     def test_answer_after_a_silent_attempt_is_returned(self):
         def answer_second_attempt(request):
@@ -384,44 +696,97 @@ class LazyPirate(unittest.TestCase):
         self.assertEqual(client.call("echo", "x"), "second")
 
     def test_stale_and_malformed_answers_are_ignored(self):
+        wrong = msgpack.packb("wrong")
+
         def odd_answers_first(request):
-            return [self.fake.answer(request, body=[msgpack.packb("stale")], request_id=b"other"),
-                    request[:1] + [b"", b"ZBC01"],
-                    self.fake.answer(request, status=b"2x0"),
-                    self.fake.answer(request, body=[msgpack.packb("right")])]
+            identity, record = request
+            ours = answer_record(record.id, 200, wrong)
+            return [
+                self.fake.answer(request, body=[wrong], request_id=b"other"),  # not awaited
+                [identity, b"", b"ZBC01"],  # not ZB/1
+                [identity, *message(ours, b"\x12")],  # ours, then a record cut short
+                [identity, *message(ours, frames=[b"unclaimed"])],
+                [identity, *message(answer_record(record.id, 299, wrong))],  # unknown status
+                [identity, *message(ours, b"\x24")],  # with a record only workers get
+                self.fake.answer(request, body=[msgpack.packb("right")]),
+            ]
 
         self.fake.on_request = odd_answers_first
         self.assertEqual(self.client(timeout=PATIENCE, retries=0).call("echo", "x"), "right")
 
+    def test_large_bodies_go_in_frames_of_their_own(self):
+        big = b"\x01" * (protocol.INLINE_BODY_LIMIT + 1)
+        self.fake.on_request = lambda request: [self.fake.answer(request, body=[big, b"tail"])]
+        client = self.client(timeout=PATIENCE, retries=0)
+        self.assertEqual(client.call_raw("echo", big), [big, b"tail"])
+        self.assertEqual(client.call_raw("echo", [b"a", b"b"]), [big, b"tail"])
+        small = b"\x02" * protocol.INLINE_BODY_LIMIT
+        self.assertEqual(client.call_raw("echo", small), [big, b"tail"])
+        sent = [frames for _, frames, _ in self.fake.wait_for_messages(3)]
+        self.assertEqual([frames[1:] for frames in sent], [[big], [b"a", b"b"], []])
+        self.assertIn(small, sent[2][0], "a body up to the limit goes inline")
+
+    def test_pipeline_sends_what_fits_in_the_window_as_one_message(self):
+        # Answered all in one message too, in reverse order: the client matches them by id.
+        self.fake.on_request = lambda request: (
+            [self.fake.answers(self.fake.requests[::-1])] if request == self.fake.requests[-1]
+            else [])
+        results = list(self.client(timeout=PATIENCE).pipeline("echo", range(50), window=50))
+        self.assertEqual(results, [(200, i) for i in range(50)])
+        [(_, frames, records)] = self.fake.wait_for_messages(1)
+        self.assertEqual((len(frames), len(records)), (1, 50))
+        self.assertEqual([msgpack.unpackb(r.body[0]) for r in records], list(range(50)))
+        self.assertEqual(len({r.id for r in records}), 50)
+
+    def test_pipeline_starts_a_new_message_past_batch_bytes_of_envelope(self):
+        # 1000 records of over 100 bytes each: about 120 KiB of envelope, so two messages.
+        def answer_each_message_at_its_last_request(request):
+            identity, _, records = self.fake.messages[-1]  # the message being read
+            if request[1] is not records[-1]:
+                return []
+            return [self.fake.answers([(identity, record) for record in records])]
+
+        self.fake.on_request = answer_each_message_at_its_last_request
+        payloads = [b"%04d" % i * 25 for i in range(1000)]
+        results = list(self.client(timeout=PATIENCE).pipeline("echo", payloads, window=1000,
+                                                              raw=True))
+        self.assertEqual(results, [(200, [payload]) for payload in payloads])
+        sizes = [len(frames[0]) for _, frames, _ in self.fake.messages]
+        self.assertGreater(len(sizes), 1)
+        self.assertTrue(all(size < protocol.BATCH_BYTES + 200 for size in sizes), sizes)
+        self.assertEqual(sum(len(records) for _, _, records in self.fake.messages), 1000)
+
     def test_pipeline_keeps_at_most_window_requests_past_the_oldest_unanswered(self):
+        log = LogWatcher(self, "zbroker.client")
         results = []
         client = self.client(timeout=PATIENCE)
         runner = threading.Thread(
             target=lambda: results.extend(client.pipeline("echo", range(30), window=10)))
         runner.start()
         self.addCleanup(runner.join, PATIENCE)
-        first = self.fake.wait_for_requests(10)
-        time.sleep(0.2)  # time to send an 11th, which must not come
-        self.assertEqual(len(self.fake.requests), 10, "more than the window in flight")
-        # Answers out of order, and one for an id never sent: nothing is yielded before #0.
-        self.fake.send(self.fake.answer(first[0], request_id=b"\xff" * 8))
-        for request in reversed(first[1:]):
-            self.fake.send(self.fake.answer(request, body=[request[6]]))
-        time.sleep(0.2)  # time to yield or send more, which must not happen
-        self.assertEqual((len(self.fake.requests), results), (10, []))
-        self.fake.send(self.fake.answer(first[0], body=[first[0][6]]))
-        for count in (20, 30):  # each full answer of the window lets the next ten go
-            requests = self.fake.wait_for_requests(count)
-            time.sleep(0.1)  # time to send more than the window, which must not happen
-            self.assertEqual(len(self.fake.requests), count)
-            for request in reversed(requests[count - 10:]):
-                self.fake.send(self.fake.answer(request, body=[request[6]]))
+        [(identity, _, first)] = self.fake.wait_for_messages(1)
+        self.assertEqual(len(first), 10, "the first message holds the whole window")
+        first = [(identity, record) for record in first]
+        # Answers out of order, and last one for an id never sent: nothing is yielded or sent
+        # before #0. The client says when it has read up to that last one.
+        stray = (identity, first[0][1]._replace(id=b"\xff" * 8))
+        self.fake.send(self.fake.answers(first[:0:-1] + [stray]))
+        log.wait_for(r"not awaited")
+        self.fake.send(self.fake.answer(first[0], body=first[0][1].body))
+        for count in (2, 3):  # each full answer of the window lets the next ten go, at once
+            messages = self.fake.wait_for_messages(count)
+            records = messages[count - 1][2]
+            self.assertEqual([msgpack.unpackb(r.body[0]) for r in records],
+                             list(range(10 * (count - 1), 10 * count)),
+                             f"message {count} is the next window, and nothing came before it")
+            self.fake.send(self.fake.answers([(identity, r) for r in reversed(records)]))
         runner.join(PATIENCE)
         self.assertEqual(results, [(200, i) for i in range(30)])
+        self.assertEqual(len(self.fake.messages), 3)
 
     def test_pipeline_request_without_an_answer_yields_no_reply(self):
-        self.fake.on_request = lambda r: [] if msgpack.unpackb(r[6]) == 1 else [
-            self.fake.answer(r, body=[r[6]])]
+        self.fake.on_request = lambda r: [] if msgpack.unpackb(r[1].body[0]) == 1 else [
+            self.fake.answer(r, body=r[1].body)]
         # The timeout is how long #1 goes unanswered, and how long #0 and #2 have to be answered.
         results = list(self.client().pipeline("echo", [0, 1, 2], window=3, timeout=3))
         self.assertEqual(results, [(200, 0), (0, None), (200, 2)])
@@ -486,9 +851,21 @@ class PythonWorker(BrokerTestCase):
         worker = self.worker(credit=8)
         worker.handle("double", lambda x: 2 * x)
         worker.start()
-        self.broker.wait_for_line(r"ready for 'double' with credit 8")
+        self.broker.wait_for_line(r"ready for 'double' with credit 8 \(ZB/1\)")
         results = list(self.client().pipeline("double", range(100), window=50))
         self.assertEqual(results, [(200, 2 * i) for i in range(100)])
+
+    def test_large_bodies_reach_the_handler_and_come_back_in_frames(self):
+        worker = self.worker()
+        worker.handle("twice", lambda frames: [frame * 2 for frame in frames], raw=True)
+        worker.handle("size", len)
+        worker.start()
+        self.wait_for_service("twice")
+        self.wait_for_service("size")
+        client = self.client()
+        big = bytes(range(256)) * 40  # 10240 bytes: in a frame of its own each way
+        self.assertEqual(client.call_raw("twice", [big, b"x"]), [big * 2, b"xx"])
+        self.assertEqual(client.call("size", "y" * 100000), 100000)
 
     def test_worker_registers_again_after_a_broker_restart(self):
         # Patient enough (100 x 1 s) that within the wait below only the new broker's
@@ -504,30 +881,220 @@ class PythonWorker(BrokerTestCase):
         self.wait_for_service("upper")
         self.assertEqual(self.client().call("upper", "back"), "BACK")
         self.assertGreaterEqual(worker.stats()["reconnects"], 1)
+        # Now, while the new broker runs to echo its CREDIT 0; the cleanups would stop that
+        # broker first, and a worker whose CREDIT 0 goes unanswered waits out its liveness.
+        worker.stop(PATIENCE)
 
     def test_stop_finishes_the_request_in_hand_then_sends_disconnect(self):
-        started = threading.Event()
+        started, release = threading.Event(), threading.Event()
         worker = self.worker()
-        worker.handle("slow", lambda seconds: started.set() or time.sleep(seconds) or "done")
+        worker.handle("slow", lambda _: started.set() or release.wait(PATIENCE) and "done")
         worker.start()
         self.wait_for_service("slow")
         answers = []
 
         def call_slow():
             with zbroker.Client(self.endpoint, timeout=PATIENCE, retries=0) as other:
-                answers.append(other.call("slow", 0.5))
+                answers.append(other.call("slow", None))
 
         caller = threading.Thread(target=call_slow)
         caller.start()
         self.addCleanup(caller.join)
         self.assertTrue(started.wait(PATIENCE), too_slow("the request reaching the handler",
                                                          PATIENCE))
-        worker.stop(timeout=PATIENCE)
+        stopper = threading.Thread(target=worker.stop, args=(PATIENCE,))
+        stopper.start()
+        self.addCleanup(stopper.join)
+        # CREDIT 0 first, while the handler still runs; then the reply; then DISCONNECT.
+        self.broker.wait_for_line(r"for 'slow' takes no more requests; it holds 1")
+        release.set()
+        stopper.join(PATIENCE)
         caller.join(PATIENCE)
         self.assertEqual(answers, ["done"])
-        self.broker.wait_for_line(r"for 'slow' removed: sent DISCONNECT")
+        self.broker.wait_for_line(r"for 'slow' removed: sent DISCONNECT; 0 request\(s\) re-queued")
         # The broker may forget a service without workers: gone or 0 workers, both say so.
         self.assertEqual(self.client().services().get("slow", {}).get("workers", 0), 0)
+
+    def test_stop_under_load_costs_no_request_an_attempt(self):
+        # A rolling restart: the Python worker stops while a client keeps 40 requests in flight
+        # and zworker ("echo" is one of its built-in services) serves the rest. Each request
+        # must be dispatched once: none re-queued.
+        holding, release = threading.Event(), threading.Event()
+
+        def work(x):
+            if not holding.is_set():
+                holding.set()
+                release.wait(PATIENCE)  # held, so the worker has jobs in hand when it stops
+            return x
+
+        worker = self.worker(credit=4)
+        worker.handle("echo", work)
+        worker.start()
+        self.wait_for_service("echo")
+        results = []
+        client = self.client()
+        pipeline = threading.Thread(
+            target=lambda: results.extend(client.pipeline("echo", range(400), window=40)))
+        pipeline.start()
+        self.addCleanup(pipeline.join, PATIENCE)
+        self.assertTrue(holding.wait(PATIENCE), too_slow("a request reaching the handler",
+                                                         PATIENCE))
+        self.process([binary("zworker"), "--broker", self.endpoint, "--heartbeat-ms",
+                      str(self.heartbeat_ms), "--liveness", str(self.liveness), "--service",
+                      "echo"])
+        self.wait_for_service("echo", workers=2)
+        stopper = threading.Thread(target=worker.stop, args=(PATIENCE,))
+        stopper.start()
+        self.addCleanup(stopper.join)
+        held = self.broker.wait_for_line(
+            r"worker (\S+) for 'echo' takes no more requests; it holds (\d+)")
+        identity = held.group(1)
+        self.assertGreaterEqual(int(held.group(2)), 1, "the stopping worker held jobs")
+        release.set()
+        stopper.join(PATIENCE)
+        removed = self.broker.wait_for_line(
+            rf"worker {re.escape(identity)} for 'echo' removed: (.*); (\d+) request\(s\) re-queued")
+        self.assertEqual((removed.group(1), removed.group(2)), ("sent DISCONNECT", "0"))
+        pipeline.join(PATIENCE)
+        self.assertEqual(results, [(200, i) for i in range(400)])
+        self.assertGreaterEqual(worker.stats()["served"], int(held.group(2)),
+                                "it served every job it held when it stopped")
+        totals = client.stats()["totals"]
+        self.assertEqual(totals["requeued"], 0)
+        self.assertEqual(totals["dispatches"], 400, "each request dispatched once")
+        lines = [line for line in self.broker.lines if identity in line]
+        stopped = next(i for i, line in enumerate(lines) if "takes no more requests" in line)
+        removed = next(i for i, line in enumerate(lines) if "removed:" in line)
+        self.assertLess(stopped, removed, "CREDIT 0 came before DISCONNECT")
+
+
+class WorkerOnTheWire(unittest.TestCase):
+    """The Python worker against a ScriptedBroker: what it sends, in which order, and how it
+    takes what a broker sends."""
+
+    def setUp(self):
+        self.broker = ScriptedBroker(self)
+
+    def worker(self, **options):
+        options.setdefault("heartbeat_ms", HEARTBEAT_MS)
+        options.setdefault("liveness", 30)  # the scripted broker says nothing unless told
+        worker = zbroker.Worker(self.broker.endpoint, **options)
+        self.addCleanup(self.broker.stop_worker, worker)
+        return worker
+
+    @staticmethod
+    def jobs(*items):
+        """Writes a JOB per (token, value), the value as msgpack."""
+        return lambda writer: [writer.job(token, msgpack.packb(value)) for token, value in items]
+
+    def test_ready_carries_the_credit_and_every_job_of_a_message_is_replied(self):
+        worker = self.worker(credit=5)
+        worker.handle("triple", lambda x: "nothing" if x is None else 3 * x)
+        worker.start()
+        identity, ready = self.broker.expect(Command.READY)
+        self.assertEqual((ready.service, ready.credit), (b"triple", 5))
+        self.broker.send(identity, self.jobs(*[(b"t%d" % i, i) for i in range(5)]))
+        replies = {}
+        while len(replies) < 5:
+            _, reply = self.broker.expect(Command.REPLY)
+            replies[reply.token] = msgpack.unpackb(reply.body[0])
+        self.assertEqual(replies, {b"t%d" % i: 3 * i for i in range(5)})
+        # A job with a deadline, a big body in a frame of its own, and one with no body at all.
+        big = b"z" * 5000
+        self.broker.send(identity, lambda w: w.job(b"big", msgpack.packb(big), deadline_ms=9))
+        self.assertEqual(msgpack.unpackb(self.broker.expect(Command.REPLY)[1].body[0]), 3 * big)
+        self.broker.send(identity, lambda w: w.job(b"none", []))
+        self.assertEqual(msgpack.unpackb(self.broker.expect(Command.REPLY)[1].body[0]), "nothing")
+
+    def test_malformed_message_from_the_broker_is_ignored_whole(self):
+        ran = []
+        worker = self.worker(credit=2)
+        worker.handle("log", lambda x: ran.append(x) or x)
+        worker.start()
+        identity, _ = self.broker.expect(Command.READY)
+        job = b"\x22\x03bad\x00" + inline(msgpack.packb("bad"))
+        for frames in (message(job, b"\x22\x01"),  # a good JOB, then one cut short
+                       message(job, frames=[b"unclaimed"]),
+                       message(job, b"\x99"),  # an unknown command
+                       [b"", b"MDPW01", b"\x02", b"token", b"", msgpack.packb("mdp")]):
+            self.broker.send_frames(identity, frames)
+        self.broker.send(identity, self.jobs((b"good", "good")))
+        _, reply = self.broker.expect(Command.REPLY)
+        self.assertEqual((reply.token, msgpack.unpackb(reply.body[0])), (b"good", "good"))
+        self.assertEqual(ran, ["good"])
+        self.assertEqual(worker.stats()["malformed"], 4)
+        self.assertEqual(worker.stats()["reconnects"], 0)
+
+    def test_stop_says_credit_0_at_once_runs_late_jobs_and_disconnects_after_the_echo(self):
+        running, release = threading.Event(), threading.Event()
+
+        def handler(x):
+            if x == 1:
+                running.set()
+                release.wait(PATIENCE)
+            return x * 10
+
+        worker = self.worker(credit=2)
+        worker.handle("svc", handler)
+        worker.start()
+        identity, _ = self.broker.expect(Command.READY)
+        self.broker.send(identity, self.jobs((b"t1", 1)))
+        self.assertTrue(running.wait(PATIENCE), too_slow("the job reaching the handler", PATIENCE))
+        stopper = threading.Thread(target=worker.stop, args=(PATIENCE,))
+        stopper.start()
+        self.addCleanup(stopper.join)
+        # At once: while the job in hand still runs.
+        _, credit = self.broker.expect(Command.CREDIT)
+        self.assertEqual(credit.credit, 0)
+        release.set()
+        _, reply = self.broker.expect(Command.REPLY)
+        self.assertEqual((reply.token, msgpack.unpackb(reply.body[0])), (b"t1", 10))
+        # A job the broker sent before it read the CREDIT 0 (we send it only now): the worker
+        # has no job left, but no echo yet, so it must still be there to run this one.
+        self.broker.send(identity, self.jobs((b"t2", 2)))
+        _, reply = self.broker.expect(Command.REPLY)
+        self.assertEqual((reply.token, msgpack.unpackb(reply.body[0])), (b"t2", 20))
+        self.assertTrue(stopper.is_alive(), "the worker left before the broker's echo")
+        self.broker.send(identity, lambda w: w.credit(0))
+        self.broker.expect(Command.DISCONNECT)
+        stopper.join(PATIENCE)
+        self.assertFalse(stopper.is_alive(), too_slow("the worker stopping", PATIENCE))
+        self.assertEqual(worker.stats()["served"], 2)
+        sent = [record.command for records in self.broker.messages for record in records
+                if record.command != Command.HEARTBEAT]
+        self.assertEqual(sent, [Command.READY, Command.CREDIT, Command.REPLY, Command.REPLY,
+                                Command.DISCONNECT])
+
+    def test_stop_waits_for_the_echo_one_liveness_period_at_most(self):
+        worker = self.worker(heartbeat_ms=100, liveness=3)
+        worker.handle("svc", lambda x: x)
+        worker.start()
+        identity, _ = self.broker.expect(Command.READY)
+        stopper = threading.Thread(target=worker.stop, args=(PATIENCE,))
+        asked = time.monotonic()
+        stopper.start()
+        self.addCleanup(stopper.join)
+        self.broker.expect(Command.CREDIT, keepalive_to=identity)
+        # Heartbeats keep the worker from finding us silent, but the echo never comes.
+        self.broker.expect(Command.DISCONNECT, keepalive_to=identity)
+        self.assertGreaterEqual(time.monotonic() - asked, 0.3, "3 x 100 ms of waiting")
+        stopper.join(PATIENCE)
+        self.assertFalse(stopper.is_alive(), too_slow("the worker stopping", PATIENCE))
+
+    def test_disconnect_from_the_broker_ends_the_session_and_it_registers_again(self):
+        worker = self.worker(reconnect_ms=0)
+        worker.handle("svc", lambda x: x)
+        worker.start()
+        identity, _ = self.broker.expect(Command.READY)
+        # A DISCONNECT, then a JOB of the session it ended, in one message: the job is not run.
+        self.broker.send(identity, lambda w: (w.disconnect(), w.job(b"late", b"\x01")))
+        again, ready = self.broker.expect(Command.READY)
+        self.assertNotEqual(again, identity, "a new socket")
+        self.assertEqual(ready.service, b"svc")
+        self.broker.send(again, self.jobs((b"t", 5)))
+        _, reply = self.broker.expect(Command.REPLY)
+        self.assertEqual((reply.token, msgpack.unpackb(reply.body[0])), (b"t", 5))
+        self.assertEqual((worker.stats()["served"], worker.stats()["reconnects"]), (1, 1))
 
 
 class Heartbeats(BrokerTestCase):
