@@ -8,6 +8,7 @@
 #include <zmq.hpp>
 
 #include "shared/frames.hpp"
+#include "shared/wire.hpp"
 
 namespace zbroker::bench {
 namespace {
@@ -31,6 +32,41 @@ bool is_zbc_request(const Frames& frames) {
     return frames.size() >= 6 && frames[1].size() == 0 && view(frames[2]) == protocol::kZbcClient;
 }
 
+// The direct echo's answer to a ZB/1 message [client envelope body-frames...] from zbench's own
+// client: an ANSWER (200, the same body) for every REQUEST record, all in one message, as
+// zbroker answers a batch. Records of other commands are ignored; a malformed message is
+// dropped.
+class NativeEcho {
+  public:
+    void answer(Frames& frames) {
+        const char* error = nullptr;
+        if (!wire::parse(frames, 1, records_, error)) {
+            frames.clear();
+            return;
+        }
+        for (const wire::Record& record : records_) {
+            if (record.command != wire::Command::request) continue;
+            if (record.body.in_frames) {
+                writer_.answer(record.id, protocol::Status::ok,
+                               {frames, record.body.first, record.body.count});
+            } else {
+                writer_.answer(record.id, protocol::Status::ok, record.body.bytes);
+            }
+        }
+        out_.clear();
+        if (!writer_.empty()) {
+            out_.push_back(std::move(frames[0]));  // the client's routing id
+            writer_.take(out_);
+        }
+        frames.swap(out_);
+    }
+
+  private:
+    std::vector<wire::Record> records_;
+    wire::Writer writer_;
+    Frames out_;
+};
+
 // Calls `answer` on every message waiting on `socket`, then blocks for the next; `answer`
 // leaves in the frames what goes back, nothing for no answer.
 template <typename Answer>
@@ -51,7 +87,9 @@ void serve_direct_echo() {
     zmq::context_t context(1);
     zmq::socket_t socket = make_socket(context, zmq::socket_type::router);
     std::cerr << kListeningMarker << bind_ephemeral(socket) << std::endl;
-    serve_forever(socket, [](Frames& frames) {
+    NativeEcho native;
+    serve_forever(socket, [&native](Frames& frames) {
+        if (frames.size() >= 2 && wire::is_envelope(frames[1])) return native.answer(frames);
         // The headers frame becomes the status: [client "" ZBC01 service id "200" body...].
         if (is_zbc_request(frames)) frames[5] = frame(protocol::status_text(protocol::Status::ok));
     });

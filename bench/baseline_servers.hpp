@@ -13,10 +13,11 @@ inline constexpr const char* kListeningMarker = "listening on ";
 // What the relay writes on stderr once every echo worker has said hello.
 inline constexpr const char* kRelayReadyMarker = "relay ready";
 
-// A ROUTER that answers every message itself: no hop at all. A ZBC01 request gets 200 and its
-// body, as from zbroker, so zbench's own client can be measured on it; anything else (the
-// minimal client's one body frame, with or without 7/MDP client frames before it) comes back
-// as it came. Runs until the process is killed.
+// A ROUTER that answers every message itself: no hop at all. zbench's own client gets what
+// zbroker would send it: for a ZB/1 message, an ANSWER (200, the same body) per REQUEST record,
+// in one message; for a ZBC01 request, 200 and its body. Anything else (the minimal client's one
+// body frame, with or without 7/MDP client frames before it) comes back as it came. Runs until
+// the process is killed.
 void serve_direct_echo();
 
 // Frontend ROUTER for clients, backend ROUTER for `workers` echo workers, round robin between

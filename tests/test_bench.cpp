@@ -16,6 +16,8 @@
 #include "bench/latency_recorder.hpp"
 #include "process_helpers.hpp"
 #include "shared/child_process.hpp"
+#include "shared/frames.hpp"
+#include "shared/wire.hpp"
 
 using namespace zbroker;
 using namespace std::chrono_literals;
@@ -256,4 +258,118 @@ TEST_CASE("zbench --plot without gnuplot says how to install it and still runs a
     REQUIRE(output.find("gnuplot is not installed") != std::string::npos);
     REQUIRE(output.find("apt-get install gnuplot-nox") != std::string::npos);
     REQUIRE_FALSE(std::filesystem::exists(png_path));
+}
+
+namespace {
+
+// A socket of the test's that gives up on a reply after kPatience.
+zmq::socket_t patient_socket(zmq::context_t& context, zmq::socket_type type) {
+    zmq::socket_t socket(context, type);
+    socket.set(zmq::sockopt::linger, 0);
+    socket.set(zmq::sockopt::rcvtimeo, static_cast<int>(testing::kPatience.count() * 1000));
+    return socket;
+}
+
+std::vector<std::string> texts(const Frames& frames) {
+    std::vector<std::string> out;
+    for (const auto& part : frames)
+        out.emplace_back(view(part));
+    return out;
+}
+
+Frames frames_of(const std::vector<std::string>& parts) {
+    Frames out;
+    for (const auto& part : parts)
+        out.push_back(frame(part));
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("the direct echo answers the minimal client, 7/MDP frames, ZBC01 and ZB/1") {
+    ChildProcess server({zbench_path(), "serve-direct"});
+    const auto endpoint = server.wait_for("listening on ", kStartPatience);
+    INFO(server.output());
+    REQUIRE(endpoint);
+    zmq::context_t context(1);
+    zmq::socket_t socket = patient_socket(context, zmq::socket_type::dealer);
+    socket.connect(*endpoint);
+    Frames reply;
+    const auto exchange = [&](const std::vector<std::string>& request) {
+        Frames out = frames_of(request);
+        send_frames(socket, out);
+        UNSCOPED_INFO(testing::kTooSlow);
+        return recv_frames(socket, reply);
+    };
+
+    SECTION("one body frame comes back as it went") {
+        REQUIRE(exchange({"12345678 body"}));
+        REQUIRE(texts(reply) == std::vector<std::string>{"12345678 body"});
+    }
+    SECTION("7/MDP client frames come back as they went: an MDP reply") {
+        const std::vector<std::string> request{"", "MDPC01", "echo", "body"};
+        REQUIRE(exchange(request));
+        REQUIRE(texts(reply) == request);
+    }
+    SECTION("a ZBC01 request is answered 200 with its body") {
+        REQUIRE(exchange({"", "ZBC01", "echo", "id-1", "\x80", "a", "b"}));
+        REQUIRE(texts(reply) ==
+                std::vector<std::string>{"", "ZBC01", "echo", "id-1", "200", "a", "b"});
+    }
+    SECTION("every REQUEST record of a ZB/1 message gets an ANSWER, all in one message") {
+        const std::string large(wire::kInlineBodyLimit + 1, 'L');  // travels as a frame
+        wire::Writer writer;
+        writer.request("a", "echo", std::nullopt, "inline");
+        writer.request("b", "echo", 5000, large);
+        writer.request("c", "echo", std::nullopt, "");
+        Frames out;
+        writer.take(out);
+        send_frames(socket, out);
+        REQUIRE(recv_frames(socket, reply));
+        std::vector<wire::Record> records;
+        const char* error = nullptr;
+        INFO(describe(reply));
+        REQUIRE(wire::parse(reply, 0, records, error));
+        REQUIRE(records.size() == 3);
+        const std::vector<std::pair<std::string, std::string>> expected{
+            {"a", "inline"}, {"b", large}, {"c", ""}};
+        for (std::size_t i = 0; i < records.size(); ++i) {
+            REQUIRE(records[i].command == wire::Command::answer);
+            REQUIRE(records[i].status == protocol::Status::ok);
+            REQUIRE(records[i].id == expected[i].first);
+            Frames body;
+            wire::move_body(reply, records[i].body, body);
+            REQUIRE(body.size() == 1);
+            REQUIRE(view(body[0]) == expected[i].second);
+        }
+    }
+}
+
+TEST_CASE("zbench's 7/MDP echo worker registers with a credit, echoes, answers heartbeats") {
+    zmq::context_t context(1);
+    zmq::socket_t broker = patient_socket(context, zmq::socket_type::router);
+    broker.bind("tcp://127.0.0.1:*");
+    ChildProcess worker({zbench_path(), "mdp-worker", "--connect",
+                         broker.get(zmq::sockopt::last_endpoint), "--service", "echo", "--credit",
+                         "7"});
+    INFO(testing::kTooSlow);
+    Frames in;
+    REQUIRE(recv_frames(broker, in));  // READY
+    const std::string id(view(in[0]));
+    REQUIRE(texts(in) == std::vector<std::string>{id, "", "MDPW01", "\x01", "echo", "7"});
+
+    Frames out = frames_of({id, "", "MDPW01", "\x02", "token-1", "", "x", "y"});  // REQUEST
+    send_frames(broker, out);
+    REQUIRE(recv_frames(broker, in));
+    REQUIRE(texts(in) ==
+            std::vector<std::string>{id, "", "MDPW01", "\x03", "token-1", "", "x", "y"});
+
+    out = frames_of({id, "", "MDPW01", "\x04"});  // HEARTBEAT
+    send_frames(broker, out);
+    REQUIRE(recv_frames(broker, in));
+    REQUIRE(texts(in) == std::vector<std::string>{id, "", "MDPW01", "\x04"});
+
+    out = frames_of({id, "", "MDPW01", "\x05"});  // DISCONNECT: it stops
+    send_frames(broker, out);
+    REQUIRE(worker.wait(testing::kPatience) == 1);
 }
