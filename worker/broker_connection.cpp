@@ -63,6 +63,11 @@ TimePoint BrokerConnection::next_timer() const noexcept {
     return std::min(heartbeat_at_, expires_at_);
 }
 
+void BrokerConnection::change_credit(std::uint32_t credit) {
+    credit_ = credit;
+    if (connected()) pending_.credit(credit);
+}
+
 void BrokerConnection::stop_taking_work() {
     if (!connected()) return;
     pending_.credit(0);

@@ -52,6 +52,9 @@ class BrokerConnection {
     // The earliest moment a timer of this connection needs attention.
     TimePoint next_timer() const noexcept;
 
+    // Asks the broker for a new credit with the next flush(), and in every later READY.
+    void change_credit(std::uint32_t credit);
+
     // Tells the broker at once to send nothing more (CREDIT 0). The broker echoes it; from then
     // on no JOB can still be on its way.
     void stop_taking_work();

@@ -17,10 +17,10 @@ constexpr std::chrono::milliseconds kSendPatience{100};
 
 }  // namespace
 
-Frames encode_result(const JobOrigin& origin, zmq::message_t token, Frames body) {
+Frames encode_result(const ResultHead& head, zmq::message_t token, Frames body) {
     Frames frames;
     frames.reserve(body.size() + 2);
-    frames.emplace_back(&origin, sizeof origin);
+    frames.emplace_back(&head, sizeof head);
     frames.push_back(std::move(token));
     for (zmq::message_t& part : body)
         frames.push_back(std::move(part));
@@ -28,9 +28,9 @@ Frames encode_result(const JobOrigin& origin, zmq::message_t token, Frames body)
 }
 
 std::optional<JobResult> decode_result(Frames& frames) {
-    if (frames.size() < 2 || frames[0].size() != sizeof(JobOrigin)) return std::nullopt;
+    if (frames.size() < 2 || frames[0].size() != sizeof(ResultHead)) return std::nullopt;
     JobResult result;
-    std::memcpy(&result.origin, frames[0].data(), sizeof(JobOrigin));
+    std::memcpy(&result.head, frames[0].data(), sizeof(ResultHead));
     result.token = std::move(frames[1]);
     for (std::size_t i = 2; i < frames.size(); ++i)
         result.body.push_back(std::move(frames[i]));
@@ -104,9 +104,18 @@ void HandlerPool::serve() {
             job = std::move(queue_.front());
             queue_.pop_front();
         }
-        Request request{job.service, job.body};
-        Reply reply = run_handler(*job.handler, request, counters_);
-        Frames frames = encode_result(job.origin, std::move(job.token), std::move(reply.body));
+        ResultHead head{job.origin};
+        Reply reply;
+        if (job.current_connection != nullptr &&
+            job.current_connection->load(std::memory_order_relaxed) != job.origin.connection_id) {
+            head.skipped = true;
+        } else {
+            Request request{job.service, job.body};
+            const auto start = std::chrono::steady_clock::now();
+            reply = run_handler(*job.handler, request, counters_);
+            head.ran_for_ns = (std::chrono::steady_clock::now() - start).count();
+        }
+        Frames frames = encode_result(head, std::move(job.token), std::move(reply.body));
         send_result(results, frames);
     }
 }

@@ -25,19 +25,30 @@ struct JobOrigin {
 
 struct Job {
     JobOrigin origin;
+    // The id of the connection now current for origin.slot (0: none), kept by the I/O thread.
+    // A job whose connection was replaced before it started is skipped: the broker has given
+    // the request to another worker, or will.
+    const std::atomic<std::uint64_t>* current_connection = nullptr;
     const Handler* handler = nullptr;
     std::string_view service;  // the Worker's registered name: outlives the pool
     zmq::message_t token;
     Frames body;
 };
 
-// A finished job; on the inproc pipe it is [origin, token, reply body...].
-struct JobResult {
+// What a result says besides its reply.
+struct ResultHead {
     JobOrigin origin;
+    std::int64_t ran_for_ns = 0;  // how long the handler took
+    bool skipped = false;         // not run: its connection was replaced first
+};
+
+// A finished job; on the inproc pipe it is [head, token, reply body...].
+struct JobResult {
+    ResultHead head;
     zmq::message_t token;
     Frames body;
 };
-Frames encode_result(const JobOrigin& origin, zmq::message_t token, Frames body);
+Frames encode_result(const ResultHead& head, zmq::message_t token, Frames body);
 // Empty when the frames are not an encoded result (cannot happen unless the pipe is misused).
 std::optional<JobResult> decode_result(Frames& frames);
 

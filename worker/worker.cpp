@@ -60,8 +60,9 @@ void Worker::stop() noexcept {
 }
 
 WorkerStats Worker::stats() const {
-    return {counters_.served.load(), counters_.failed.load(), counters_.reconnects.load(),
-            counters_.malformed.load(), counters_.dropped_replies.load()};
+    return {counters_.served.load(),          counters_.failed.load(),
+            counters_.reconnects.load(),      counters_.malformed.load(),
+            counters_.dropped_replies.load(), counters_.skipped_jobs.load()};
 }
 
 }  // namespace zbroker

@@ -91,6 +91,7 @@ struct WorkerStats {
     std::uint64_t reconnects = 0;       // new broker connections after a DISCONNECT or silence
     std::uint64_t malformed = 0;        // broker messages ignored as malformed
     std::uint64_t dropped_replies = 0;  // results of a previous connection, never sent
+    std::uint64_t skipped_jobs = 0;     // queued from a connection replaced before they started
 };
 
 namespace detail {
@@ -101,11 +102,12 @@ struct WorkerCounters {
     std::atomic<std::uint64_t> reconnects{0};
     std::atomic<std::uint64_t> malformed{0};
     std::atomic<std::uint64_t> dropped_replies{0};
+    std::atomic<std::uint64_t> skipped_jobs{0};
 };
 }  // namespace detail
 
-// A Majordomo worker: one DEALER per registered service (each one MDP worker with
-// `credit`), heartbeats on the I/O thread in run(), handlers on a pool of `threads` threads.
+// A zbroker worker: one DEALER per registered service (each one ZB/1 worker session with
+// its credit), heartbeats on the I/O thread in run(), handlers on a pool of `threads` threads.
 // A Worker runs once: handle() every service, then run() until stop().
 class Worker {
   public:

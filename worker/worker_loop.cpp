@@ -47,12 +47,21 @@ WorkerLoop::WorkerLoop(zmq::context_t& context, const WorkerOptions& options,
       counters_(counters),
       results_(bind_results(context)),
       pool_(context, kResultsEndpoint, options.threads, counters) {
-    const auto credit = static_cast<std::uint32_t>(default_credit(options));
     const ConnectionTiming timing{options.heartbeat_interval, options.liveness,
                                   options.reconnect_delay};
     connections_.reserve(handlers.size());
-    for (const Registration& registration : handlers)
-        connections_.emplace_back(registration.service, credit, timing);
+    credits_.reserve(handlers.size());
+    current_connection_ = std::make_unique<std::atomic<std::uint64_t>[]>(handlers.size());
+    for (const Registration& registration : handlers) {
+        // An io_thread handler runs one job at a time; pool handlers as many as there are threads.
+        const auto handlers_per_job =
+            registration.execution == Execution::io_thread ? 1 : options.threads;
+        const AdaptiveCredit& credit =
+            credits_.emplace_back(static_cast<std::uint32_t>(handlers_per_job));
+        const auto announced =
+            options.credit > 0 ? static_cast<std::uint32_t>(options.credit) : credit.credit();
+        connections_.emplace_back(registration.service, announced, timing);
+    }
 }
 
 void WorkerLoop::run() {
@@ -84,8 +93,10 @@ void WorkerLoop::run() {
         for (std::size_t i = 0; i < item_slots.size(); ++i) {
             if ((items[i + 1].revents & ZMQ_POLLIN) != 0) read_broker(item_slots[i]);
         }
+        if (options_.credit == 0 && !draining_) adapt_credit();
         flush_replies();  // what this round produced, one message per service socket
         run_timers(now());
+        publish_connections();
     }
 
     std::size_t disconnected = 0;
@@ -165,12 +176,15 @@ void WorkerLoop::on_job(std::uint32_t slot, Frames& frames, const wire::Record& 
         inline_body_.clear();
         wire::move_body(frames, record.body, inline_body_);
         Request request{registration.service, inline_body_};
+        const auto start = std::chrono::steady_clock::now();
         Reply reply = run_handler(registration.handler, request, counters_);
+        credits_[slot].ran(std::chrono::steady_clock::now() - start);
         connection.reply(record.token, reply.body);
         return;
     }
     Job job;
     job.origin = {slot, connection.id()};
+    job.current_connection = &current_connection_[slot];
     job.handler = &registration.handler;
     job.service = registration.service;  // outlives the pool, unlike the connection
     job.token = zmq::message_t(record.token.data(), record.token.size());
@@ -186,9 +200,19 @@ void WorkerLoop::on_result(Frames& frames) {
         return;
     }
     --jobs_in_flight_;
-    if (result->origin.slot >= connections_.size()) return;
-    BrokerConnection& connection = connections_[result->origin.slot];
-    if (!connection.connected() || connection.id() != result->origin.connection_id) {
+    const JobOrigin& origin = result->head.origin;
+    if (origin.slot >= connections_.size()) return;
+    BrokerConnection& connection = connections_[origin.slot];
+    if (result->head.skipped) {
+        ++counters_.skipped_jobs;
+        spdlog::info(
+            "skipped a job for '{}': its connection to the broker was replaced before "
+            "it started",
+            connection.service());
+        return;
+    }
+    credits_[origin.slot].ran(std::chrono::nanoseconds(result->head.ran_for_ns));
+    if (!connection.connected() || connection.id() != origin.connection_id) {
         // The broker has already given this request to another worker, or will.
         ++counters_.dropped_replies;
         spdlog::info("dropping a reply for '{}': its connection to the broker was replaced",
@@ -205,6 +229,23 @@ void WorkerLoop::flush_replies() {
         counters_.dropped_replies += dropped;
         spdlog::warn("dropping {} reply(s) for '{}': the queue to the broker is full", dropped,
                      connection.service());
+    }
+}
+
+void WorkerLoop::adapt_credit() {
+    for (std::size_t slot = 0; slot < connections_.size(); ++slot) {
+        if (const std::uint32_t credit = credits_[slot].change()) {
+            connections_[slot].change_credit(credit);
+            spdlog::debug("credit for '{}' is now {}", connections_[slot].service(), credit);
+        }
+    }
+}
+
+void WorkerLoop::publish_connections() {
+    for (std::size_t slot = 0; slot < connections_.size(); ++slot) {
+        const BrokerConnection& connection = connections_[slot];
+        current_connection_[slot].store(connection.connected() ? connection.id() : 0,
+                                        std::memory_order_relaxed);
     }
 }
 
@@ -255,6 +296,7 @@ void WorkerLoop::run_timers(TimePoint at) {
 
 void WorkerLoop::connect(BrokerConnection& connection, TimePoint at) {
     connection.connect(context_, options_.endpoint, next_connection_id_++, at, options_.curve);
+    publish_connections();
     spdlog::debug("sent READY for '{}' to {}", connection.service(), options_.endpoint);
 }
 

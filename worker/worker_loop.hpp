@@ -4,11 +4,13 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "shared/clock.hpp"
+#include "worker/adaptive_credit.hpp"
 #include "worker/broker_connection.hpp"
 #include "worker/handler_pool.hpp"
 #include "worker/worker.hpp"
@@ -33,6 +35,10 @@ class WorkerLoop {
     void on_job(std::uint32_t slot, Frames& frames, const wire::Record& record);
     void on_result(Frames& frames);
     void flush_replies();
+    // Asks each broker connection for the credit its job times call for (unless --credit).
+    void adapt_credit();
+    // Tells the handler threads which connection of each slot is current.
+    void publish_connections();
     // Tells every broker connection to send nothing more; the loop ends once they echoed it
     // and every job in hand is replied.
     void begin_stopping(TimePoint now);
@@ -49,7 +55,9 @@ class WorkerLoop {
     zmq::socket_t results_;  // bound before the pool starts, closed after it is joined
     HandlerPool pool_;
     std::vector<BrokerConnection> connections_;  // one per handler, same index (the slot)
-    std::size_t jobs_in_flight_ = 0;             // submitted to the pool, result not yet read
+    std::vector<AdaptiveCredit> credits_;        // per slot; used unless options_.credit > 0
+    std::unique_ptr<std::atomic<std::uint64_t>[]> current_connection_;  // per slot; 0: none
+    std::size_t jobs_in_flight_ = 0;  // submitted to the pool, result not yet read
     std::uint64_t next_connection_id_ = 1;
     bool draining_ = false;
     TimePoint stop_began_{};
