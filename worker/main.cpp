@@ -67,9 +67,10 @@ int main(int argc, char** argv) {
         ->check(CLI::Range(1, 256))
         ->capture_default_str();
     app.add_option("--credit", options.credit,
-                   "Requests each service may hold at once; 0 means 4 per handler thread. More\n"
-                   "keeps handlers busy under pipelined load; less spreads long jobs better,\n"
-                   "since a job queued here waits even while another worker is idle")
+                   "Requests each service may hold at once. 0: adaptive, one per handler plus\n"
+                   "about 1 ms of work (hundreds for microsecond jobs, about one per handler\n"
+                   "for jobs of a millisecond or more), so that handlers never wait for the\n"
+                   "broker and long jobs do not queue here while another worker is idle")
         ->check(CLI::Range(0, 10'000))
         ->capture_default_str();
     app.add_option("--heartbeat-ms", heartbeat_ms, "Heartbeat interval, milliseconds")
@@ -123,7 +124,8 @@ int main(int argc, char** argv) {
             add_builtin_service(worker, service);
         g_worker.store(&worker);
         install_signal_handlers();
-        const int credit = default_credit(options);
+        const std::string credit =
+            options.credit > 0 ? std::to_string(options.credit) : std::string("adaptive");
         spdlog::info("zworker {} serving {} for {} with {} thread(s), credit {} per service",
                      kVersion, fmt::join(services, ", "), options.endpoint, options.threads,
                      credit);

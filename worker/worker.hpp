@@ -64,7 +64,9 @@ struct Registration {
 struct WorkerOptions {
     std::string endpoint{protocol::kDefaultBrokerConnect};
     int threads = 1;  // handler threads shared by all services
-    int credit = 0;   // requests one service socket may hold at once; 0: default_credit()
+    // Requests one service socket may hold at once. 0: adaptive, from how long jobs take (one
+    // per handler plus about 1 ms of work; see worker/adaptive_credit.hpp).
+    int credit = 0;
     std::chrono::milliseconds heartbeat_interval{protocol::kHeartbeatInterval};
     int liveness = protocol::kHeartbeatLiveness;  // intervals of broker silence before reconnect
     std::chrono::milliseconds reconnect_delay{1000};
@@ -73,13 +75,9 @@ struct WorkerOptions {
     std::optional<CurveClientKeys> curve;
 };
 
-// Credit per handler thread when WorkerOptions.credit is 0. Credit is how many requests the
-// broker may hand this worker ahead of its handlers: a few per thread keep the threads busy
-// while replies and new jobs cross the network (Celery's default prefetch is 4 per process);
-// many more would only queue jobs here that an idle worker elsewhere could have run.
+// The credit a service socket announces in READY, before its job times are known:
+// WorkerOptions.credit, or when that is 0 (adaptive), this many per handler thread.
 inline constexpr int kDefaultCreditPerThread = 4;
-
-// The credit each service socket announces.
 inline int default_credit(const WorkerOptions& options) {
     return options.credit > 0 ? options.credit : kDefaultCreditPerThread * options.threads;
 }

@@ -10,6 +10,9 @@ namespace zbroker::detail {
 
 namespace {
 
+static_assert(kDefaultCreditPerThread == AdaptiveCredit::kStartPerHandler,
+              "the documented starting credit is the one AdaptiveCredit starts from");
+
 // Bounds every poll so that stop() is noticed promptly even when nothing else happens.
 constexpr Millis kMaxPollWait{100};
 // Lets the DISCONNECT reach the broker when closing, without ever hanging the close.
