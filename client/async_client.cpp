@@ -16,10 +16,18 @@ namespace detail {
 
 RequestIdSet::RequestIdSet(std::size_t max_size)
     : slots_(std::bit_ceil(std::max<std::size_t>(16, 2 * max_size)), kEmpty),
-      mask_(slots_.size() - 1) {}
+      mask_(slots_.size() - 1),
+      shift_(64 - static_cast<unsigned>(std::countr_zero(slots_.size()))) {}
+
+std::size_t RequestIdSet::home_of(std::uint64_t id) const {
+    // Fibonacci hashing: consecutive ids land far apart. With `id & mask` the ids in flight
+    // filled one long run of slots, and each erase shifted the rest of the run: a sixth of
+    // zbench's client time at 1000 in flight.
+    return static_cast<std::size_t>((id * 0x9E3779B97F4A7C15ull) >> shift_);
+}
 
 std::size_t RequestIdSet::slot_of(std::uint64_t id) const {
-    std::size_t slot = static_cast<std::size_t>(id) & mask_;
+    std::size_t slot = home_of(id);
     while (slots_[slot] != kEmpty && slots_[slot] != id)
         slot = (slot + 1) & mask_;
     return slot;
@@ -46,7 +54,7 @@ bool RequestIdSet::erase(std::uint64_t id) {
     // Backward-shift deletion: pull later members of the probe run into the hole, so that
     // lookups never stop early at it and no tombstones accumulate.
     for (std::size_t next = (hole + 1) & mask_; slots_[next] != kEmpty; next = (next + 1) & mask_) {
-        const std::size_t home = static_cast<std::size_t>(slots_[next]) & mask_;
+        const std::size_t home = home_of(slots_[next]);
         // Movable when its home is not in the cyclic range (hole, next].
         const bool home_after_hole = ((next - home) & mask_) < ((next - hole) & mask_);
         if (home_after_hole) continue;

@@ -28,8 +28,8 @@ struct Completion {
 
 namespace detail {
 
-// The ids in flight, as an open-addressing set at most half full. Ids are consecutive, so
-// `id & mask` spreads them without hashing and lookups are a probe or two.
+// The ids in flight, as an open-addressing set at most half full, so lookups are a probe or
+// two.
 class RequestIdSet {
   public:
     explicit RequestIdSet(std::size_t max_size);
@@ -40,10 +40,12 @@ class RequestIdSet {
 
   private:
     static constexpr std::uint64_t kEmpty = 0;  // never an id: ids start at 1
+    std::size_t home_of(std::uint64_t id) const;
     std::size_t slot_of(std::uint64_t id) const;
 
     std::vector<std::uint64_t> slots_;
     std::size_t mask_ = 0;
+    unsigned shift_ = 0;  // 64 - log2(slots)
     std::size_t size_ = 0;
 };
 
