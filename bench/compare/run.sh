@@ -25,7 +25,7 @@ Options:
   --clients LIST      client connections (default $clients)
   --workers N         zbroker echo workers, and NATS echo responders (default $workers)
   --credit N          requests each zworker may hold at once (default $credit, as in the
-                      README's figures; 0: zworker's default, its thread count). NATS pushes
+                      README's figures; 0: zworker's default, adaptive). NATS pushes
                       to its responders without such a bound
   --nats-config LIST  buffered and/or asap (default $nats_configs): how cnats sends. buffered
                       is the library's default, publishes batched by a flusher thread that
@@ -51,7 +51,7 @@ sizes=32
 inflight=16,256
 clients=1
 workers=2
-credit=64
+credit=0
 nats_configs=buffered,asap
 bin_dir=${ZBROKER_BIN_DIR:-$repo/build/release/bin}
 json_out=""
