@@ -53,14 +53,17 @@ class WorkerLoop {
     const std::atomic<bool>& stop_requested_;
     WorkerCounters& counters_;
     zmq::socket_t results_;  // bound before the pool starts, closed after it is joined
+    // Per slot, the id of its current connection (0: none), read by the handler threads when a
+    // job starts: declared before pool_, so it outlives the threads the pool joins.
+    std::unique_ptr<std::atomic<std::uint64_t>[]> current_connection_;
     HandlerPool pool_;
     std::vector<BrokerConnection> connections_;  // one per handler, same index (the slot)
     std::vector<AdaptiveCredit> credits_;        // per slot; used unless options_.credit > 0
-    std::unique_ptr<std::atomic<std::uint64_t>[]> current_connection_;  // per slot; 0: none
-    std::size_t jobs_in_flight_ = 0;  // submitted to the pool, result not yet read
+    std::size_t jobs_in_flight_ = 0;             // submitted to the pool, result not yet read
     std::uint64_t next_connection_id_ = 1;
     bool draining_ = false;
     TimePoint stop_began_{};
+    std::size_t io_thread_jobs_ = 0;     // run by the message being read, timed together
     Frames incoming_;                    // reused for every read
     std::vector<wire::Record> records_;  // of the message being read
     Frames inline_body_;                 // the body handed to an io_thread handler, reused
