@@ -1,5 +1,5 @@
-// The worker library against a fake broker: a ROUTER speaking raw 7/MDP frames on an ephemeral
-// port.
+// The worker library against a fake broker: a ROUTER on an ephemeral port that reads and writes
+// ZB/1 (shared/wire.hpp) and hands the test one record at a time.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -7,63 +7,99 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <deque>
 #include <map>
-#include <memory>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
-
-#include <spdlog/sinks/ringbuffer_sink.h>
-#include <spdlog/spdlog.h>
 
 #include "process_helpers.hpp"
 #include "shared/clock.hpp"
 #include "shared/codec.hpp"
+#include "shared/wire.hpp"
 #include "worker/builtin_services.hpp"
 #include "worker/payload.hpp"
 #include "worker/worker.hpp"
 
 using namespace zbroker;
 using namespace std::chrono_literals;
-using protocol::WorkerCommand;
 using testing::eventually;
 using testing::in_time;
 using testing::kPatience;
 using testing::kTooSlow;
+using wire::Command;
 
 namespace {
 
-// Said when an event that should come did not come within kPatience: under TSan on a loaded
-// 2-core machine everything runs 10-20x slower, so a timeout may mean that, not a bug.
-// Reply frames after the routing id: "" MDPW01 0x03 token "" body...
-constexpr std::size_t kToken = 3;
-constexpr std::size_t kBody = 5;
+// ZB/1 fields written by hand, for the exact layouts and the malformed messages below.
+std::string u8(std::uint32_t value) {
+    return std::string(1, static_cast<char>(value & 0xFF));
+}
+std::string u16(std::uint32_t value) {
+    return u8(value) + u8(value >> 8);
+}
+std::string u32(std::uint32_t value) {
+    return u16(value) + u16(value >> 16);
+}
+std::string short_bytes(std::string_view bytes) {
+    return u8(static_cast<std::uint32_t>(bytes.size())) + std::string(bytes);
+}
+std::string inline_body(std::string_view bytes) {
+    return u8(0x00) + u32(static_cast<std::uint32_t>(bytes.size())) + std::string(bytes);
+}
+std::string command_byte(Command command) {
+    return u8(static_cast<std::uint8_t>(command));
+}
+const std::string kSignature(wire::kSignature);
 
-std::string command_byte(WorkerCommand command) {
-    return std::string(1, static_cast<char>(command));
+Frames frames_of(const std::vector<std::string>& parts) {
+    Frames frames;
+    for (const std::string& part : parts)
+        frames.push_back(frame(part));
+    return frames;
 }
 
-// One message the fake broker received: the worker's routing id and the frames after it.
+// One record the fake broker received, and what it knows of the message it came in.
 struct Received {
     std::string identity;
-    Frames frames;
-
-    std::optional<WorkerCommand> command() const {
-        if (frames.size() < 3 || frames[2].size() != 1) return std::nullopt;
-        return static_cast<WorkerCommand>(view(frames[2])[0]);
-    }
-    std::string at(std::size_t index) const { return std::string(view(frames.at(index))); }
-    std::vector<std::string> body() const {
-        std::vector<std::string> parts;
-        for (std::size_t i = kBody; i < frames.size(); ++i)
-            parts.push_back(at(i));
-        return parts;
-    }
+    std::optional<Command> command;  // nullopt: the message did not parse, see `problem`
+    std::string problem;
+    std::string token;    // REPLY
+    std::string service;  // READY
+    std::uint32_t credit = 0;
+    std::vector<std::string> body;  // the body frames; an empty inline body is none
+    bool body_in_frames = false;
+    std::size_t message = 0;  // the fake broker's count of messages read so far, this one's
+    std::size_t records_in_message = 0;
+    std::size_t frames_in_message = 0;  // envelope and body frames, without the routing id
+    std::string envelope;               // the message's envelope frame, whole
 };
 
-// A broker stand-in: a ROUTER bound on 127.0.0.1 that sends and reads raw MDP worker frames.
+std::string name_of(const Received& received) {
+    if (!received.command) return "malformed (" + received.problem + ")";
+    return std::string(wire::command_name(*received.command));
+}
+
+// What the tests about a conversation look past: heartbeats, and a worker adapting its credit.
+bool is_noise(const Received& received) {
+    return received.command == Command::heartbeat ||
+           (received.command == Command::credit && received.credit != 0);
+}
+
+std::vector<std::string> names(const std::vector<Received>& records) {
+    std::vector<std::string> out;
+    for (const Received& received : records)
+        out.push_back(name_of(received));
+    return out;
+}
+
+// A broker stand-in: a ROUTER bound on 127.0.0.1 that reads the worker's ZB/1 messages and
+// splits each into records, so that a test waits on records whatever the batching; and writes
+// ZB/1 with wire::Writer, or raw frames for the malformed ones. Used from one thread at a time.
 class FakeBroker {
   public:
     FakeBroker() : router_(context_, zmq::socket_type::router) {
@@ -74,76 +110,187 @@ class FakeBroker {
 
     const std::string& endpoint() const { return endpoint_; }
 
-    // The next message within `timeout`, whatever it is.
+    // On (the default), every CREDIT read is echoed at once, as the broker does. Off, the echoes
+    // are held back until echo_credit(true), which sends them.
+    void echo_credit(bool on) {
+        echo_credit_ = on;
+        if (!on) return;
+        for (const auto& [identity, credit] : unechoed_)
+            send_credit(identity, credit);
+        unechoed_.clear();
+    }
+
+    // The next record within `timeout`, whatever it is.
     std::optional<Received> receive(Millis timeout) {
-        zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0}};
-        zmq::poll(items, 1, std::max(timeout, Millis{0}));
-        if ((items[0].revents & ZMQ_POLLIN) == 0) return std::nullopt;
-        Frames frames;
-        recv_frames(router_, frames);
-        Received received;
-        received.identity = std::string(view(frames.front()));
-        frames.erase(frames.begin());
-        received.frames = std::move(frames);
+        if (queue_.empty() && !read_message(timeout)) return std::nullopt;
+        Received received = std::move(queue_.front());
+        queue_.pop_front();
         return received;
     }
 
-    // The next message carrying `command` within `timeout`; others (heartbeats) are skipped.
+    // Reads (and echoes) what the worker sends, without handing it out: while a test waits for
+    // the worker's thread to end.
+    void pump(Millis timeout) { read_message(timeout); }
+
+    // The next record carrying `command` within `timeout`; others (heartbeats) are skipped.
     // For what should not come: a short window, as a slow machine can only make it pass.
-    std::optional<Received> next(WorkerCommand command, Millis timeout) {
+    std::optional<Received> next(Command command, Millis timeout) {
         const auto deadline = now() + timeout;
         while (now() < deadline) {
             auto received = receive(std::chrono::ceil<Millis>(deadline - now()));
-            if (received && received->command() == command) return received;
+            if (!received) continue;
+            if (received->command == command) return received;
+            if (!received->command) FAIL_CHECK("the worker sent " << name_of(*received));
         }
         return std::nullopt;
     }
 
-    // The next message carrying `command`, which should come: waits up to kPatience.
-    std::optional<Received> expect(WorkerCommand command) {
+    // The next record carrying `command`, which should come: waits up to kPatience.
+    std::optional<Received> expect(Command command) {
         auto received = next(command, kPatience);
-        if (!received)
-            UNSCOPED_INFO("no command " << static_cast<int>(command) << ": " << kTooSlow);
+        if (!received) UNSCOPED_INFO("no " << wire::command_name(command) << ": " << kTooSlow);
         return received;
     }
 
-    void send(const std::string& identity, const std::vector<std::string>& parts) {
+    // Every record but heartbeats and credit updates (a non-zero CREDIT: the worker adapting
+    // its credit), in order, up to the `count`th carrying `command`; fewer when `patience`
+    // runs out first (a short one for what should not come).
+    std::vector<Received> until(Command command, std::size_t count = 1,
+                                Millis patience = kPatience) {
+        std::vector<Received> seen;
+        std::size_t matching = 0;
+        const auto deadline = now() + patience;
+        while (matching < count && now() < deadline) {
+            auto received = receive(std::chrono::ceil<Millis>(deadline - now()));
+            if (!received || is_noise(*received)) continue;
+            if (received->command == command) ++matching;
+            seen.push_back(std::move(*received));
+        }
+        if (matching < count && patience == kPatience) UNSCOPED_INFO(kTooSlow);
+        return seen;
+    }
+
+    // Sends `parts` as they are, one frame each, to the worker at `identity`.
+    void send_raw(const std::string& identity, const std::vector<std::string>& parts) {
+        Frames frames = frames_of(parts);
+        REQUIRE(send(identity, frames));
+    }
+
+    struct Job {
+        std::string token;
+        std::vector<std::string> body;
+    };
+
+    // One message holding a JOB record for each of `jobs`, in order.
+    void send_jobs(const std::string& identity, const std::vector<Job>& jobs) {
+        wire::Writer writer;
+        for (const Job& job : jobs) {
+            Frames body = frames_of(job.body);
+            writer.job(job.token, std::nullopt, {body, 0, body.size()});
+        }
         Frames frames;
-        frames.push_back(frame(identity));
-        for (const std::string& part : parts)
-            frames.push_back(frame(part));
-        REQUIRE(send_frames(router_, frames) == SendResult::sent);
+        writer.take(frames);
+        REQUIRE(send(identity, frames));
     }
 
-    void send_command(const std::string& identity, WorkerCommand command) {
-        send(identity, {"", std::string(protocol::kMdpWorker), command_byte(command)});
+    void send_job(const std::string& identity, const std::string& token,
+                  const std::vector<std::string>& body) {
+        send_jobs(identity, {{token, body}});
     }
 
-    void send_request(const std::string& identity, const std::string& token,
-                      const std::vector<std::string>& body) {
-        std::vector<std::string> parts{"", std::string(protocol::kMdpWorker),
-                                       command_byte(WorkerCommand::request), token, ""};
-        parts.insert(parts.end(), body.begin(), body.end());
-        send(identity, parts);
+    // HEARTBEAT or DISCONNECT.
+    void send_command(const std::string& identity, Command command) {
+        wire::Writer writer;
+        writer.command(command);
+        Frames frames;
+        writer.take(frames);
+        REQUIRE(send(identity, frames));
     }
 
   private:
+    bool send(const std::string& identity, Frames& message) {
+        message.insert(message.begin(), frame(identity));
+        return send_frames(router_, message) == SendResult::sent;
+    }
+
+    void send_credit(const std::string& identity, std::uint32_t credit) {
+        wire::Writer writer;
+        writer.credit(credit);
+        Frames frames;
+        writer.take(frames);
+        send(identity, frames);  // no REQUIRE: also sent while a worker is being joined
+    }
+
+    // Reads one message within `timeout` and queues its records; false when none came.
+    bool read_message(Millis timeout) {
+        zmq::pollitem_t items[] = {{router_.handle(), 0, ZMQ_POLLIN, 0}};
+        zmq::poll(items, 1, std::max(timeout, Millis{0}));
+        if ((items[0].revents & ZMQ_POLLIN) == 0) return false;
+        Frames frames;
+        recv_frames(router_, frames);
+        ++messages_;
+        Received common;
+        common.identity = std::string(view(frames.front()));
+        common.message = messages_;
+        common.frames_in_message = frames.size() - 1;
+        if (frames.size() > 1) common.envelope = std::string(view(frames[1]));
+
+        std::vector<wire::Record> records;
+        const char* problem = nullptr;
+        if (!wire::parse(frames, 1, records, problem)) {
+            common.problem = problem;
+            queue_.push_back(std::move(common));
+            return true;
+        }
+        common.records_in_message = records.size();
+        for (const wire::Record& record : records) {
+            Received received = common;
+            received.command = record.command;
+            received.token = std::string(record.token);
+            received.service = std::string(record.service);
+            received.credit = record.credit;
+            received.body_in_frames = record.body.in_frames;
+            if (record.body.in_frames) {
+                for (std::size_t i = record.body.first; i < record.body.first + record.body.count;
+                     ++i)
+                    received.body.emplace_back(view(frames[i]));
+            } else if (!record.body.bytes.empty()) {
+                received.body.emplace_back(record.body.bytes);
+            }
+            if (record.command == Command::credit) {
+                if (echo_credit_) {
+                    send_credit(received.identity, record.credit);
+                } else {
+                    unechoed_.emplace_back(received.identity, record.credit);
+                }
+            }
+            queue_.push_back(std::move(received));
+        }
+        return true;
+    }
+
     zmq::context_t context_{1};
     zmq::socket_t router_;
     std::string endpoint_;
+    std::deque<Received> queue_;  // records read and not yet handed out
+    std::size_t messages_ = 0;
+    bool echo_credit_ = true;
+    std::vector<std::pair<std::string, std::uint32_t>> unechoed_;
 };
 
 // Runs a worker on its own thread; the destructor always stops and joins it, even when a
-// REQUIRE fails, so that no test leaves a thread behind.
+// REQUIRE fails, so that no test leaves a thread behind. A stopping worker waits for the
+// broker's echo of its CREDIT 0, so while it waits the fake broker reads and echoes.
 class RunningWorker {
   public:
-    explicit RunningWorker(Worker& worker)
-        : worker_(worker), thread_([this] {
+    RunningWorker(Worker& worker, FakeBroker& broker)
+        : worker_(worker), broker_(broker), thread_([this] {
               try {
                   worker_.run();
               } catch (const std::exception& e) {
                   error_ = e.what();
               }
+              finished_ = true;
           }) {}
     ~RunningWorker() { stop_and_join(); }
     RunningWorker(const RunningWorker&) = delete;
@@ -151,14 +298,19 @@ class RunningWorker {
 
     void stop_and_join() {
         worker_.stop();
+        broker_.echo_credit(true);
+        while (!finished_)
+            broker_.pump(10ms);
         if (thread_.joinable()) thread_.join();
     }
     const std::string& error() const { return error_; }
 
   private:
     Worker& worker_;
+    FakeBroker& broker_;
     std::string error_;
-    std::thread thread_;
+    std::atomic<bool> finished_{false};
+    std::thread thread_;  // last: starts once the rest is in place
 };
 
 // Options for a worker of the fake broker, which never sends heartbeats: quick heartbeats,
@@ -189,39 +341,6 @@ class Gate {
 
   private:
     std::atomic<bool> open_{false};
-};
-
-// Captures what the worker library logs while it lives, to wait on a log line as an event.
-// Installed before the worker's threads start and removed after they stop: spdlog's default
-// logger must not be swapped while another thread logs.
-class LogCapture {
-  public:
-    LogCapture()
-        : previous_(spdlog::default_logger()),
-          sink_(std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(1000)) {
-        auto logger = std::make_shared<spdlog::logger>("capture", sink_);
-        logger->set_level(spdlog::level::debug);
-        spdlog::set_default_logger(std::move(logger));
-    }
-    ~LogCapture() { spdlog::set_default_logger(previous_); }
-    LogCapture(const LogCapture&) = delete;
-    LogCapture& operator=(const LogCapture&) = delete;
-
-    bool contains(const std::string& marker) const {
-        for (const std::string& line : sink_->last_formatted())
-            if (line.find(marker) != std::string::npos) return true;
-        return false;
-    }
-    // Waits up to kPatience for a line containing `marker`.
-    bool wait_for(const std::string& marker) const {
-        if (eventually([&] { return contains(marker); })) return true;
-        UNSCOPED_INFO("the worker never logged '" << marker << "': " << kTooSlow);
-        return false;
-    }
-
-  private:
-    std::shared_ptr<spdlog::logger> previous_;
-    std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> sink_;
 };
 
 std::string error_of(const std::string& body) {
@@ -255,36 +374,38 @@ TEST_CASE("Reply::error is a msgpack map with the message under \"error\"") {
     REQUIRE(error_of(std::string(view(reply.body[0]))) == "it broke");
 }
 
-// ---- The MDP conversation ----------------------------------------------------------------
+// ---- The ZB/1 conversation ---------------------------------------------------------------
 
-TEST_CASE("READY carries the service name and the configured credit") {
+TEST_CASE("READY is one record with the configured credit and the service name") {
     FakeBroker broker;
     WorkerOptions options = options_for(broker);
     options.credit = 7;
     Worker worker(options);
     worker.handle("svc", echo_handler);
-    RunningWorker running(worker);
+    RunningWorker running(worker, broker);
 
-    const auto ready = broker.expect(WorkerCommand::ready);
+    const auto ready = broker.expect(Command::ready);
     REQUIRE(ready);
-    REQUIRE(ready->frames.size() == 5);
-    REQUIRE(ready->at(0).empty());
-    REQUIRE(ready->at(1) == protocol::kMdpWorker);
-    REQUIRE(ready->at(3) == "svc");
-    REQUIRE(ready->at(4) == "7");
+    REQUIRE(ready->credit == 7);
+    REQUIRE(ready->service == "svc");
+    // The whole message: one frame, the envelope with the READY record alone.
+    REQUIRE(ready->frames_in_message == 1);
+    REQUIRE(ready->envelope ==
+            kSignature + command_byte(Command::ready) + u32(7) + short_bytes("svc"));
 }
 
-TEST_CASE("credit defaults to the number of handler threads") {
+TEST_CASE("credit defaults to a few requests per handler thread") {
     FakeBroker broker;
     WorkerOptions options = options_for(broker);
     options.threads = 3;
     Worker worker(options);
     worker.handle("svc", echo_handler);
-    RunningWorker running(worker);
+    RunningWorker running(worker, broker);
 
-    const auto ready = broker.expect(WorkerCommand::ready);
+    const auto ready = broker.expect(Command::ready);
     REQUIRE(ready);
-    REQUIRE(ready->at(4) == "3");
+    REQUIRE(ready->credit == static_cast<std::uint32_t>(kDefaultCreditPerThread * 3));
+    REQUIRE(ready->credit == static_cast<std::uint32_t>(default_credit(options)));
 }
 
 TEST_CASE("each service registers over its own connection") {
@@ -292,55 +413,78 @@ TEST_CASE("each service registers over its own connection") {
     Worker worker(options_for(broker));
     worker.handle("a", echo_handler);
     worker.handle("b", echo_handler);
-    RunningWorker running(worker);
+    RunningWorker running(worker, broker);
 
-    const auto first = broker.expect(WorkerCommand::ready);
-    const auto second = broker.expect(WorkerCommand::ready);
+    const auto first = broker.expect(Command::ready);
+    const auto second = broker.expect(Command::ready);
     REQUIRE(first);
     REQUIRE(second);
     REQUIRE(first->identity != second->identity);
-    std::vector<std::string> services{first->at(3), second->at(3)};
+    std::vector<std::string> services{first->service, second->service};
     std::sort(services.begin(), services.end());
     REQUIRE(services == std::vector<std::string>{"a", "b"});
 }
 
-TEST_CASE("a REQUEST gets a REPLY with the same token and the handler's frames") {
+TEST_CASE("a JOB gets a REPLY with the same token and the handler's frames") {
     FakeBroker broker;
-    Worker worker(options_for(broker));
+    WorkerOptions options = options_for(broker);
+    options.credit = 1;  // fixed: an adaptive credit's CREDIT may share the reply's message
+    Worker worker(options);
     worker.handle("reverse", [](Request& request) {
         std::reverse(request.frames.begin(), request.frames.end());
         return Reply::frames(std::move(request.frames));
     });
-    RunningWorker running(worker);
-    const auto ready = broker.expect(WorkerCommand::ready);
+    RunningWorker running(worker, broker);
+    const auto ready = broker.expect(Command::ready);
     REQUIRE(ready);
 
     const std::string token("\x00\x01token\xff", 8);
-    broker.send_request(ready->identity, token, {"abc", "def"});
-    const auto reply = broker.expect(WorkerCommand::reply);
+    broker.send_job(ready->identity, token, {"abc", "def"});
+    const auto reply = broker.expect(Command::reply);
     REQUIRE(reply);
     REQUIRE(reply->identity == ready->identity);
-    REQUIRE(reply->at(0).empty());
-    REQUIRE(reply->at(1) == protocol::kMdpWorker);
-    REQUIRE(reply->at(kToken) == token);
-    REQUIRE(reply->at(kToken + 1).empty());
-    REQUIRE(reply->body() == std::vector<std::string>{"def", "abc"});
+    REQUIRE(reply->token == token);
+    REQUIRE(reply->body == std::vector<std::string>{"def", "abc"});
+    // The whole message: the REPLY record, its body of two frames after the envelope.
+    REQUIRE(reply->body_in_frames);
+    REQUIRE(reply->frames_in_message == 3);
+    REQUIRE(reply->envelope ==
+            kSignature + command_byte(Command::reply) + short_bytes(token) + u8(0x01) + u16(2));
     running.stop_and_join();
     REQUIRE(worker.stats().served == 1);
+}
+
+TEST_CASE("a small one-frame reply travels inside the envelope") {
+    FakeBroker broker;
+    WorkerOptions options = options_for(broker);
+    options.credit = 1;  // fixed: an adaptive credit's CREDIT may share the reply's message
+    Worker worker(options);
+    worker.handle("svc", echo_handler);
+    RunningWorker running(worker, broker);
+    const auto ready = broker.expect(Command::ready);
+    REQUIRE(ready);
+
+    broker.send_job(ready->identity, "t", {"small"});
+    const auto reply = broker.expect(Command::reply);
+    REQUIRE(reply);
+    REQUIRE(reply->frames_in_message == 1);
+    REQUIRE(reply->envelope ==
+            kSignature + command_byte(Command::reply) + short_bytes("t") + inline_body("small"));
 }
 
 TEST_CASE("Request::as decodes msgpack and Reply::of encodes it") {
     FakeBroker broker;
     Worker worker(options_for(broker));
     worker.handle("double", [](Request& request) { return Reply::of(request.as<int>() * 2); });
-    RunningWorker running(worker);
-    const auto ready = broker.expect(WorkerCommand::ready);
+    RunningWorker running(worker, broker);
+    const auto ready = broker.expect(Command::ready);
     REQUIRE(ready);
 
-    broker.send_request(ready->identity, "t", {pack(21)});
-    const auto reply = broker.expect(WorkerCommand::reply);
+    broker.send_job(ready->identity, "t", {pack(21)});
+    const auto reply = broker.expect(Command::reply);
     REQUIRE(reply);
-    REQUIRE(unpack<int>(reply->at(kBody)) == 42);
+    REQUIRE(reply->body.size() == 1);
+    REQUIRE(unpack<int>(reply->body[0]) == 42);
 }
 
 TEST_CASE("with credit N and N threads, N requests run at the same time") {
@@ -348,6 +492,7 @@ TEST_CASE("with credit N and N threads, N requests run at the same time") {
     FakeBroker broker;
     WorkerOptions options = options_for(broker);
     options.threads = kParallel;
+    options.credit = kParallel;
     Worker worker(options);
     std::atomic<int> running_now{0};
     std::atomic<int> most_at_once{0};
@@ -361,20 +506,70 @@ TEST_CASE("with credit N and N threads, N requests run at the same time") {
         --running_now;
         return Reply::raw(together ? "together" : "alone");
     });
-    RunningWorker running(worker);
-    const auto ready = broker.expect(WorkerCommand::ready);
+    RunningWorker running(worker, broker);
+    const auto ready = broker.expect(Command::ready);
     REQUIRE(ready);
-    REQUIRE(ready->at(4) == std::to_string(kParallel));
+    REQUIRE(ready->credit == kParallel);
 
     for (int i = 0; i < kParallel; ++i)
-        broker.send_request(ready->identity, std::to_string(i), {});
+        broker.send_job(ready->identity, std::to_string(i), {});
     for (int i = 0; i < kParallel; ++i) {
-        const auto reply = broker.expect(WorkerCommand::reply);
+        const auto reply = broker.expect(Command::reply);
         REQUIRE(reply);
         INFO("\"alone\": a job waited in vain for the others to start; " << kTooSlow);
-        REQUIRE(reply->at(kBody) == "together");
+        REQUIRE(reply->body == std::vector<std::string>{"together"});
     }
     REQUIRE(most_at_once == kParallel);
+}
+
+TEST_CASE("every JOB record of one message is run and replied") {
+    const Execution execution = GENERATE(Execution::pool, Execution::io_thread);
+    INFO((execution == Execution::pool ? "on the pool" : "on the socket thread"));
+    FakeBroker broker;
+    WorkerOptions options = options_for(broker);
+    options.threads = 3;
+    options.credit = 16;  // every job below at once, whatever the handlers
+    Worker worker(options);
+    std::atomic<int> calls{0};
+    worker.handle(
+        "svc",
+        [&](Request& request) {
+            ++calls;
+            return Reply::frames(std::move(request.frames));
+        },
+        execution);
+    RunningWorker running(worker, broker);
+    const auto ready = broker.expect(Command::ready);
+    REQUIRE(ready);
+
+    // Bodies inline and in frames, so each record must claim its own frames in order.
+    const std::vector<FakeBroker::Job> jobs{
+        {"j0", {"zero"}},
+        {"j1", {"one", "and more"}},
+        {"j2", {std::string(wire::kInlineBodyLimit + 1, 'x')}},
+        {"j3", {"three"}},
+        {"j4", {"4a", "", "4c"}},
+        {"j5", {"five"}},
+    };
+    broker.send_jobs(ready->identity, jobs);
+    const auto replies = broker.until(Command::reply, jobs.size());
+    REQUIRE(names(replies) == std::vector<std::string>(jobs.size(), "REPLY"));
+    std::map<std::string, std::vector<std::string>> expected;
+    std::map<std::string, std::vector<std::string>> got;
+    std::set<std::size_t> messages;
+    for (const FakeBroker::Job& job : jobs)
+        expected[job.token] = job.body;
+    for (const Received& reply : replies) {
+        got[reply.token] = reply.body;
+        messages.insert(reply.message);
+    }
+    REQUIRE(got == expected);
+    REQUIRE(calls == static_cast<int>(jobs.size()));
+    if (execution == Execution::io_thread) {
+        // Run on the socket thread in the round that read them: the round's replies are sent
+        // as one message. (Pool replies are batched by whatever is back in a round: not fixed.)
+        REQUIRE(messages.size() == 1);
+    }
 }
 
 TEST_CASE("heartbeats keep flowing while a handler runs longer than the liveness window") {
@@ -393,14 +588,14 @@ TEST_CASE("heartbeats keep flowing while a handler runs longer than the liveness
         done.wait();
         return Reply::raw("done");
     });
-    RunningWorker running(worker);
-    const auto ready = broker.expect(WorkerCommand::ready);
+    RunningWorker running(worker, broker);
+    const auto ready = broker.expect(Command::ready);
     REQUIRE(ready);
 
     // The job ends only once the worker has sent heartbeats while it ran and the job has
     // outlasted the liveness window twice: events, so a slow machine only makes it longer.
     constexpr int kHeartbeatsDuringJob = 5;
-    broker.send_request(ready->identity, "t", {});
+    broker.send_job(ready->identity, "t", {});
     int heartbeats = 0;
     int readies = 0;
     std::optional<TimePoint> job_seen_at;
@@ -409,7 +604,7 @@ TEST_CASE("heartbeats keep flowing while a handler runs longer than the liveness
     auto next_heartbeat = now();
     while (!reply && now() < deadline) {
         if (now() >= next_heartbeat) {
-            broker.send_command(ready->identity, WorkerCommand::heartbeat);
+            broker.send_command(ready->identity, Command::heartbeat);
             next_heartbeat = now() + options.heartbeat_interval;
         }
         if (!job_seen_at && started) job_seen_at = now();
@@ -417,9 +612,9 @@ TEST_CASE("heartbeats keep flowing while a handler runs longer than the liveness
             done.open();
         auto received = broker.receive(10ms);
         if (!received) continue;
-        if (received->command() == WorkerCommand::heartbeat && job_seen_at) ++heartbeats;
-        if (received->command() == WorkerCommand::ready) ++readies;
-        if (received->command() == WorkerCommand::reply) reply = std::move(received);
+        if (received->command == Command::heartbeat && job_seen_at) ++heartbeats;
+        if (received->command == Command::ready) ++readies;
+        if (received->command == Command::reply) reply = std::move(received);
     }
     INFO("worker heartbeats during the job: " << heartbeats << "; " << kTooSlow);
     REQUIRE(reply);
@@ -437,21 +632,22 @@ TEST_CASE("a handler that throws gets an error reply and the worker keeps servin
         if (request.body() == "boom") throw std::runtime_error("boom happened");
         return Reply::raw(request.body());
     });
-    RunningWorker running(worker);
-    const auto ready = broker.expect(WorkerCommand::ready);
+    RunningWorker running(worker, broker);
+    const auto ready = broker.expect(Command::ready);
     REQUIRE(ready);
 
-    broker.send_request(ready->identity, "1", {"boom"});
-    const auto failed = broker.expect(WorkerCommand::reply);
+    broker.send_job(ready->identity, "1", {"boom"});
+    const auto failed = broker.expect(Command::reply);
     REQUIRE(failed);
-    REQUIRE(failed->at(kToken) == "1");
-    REQUIRE(error_of(failed->at(kBody)) == "boom happened");
+    REQUIRE(failed->token == "1");
+    REQUIRE(failed->body.size() == 1);
+    REQUIRE(error_of(failed->body[0]) == "boom happened");
 
-    broker.send_request(ready->identity, "2", {"fine"});
-    const auto served = broker.expect(WorkerCommand::reply);
+    broker.send_job(ready->identity, "2", {"fine"});
+    const auto served = broker.expect(Command::reply);
     REQUIRE(served);
-    REQUIRE(served->at(kToken) == "2");
-    REQUIRE(served->at(kBody) == "fine");
+    REQUIRE(served->token == "2");
+    REQUIRE(served->body == std::vector<std::string>{"fine"});
     running.stop_and_join();
     REQUIRE(worker.stats().failed == 1);
     REQUIRE(worker.stats().served == 1);
@@ -461,32 +657,33 @@ TEST_CASE("a payload of the wrong shape gets an error reply naming the problem")
     FakeBroker broker;
     Worker worker(options_for(broker));
     worker.handle("double", [](Request& request) { return Reply::of(request.as<int>() * 2); });
-    RunningWorker running(worker);
-    const auto ready = broker.expect(WorkerCommand::ready);
+    RunningWorker running(worker, broker);
+    const auto ready = broker.expect(Command::ready);
     REQUIRE(ready);
 
-    broker.send_request(ready->identity, "t", {pack(std::string("twenty-one"))});
-    const auto reply = broker.expect(WorkerCommand::reply);
+    broker.send_job(ready->identity, "t", {pack(std::string("twenty-one"))});
+    const auto reply = broker.expect(Command::reply);
     REQUIRE(reply);
-    REQUIRE_THAT(error_of(reply->at(kBody)), Catch::Contains("wrong shape"));
+    REQUIRE(reply->body.size() == 1);
+    REQUIRE_THAT(error_of(reply->body[0]), Catch::Contains("wrong shape"));
 }
 
 TEST_CASE("DISCONNECT from the broker makes the worker reconnect and send READY again") {
     FakeBroker broker;
     Worker worker(options_for(broker));
     worker.handle("svc", echo_handler);
-    RunningWorker running(worker);
-    const auto first = broker.expect(WorkerCommand::ready);
+    RunningWorker running(worker, broker);
+    const auto first = broker.expect(Command::ready);
     REQUIRE(first);
 
-    broker.send_command(first->identity, WorkerCommand::disconnect);
-    const auto second = broker.expect(WorkerCommand::ready);
+    broker.send_command(first->identity, Command::disconnect);
+    const auto second = broker.expect(Command::ready);
     REQUIRE(second);
     REQUIRE(second->identity != first->identity);  // a new socket, a new session
-    REQUIRE(second->at(3) == "svc");
+    REQUIRE(second->service == "svc");
 
-    broker.send_request(second->identity, "t", {"after"});
-    const auto reply = broker.expect(WorkerCommand::reply);
+    broker.send_job(second->identity, "t", {"after"});
+    const auto reply = broker.expect(Command::reply);
     REQUIRE(reply);
     REQUIRE(reply->identity == second->identity);
     running.stop_and_join();
@@ -502,11 +699,11 @@ TEST_CASE("a silent broker is declared dead after liveness intervals and the wor
     // Taken before the worker connects, so the silence it measures is at least what the
     // worker measured, however slowly its first READY travelled.
     const auto started = now();
-    RunningWorker running(worker);
-    const auto first = broker.expect(WorkerCommand::ready);
+    RunningWorker running(worker, broker);
+    const auto first = broker.expect(Command::ready);
     REQUIRE(first);
 
-    const auto second = broker.expect(WorkerCommand::ready);
+    const auto second = broker.expect(Command::ready);
     REQUIRE(second);
     REQUIRE(second->identity != first->identity);
     // Not before liveness x interval of silence (plus the reconnect delay, left as slack).
@@ -525,26 +722,27 @@ TEST_CASE("a reply to a request from before a reconnect is dropped, never sent o
         finish.wait();
         return Reply::raw("stale");
     });
-    RunningWorker running(worker);
-    const auto first = broker.expect(WorkerCommand::ready);
+    RunningWorker running(worker, broker);
+    const auto first = broker.expect(Command::ready);
     REQUIRE(first);
 
-    broker.send_request(first->identity, "t", {});
+    broker.send_job(first->identity, "t", {});
     REQUIRE(in_time([&] { return started.load(); }));
-    broker.send_command(first->identity, WorkerCommand::disconnect);
-    REQUIRE(broker.expect(WorkerCommand::ready));
+    broker.send_command(first->identity, Command::disconnect);
+    REQUIRE(broker.expect(Command::ready));
     // The job ends only now, with the new connection up: the reply has a connection to go
     // out on, and must not take it.
     finish.open();
     REQUIRE(in_time([&] { return worker.stats().dropped_replies == 1; }));
-    REQUIRE_FALSE(broker.next(WorkerCommand::reply, 500ms));
+    REQUIRE_FALSE(broker.next(Command::reply, 500ms));
     running.stop_and_join();
     REQUIRE(worker.stats().dropped_replies == 1);
 }
 
+// ---- Stopping ----------------------------------------------------------------------------
+
 TEST_CASE("stop() lets the running job finish and reply, then sends DISCONNECT") {
-    FakeBroker broker;
-    const LogCapture log;  // before the worker: outlives its threads
+    FakeBroker broker;  // echoes CREDIT 0 at once
     Worker worker(options_for(broker));
     std::atomic<bool> started{false};
     Gate finish;
@@ -553,62 +751,117 @@ TEST_CASE("stop() lets the running job finish and reply, then sends DISCONNECT")
         finish.wait();
         return Reply::raw("finished");
     });
-    RunningWorker running(worker);
-    const auto ready = broker.expect(WorkerCommand::ready);
+    RunningWorker running(worker, broker);
+    const auto ready = broker.expect(Command::ready);
     REQUIRE(ready);
 
-    broker.send_request(ready->identity, "t", {});
+    broker.send_job(ready->identity, "t", {});
     REQUIRE(in_time([&] { return started.load(); }));
     worker.stop();
-    // The job is still running when the worker starts stopping; only then may it finish.
-    REQUIRE(log.wait_for("stopping: finishing 1 job(s) in hand"));
+    // CREDIT 0 says the worker is stopping; the job is still running, and only now may finish.
+    // The echo has gone out already: what holds the worker now is the job alone.
+    const auto credit = broker.until(Command::credit);
+    REQUIRE(names(credit) == std::vector<std::string>{"CREDIT"});
+    REQUIRE(credit.back().credit == 0);
     finish.open();
-    std::vector<WorkerCommand> seen;
-    const auto deadline = now() + kPatience;
-    while (now() < deadline && (seen.empty() || seen.back() != WorkerCommand::disconnect)) {
-        auto received = broker.receive(50ms);
-        if (!received || received->command() == WorkerCommand::heartbeat) continue;
-        REQUIRE(received->command());
-        seen.push_back(*received->command());
-        if (received->command() == WorkerCommand::reply) REQUIRE(received->at(kBody) == "finished");
-    }
-    INFO(kTooSlow);
-    REQUIRE(seen == std::vector<WorkerCommand>{WorkerCommand::reply, WorkerCommand::disconnect});
+    const auto rest = broker.until(Command::disconnect);
+    REQUIRE(names(rest) == std::vector<std::string>{"REPLY", "DISCONNECT"});
+    REQUIRE(rest.front().body == std::vector<std::string>{"finished"});
     running.stop_and_join();
     REQUIRE(running.error().empty());
 }
 
-TEST_CASE("a request that arrives after stop() is not started") {
+TEST_CASE("a stopping worker sends CREDIT 0 at once, finishes its jobs, then DISCONNECT") {
     FakeBroker broker;
-    const LogCapture log;  // before the worker: outlives its threads
+    broker.echo_credit(false);  // the test says when the broker has read the CREDIT 0
     Worker worker(options_for(broker));
     std::atomic<int> calls{0};
+    std::atomic<bool> first_started{false};
     Gate finish;
-    worker.handle("slow", [&](Request&) {
+    worker.handle("slow", [&](Request& request) {
         ++calls;
-        finish.wait();
-        return Reply::raw("finished");
+        if (request.body() == "first") {
+            first_started = true;
+            finish.wait();
+        }
+        return Reply::raw(request.body());
     });
-    RunningWorker running(worker);
-    const auto ready = broker.expect(WorkerCommand::ready);
+    RunningWorker running(worker, broker);
+    const auto ready = broker.expect(Command::ready);
     REQUIRE(ready);
 
-    broker.send_request(ready->identity, "first", {});
-    REQUIRE(in_time([&] { return calls.load() == 1; }));
+    broker.send_job(ready->identity, "first", {"first"});
+    REQUIRE(in_time([&] { return first_started.load(); }));
     worker.stop();
-    broker.send_request(ready->identity, "late", {});
-    // The first job holds the worker open until the late request has been read and refused.
-    REQUIRE(log.wait_for("not starting a request for 'slow'"));
+    // At once: while the job still runs, so before its REPLY.
+    const auto credit = broker.until(Command::credit);
+    REQUIRE(names(credit) == std::vector<std::string>{"CREDIT"});
+    REQUIRE(credit.back().credit == 0);
+
+    // A JOB the broker sent before it read the CREDIT 0: run and replied, not refused, which
+    // would cost its request an attempt.
+    broker.send_job(ready->identity, "late", {"late"});
     finish.open();
-    int replies = 0;
-    REQUIRE(in_time([&] {
-        auto received = broker.receive(50ms);
-        if (received && received->command() == WorkerCommand::reply) ++replies;
-        return received && received->command() == WorkerCommand::disconnect;
-    }));
+    const auto replies = broker.until(Command::reply, 2);
+    REQUIRE(names(replies) == std::vector<std::string>{"REPLY", "REPLY"});
+    std::map<std::string, std::vector<std::string>> bodies;
+    for (const Received& reply : replies)
+        bodies[reply.token] = reply.body;
+    REQUIRE(bodies == std::map<std::string, std::vector<std::string>>{{"first", {"first"}},
+                                                                      {"late", {"late"}}});
+
+    // Until the echo a JOB may still be on its way, so the worker stays. (A short window: a
+    // slow machine can only make this pass.)
+    REQUIRE(names(broker.until(Command::disconnect, 1, 300ms)) == std::vector<std::string>{});
+    broker.echo_credit(true);
+    REQUIRE(names(broker.until(Command::disconnect)) == std::vector<std::string>{"DISCONNECT"});
     running.stop_and_join();
-    REQUIRE(replies == 1);
-    REQUIRE(calls == 1);
+    REQUIRE(running.error().empty());
+    // DISCONNECT came last: the worker closed its socket after it.
+    REQUIRE_FALSE(broker.receive(100ms));
+    REQUIRE(calls == 2);
+    REQUIRE(worker.stats().served == 2);
+    REQUIRE(worker.stats().dropped_replies == 0);
+}
+
+TEST_CASE("a worker whose broker never echoes CREDIT 0 still stops within its liveness period") {
+    FakeBroker broker;
+    broker.echo_credit(false);
+    WorkerOptions options = options_for(broker);
+    // 2 s: the fake's heartbeats below keep the broker alive in the worker's eyes even when a
+    // loaded machine stalls the test thread, so only the wait for the echo can end.
+    options.heartbeat_interval = 100ms;
+    options.liveness = 20;
+    const Millis period = options.heartbeat_interval * options.liveness;
+    Worker worker(options);
+    worker.handle("svc", echo_handler);
+    RunningWorker running(worker, broker);
+    const auto ready = broker.expect(Command::ready);
+    REQUIRE(ready);
+
+    const auto asked = now();
+    worker.stop();
+    std::vector<std::string> seen;
+    std::optional<TimePoint> disconnected_at;
+    const auto deadline = now() + kPatience;
+    auto next_heartbeat = now();
+    while (!disconnected_at && now() < deadline) {
+        if (now() >= next_heartbeat) {
+            broker.send_command(ready->identity, Command::heartbeat);
+            next_heartbeat = now() + options.heartbeat_interval;
+        }
+        auto received = broker.receive(10ms);
+        if (!received || is_noise(*received)) continue;
+        seen.push_back(name_of(*received));
+        if (received->command == Command::disconnect) disconnected_at = now();
+    }
+    INFO(kTooSlow);
+    // DISCONNECT, not silence: the connection was up, and the worker gave up on the echo.
+    REQUIRE(seen == std::vector<std::string>{"CREDIT", "DISCONNECT"});
+    REQUIRE(*disconnected_at - asked >= period);  // it did wait for the echo that long
+    running.stop_and_join();
+    REQUIRE(running.error().empty());
+    REQUIRE(worker.stats().reconnects == 0);
 }
 
 TEST_CASE("a worker stopped before it runs returns at once") {
@@ -616,7 +869,7 @@ TEST_CASE("a worker stopped before it runs returns at once") {
     Worker worker(options_for(broker));
     worker.handle("svc", echo_handler);
     worker.stop();
-    RunningWorker running(worker);
+    RunningWorker running(worker, broker);
     running.stop_and_join();
     REQUIRE(running.error().empty());
 }
@@ -630,7 +883,9 @@ TEST_CASE("run() with an unusable endpoint throws and leaves no thread behind") 
     REQUIRE_THROWS_AS(worker.run(), zmq::error_t);
 }
 
-TEST_CASE("malformed broker messages are ignored and the worker keeps serving") {
+// ---- Malformed input ---------------------------------------------------------------------
+
+TEST_CASE("malformed broker messages are ignored and counted, and the worker keeps serving") {
     FakeBroker broker;
     Worker worker(options_for(broker));
     std::atomic<int> calls{0};
@@ -638,36 +893,45 @@ TEST_CASE("malformed broker messages are ignored and the worker keeps serving") 
         ++calls;
         return Reply::raw(request.body());
     });
-    RunningWorker running(worker);
-    const auto ready = broker.expect(WorkerCommand::ready);
+    RunningWorker running(worker, broker);
+    const auto ready = broker.expect(Command::ready);
     REQUIRE(ready);
 
-    const std::string mdpw(protocol::kMdpWorker);
-    const std::string request = command_byte(WorkerCommand::request);
+    const std::string job = command_byte(Command::job) + short_bytes("tok");
+    const std::string good_job = kSignature + job + u8(0) + inline_body("not run");
     const std::vector<std::vector<std::string>> malformed{
-        {""},
-        {"", mdpw},
-        {"x", mdpw, request, "tok", "", "body"},
-        {"", std::string(protocol::kMdpClient), request, "tok", "", "body"},
-        {"", mdpw, request + request},
-        {"", mdpw, ""},
-        {"", mdpw, std::string(1, '\x09')},
-        {"", mdpw, request},
-        {"", mdpw, request, "tok"},
-        {"", mdpw, request, "tok", "not empty", "body"},
-        {"", mdpw, command_byte(WorkerCommand::ready), "svc"},
-        {"", mdpw, command_byte(WorkerCommand::reply), "tok", "", "body"},
+        {""},                                                                // no envelope
+        {"", std::string(protocol::kMdpWorker), "\x02", "tok", "", "body"},  // MDPW01
+        {"ZB"},                                                              // cut signature
+        {"ZB\x02" + good_job.substr(kSignature.size())},                     // version 2
+        {kSignature},                                                        // no record
+        {kSignature + u8(0x99)},                                             // no such command
+        {good_job.substr(0, good_job.size() - 1)},                           // cut short
+        {kSignature + job + u8(0x02) + inline_body("b")},                    // unknown flag
+        {kSignature + job + u8(0) + u8(0x02) + u32(1) + "b"},                // unknown form
+        {kSignature + job + u8(0) + u8(0x00) + u32(1000) + "b"},             // size too big
+        {kSignature + job + u8(0) + u8(0x01) + u16(2), "only one frame"},    // frames missing
+        {good_job, "a frame no record claims"},                              // frame extra
+        {good_job + command_byte(Command::credit) + u16(0)},  // a good JOB, then a cut record
+        // Records only workers and clients send: each well-formed, but not for a worker.
+        {kSignature + command_byte(Command::ready) + u32(1) + short_bytes("svc")},
+        {kSignature + command_byte(Command::reply) + short_bytes("tok") + inline_body("b")},
+        {kSignature + command_byte(Command::request) + u8(0) + short_bytes("id") +
+         short_bytes("svc") + inline_body("b")},
+        {kSignature + command_byte(Command::answer) + short_bytes("id") + u16(200) +
+         inline_body("b")},
     };
     for (const auto& message : malformed)
-        broker.send(ready->identity, message);
-    broker.send_request(ready->identity, "good", {"still here"});
+        broker.send_raw(ready->identity, message);
+    broker.send_job(ready->identity, "good", {"still here"});
 
-    const auto reply = broker.expect(WorkerCommand::reply);
+    const auto reply = broker.expect(Command::reply);
     REQUIRE(reply);
     REQUIRE(reply->identity == ready->identity);
-    REQUIRE(reply->at(kToken) == "good");
-    REQUIRE(reply->at(kBody) == "still here");
+    REQUIRE(reply->token == "good");
+    REQUIRE(reply->body == std::vector<std::string>{"still here"});
     running.stop_and_join();
+    // Nothing of a message that does not parse is acted on: not even its good JOB.
     REQUIRE(calls == 1);
     REQUIRE(worker.stats().malformed == malformed.size());
     REQUIRE(worker.stats().reconnects == 0);
@@ -683,21 +947,21 @@ class BuiltinServices {
     BuiltinServices() : worker_(options_for(broker_)) {
         for (const std::string& name : builtin_service_names())
             add_builtin_service(worker_, name);
-        running_.emplace(worker_);
+        running_.emplace(worker_, broker_);
         for (std::size_t i = 0; i < builtin_service_names().size(); ++i) {
-            const auto ready = broker_.expect(WorkerCommand::ready);
+            const auto ready = broker_.expect(Command::ready);
             REQUIRE(ready);
-            identities_[ready->at(3)] = ready->identity;
+            identities_[ready->service] = ready->identity;
         }
     }
 
     std::vector<std::string> call(const std::string& service,
                                   const std::vector<std::string>& body) {
-        broker_.send_request(identities_.at(service), "token", body);
-        const auto reply = broker_.expect(WorkerCommand::reply);
+        broker_.send_job(identities_.at(service), "token", body);
+        const auto reply = broker_.expect(Command::reply);
         REQUIRE(reply);
-        REQUIRE(reply->at(kToken) == "token");
-        return reply->body();
+        REQUIRE(reply->token == "token");
+        return reply->body;
     }
 
     std::string call_one(const std::string& service, const std::string& body) {
