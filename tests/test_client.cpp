@@ -1,9 +1,11 @@
-// Client and AsyncClient against a fake broker: a ROUTER in the test answering raw ZBC01 frames.
+// Client and AsyncClient against a fake broker: a ROUTER in the test that reads ZB/1 requests
+// one record at a time and answers with wire::Writer, or with raw frames for malformed answers.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <map>
 #include <set>
@@ -12,24 +14,45 @@
 #include "client/async_client.hpp"
 #include "client/client.hpp"
 #include "process_helpers.hpp"
-#include "shared/request_headers.hpp"
+#include "shared/wire.hpp"
 
 using namespace zbroker;
 using namespace std::chrono_literals;
 using protocol::Status;
 using testing::kPatience;
+using wire::Command;
 
 namespace {
 
-// One request as the fake broker saw it.
-struct Received {
-    std::string identity;
-    Frames frames;  // without the identity: "" ZBC01 service request-id headers body...
+// ZB/1 fields written by hand, for exact layouts and malformed answers.
+std::string u8(std::uint32_t value) {
+    return std::string(1, static_cast<char>(value & 0xFF));
+}
+std::string u16(std::uint32_t value) {
+    return u8(value) + u8(value >> 8);
+}
+std::string u32(std::uint32_t value) {
+    return u16(value) + u16(value >> 16);
+}
+std::string short_bytes(std::string_view bytes) {
+    return u8(static_cast<std::uint32_t>(bytes.size())) + std::string(bytes);
+}
+std::string inline_body(std::string_view bytes) {
+    return u8(0x00) + u32(static_cast<std::uint32_t>(bytes.size())) + std::string(bytes);
+}
+const std::string kSignature(wire::kSignature);
 
-    std::string_view service() const { return view(frames.at(2)); }
-    std::string_view request_id() const { return view(frames.at(3)); }
-    std::string_view headers() const { return view(frames.at(4)); }
-};
+// An ANSWER record, bytes after the signature.
+std::string answer_record(std::string_view id, std::uint32_t status, std::string_view body) {
+    return u8(static_cast<std::uint8_t>(Command::answer)) + short_bytes(id) + u16(status) +
+           inline_body(body);
+}
+
+std::string id_bytes(std::uint64_t id) {
+    std::string bytes(sizeof id, '\0');
+    std::memcpy(bytes.data(), &id, sizeof id);
+    return bytes;
+}
 
 std::uint64_t id_value(std::string_view request_id) {
     REQUIRE(request_id.size() == sizeof(std::uint64_t));
@@ -37,6 +60,37 @@ std::uint64_t id_value(std::string_view request_id) {
     std::memcpy(&id, request_id.data(), sizeof id);
     return id;
 }
+
+Frames frames_of(const std::vector<std::string>& parts) {
+    Frames frames;
+    for (const std::string& part : parts)
+        frames.push_back(frame(part));
+    return frames;
+}
+
+// One REQUEST record as the fake broker saw it, and what it knows of its message.
+struct Received {
+    std::string identity;
+    std::string problem;  // not empty: the message did not parse, or held another record
+    std::string id;
+    std::string service;
+    std::optional<std::uint32_t> deadline_ms;
+    std::vector<std::string> body;  // the body frames; an empty inline body is none
+    bool body_in_frames = false;
+    std::size_t message = 0;  // the fake broker's count of messages read so far, this one's
+    std::size_t records_in_message = 0;
+    std::size_t frames_in_message = 0;  // envelope and body frames, without the routing id
+    std::string envelope;               // the message's envelope frame, whole
+
+    std::string_view request_id() const { return id; }
+};
+
+// What the fake broker answers: one ANSWER record.
+struct Answer {
+    std::string id;
+    Status status = Status::ok;
+    std::vector<std::string> body;
+};
 
 // A ROUTER on an ephemeral port, driven from the test thread or from one helper thread.
 class FakeBroker {
@@ -49,15 +103,26 @@ class FakeBroker {
 
     const std::string& endpoint() const { return endpoint_; }
 
-    // The next request, or nullopt after `timeout`: a request that should come has kPatience.
+    // The next request record, or nullopt after `timeout`: a request that should come has
+    // kPatience. The records of one message come one after the other.
     std::optional<Received> receive(std::chrono::milliseconds timeout = kPatience) {
-        zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
-        if (zmq::poll(&item, 1, timeout) == 0) return std::nullopt;
-        Frames frames;
-        recv_frames(socket_, frames);
-        Received received{std::string(view(frames.at(0))), {}};
-        std::move(frames.begin() + 1, frames.end(), std::back_inserter(received.frames));
+        if (queue_.empty() && !read_message(timeout)) return std::nullopt;
+        Received received = std::move(queue_.front());
+        queue_.pop_front();
         return received;
+    }
+
+    // Every record of the next message, or none after `timeout`.
+    std::vector<Received> receive_message(std::chrono::milliseconds timeout = kPatience) {
+        std::vector<Received> records;
+        auto first = receive(timeout);
+        if (!first) return records;
+        records.push_back(std::move(*first));
+        while (!queue_.empty() && queue_.front().message == records.front().message) {
+            records.push_back(std::move(queue_.front()));
+            queue_.pop_front();
+        }
+        return records;
     }
 
     // The first `count` requests, or fewer if kPatience passes first. A test thread collects
@@ -84,20 +149,25 @@ class FakeBroker {
 
     // Sends raw frames (after the identity) to the client that sent `to`.
     void send_raw(const Received& to, const std::vector<std::string>& parts) {
+        Frames frames = frames_of(parts);
+        send(to.identity, frames);
+    }
+
+    // One message with an ANSWER record for each of `answers`, in order.
+    void answer_all(const std::string& identity, const std::vector<Answer>& answers) {
+        wire::Writer writer;
+        for (const Answer& answer : answers) {
+            Frames body = frames_of(answer.body);
+            writer.answer(answer.id, answer.status, {body, 0, body.size()});
+        }
         Frames frames;
-        frames.push_back(frame(to.identity));
-        for (const std::string& part : parts)
-            frames.push_back(frame(part));
-        send_frames(socket_, frames);
+        writer.take(frames);
+        send(identity, frames);
     }
 
     void reply(const Received& to, std::string_view request_id, Status status,
                const std::vector<std::string>& body = {}) {
-        std::vector<std::string> parts{"", std::string(protocol::kZbcClient),
-                                       std::string(to.service()), std::string(request_id),
-                                       std::string(protocol::status_text(status))};
-        parts.insert(parts.end(), body.begin(), body.end());
-        send_raw(to, parts);
+        answer_all(to.identity, {{std::string(request_id), status, body}});
     }
 
     void reply(const Received& to, Status status, const std::vector<std::string>& body = {}) {
@@ -105,9 +175,58 @@ class FakeBroker {
     }
 
   private:
+    void send(const std::string& identity, Frames& message) {
+        message.insert(message.begin(), frame(identity));
+        send_frames(socket_, message);
+    }
+
+    // Reads one message within `timeout` and queues its records; false when none came.
+    bool read_message(std::chrono::milliseconds timeout) {
+        zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
+        if (zmq::poll(&item, 1, std::max(timeout, 0ms)) == 0) return false;
+        Frames frames;
+        recv_frames(socket_, frames);
+        ++messages_;
+        Received common;
+        common.identity = std::string(view(frames.at(0)));
+        common.message = messages_;
+        common.frames_in_message = frames.size() - 1;
+        if (frames.size() > 1) common.envelope = std::string(view(frames[1]));
+
+        std::vector<wire::Record> records;
+        const char* problem = nullptr;
+        if (!wire::parse(frames, 1, records, problem)) {
+            common.problem = problem;
+            queue_.push_back(std::move(common));
+            return true;
+        }
+        common.records_in_message = records.size();
+        for (const wire::Record& record : records) {
+            Received received = common;
+            if (record.command != Command::request)
+                received.problem = "a " + std::string(wire::command_name(record.command)) +
+                                   " record from a client";
+            received.id = std::string(record.id);
+            received.service = std::string(record.service);
+            received.deadline_ms = record.deadline_ms;
+            received.body_in_frames = record.body.in_frames;
+            if (record.body.in_frames) {
+                for (std::size_t i = record.body.first; i < record.body.first + record.body.count;
+                     ++i)
+                    received.body.emplace_back(view(frames[i]));
+            } else if (!record.body.bytes.empty()) {
+                received.body.emplace_back(record.body.bytes);
+            }
+            queue_.push_back(std::move(received));
+        }
+        return true;
+    }
+
     zmq::context_t context_;
     zmq::socket_t socket_;
     std::string endpoint_;
+    std::deque<Received> queue_;  // records read and not yet handed out
+    std::size_t messages_ = 0;
 };
 
 // Runs the fake broker's side on a thread that is always joined, even when a REQUIRE throws.
@@ -139,7 +258,7 @@ const CallOptions kPatient{.timeout = 10'000ms, .retries = 0};
 
 }  // namespace
 
-TEST_CASE("call sends the exact ZBC01 frames with a deadline and returns the reply body") {
+TEST_CASE("call sends one ZB/1 REQUEST record with a deadline and returns the reply body") {
     FakeBroker broker;
     std::optional<Received> seen;
     BrokerThread answer([&] {
@@ -151,13 +270,17 @@ TEST_CASE("call sends the exact ZBC01 frames with a deadline and returns the rep
     answer.join();
 
     REQUIRE(seen);
-    REQUIRE(seen->frames.size() == 6);
-    CHECK(view(seen->frames[0]).empty());
-    CHECK(view(seen->frames[1]) == protocol::kZbcClient);
-    CHECK(seen->service() == "echo");
+    CHECK(seen->problem.empty());
+    CHECK(seen->service == "echo");
     CHECK(seen->request_id().size() == sizeof(std::uint64_t));
-    CHECK(seen->headers() == encode_request_headers({.deadline = kPatient.timeout}));
-    CHECK(view(seen->frames[5]) == "ping");
+    CHECK(seen->deadline_ms == std::optional<std::uint32_t>{10'000});
+    CHECK(seen->body == std::vector<std::string>{"ping"});
+    // The whole message: one frame, the envelope with the request and its small body inside.
+    CHECK(seen->frames_in_message == 1);
+    CHECK(seen->records_in_message == 1);
+    CHECK(seen->envelope == kSignature + u8(static_cast<std::uint8_t>(Command::request)) +
+                                u8(wire::kHasDeadline) + u32(10'000) + short_bytes(seen->id) +
+                                short_bytes("echo") + inline_body("ping"));
     REQUIRE(response.status == Status::ok);
     REQUIRE(response.ok());
     REQUIRE(response.body.size() == 1);
@@ -179,9 +302,10 @@ TEST_CASE("call sends every body frame and returns every reply frame") {
     answer.join();
 
     REQUIRE(seen);
-    REQUIRE(seen->frames.size() == 7);
-    CHECK(view(seen->frames[5]) == "a");
-    CHECK(view(seen->frames[6]) == "b");
+    CHECK(seen->problem.empty());
+    CHECK(seen->body_in_frames);
+    CHECK(seen->frames_in_message == 3);
+    CHECK(seen->body == std::vector<std::string>{"a", "b"});
     REQUIRE(response.body.size() == 3);
     CHECK(view(response.body[0]) == "one");
     CHECK(view(response.body[1]).empty());
@@ -298,21 +422,72 @@ TEST_CASE("a late reply to an earlier attempt is ignored and the retry's reply i
     REQUIRE(response.body_view() == "fresh");
 }
 
+TEST_CASE("the Client ignores answers for ids it no longer awaits, within one message too") {
+    FakeBroker broker;
+    std::atomic<bool> returned{false};
+    std::string first_id;
+    BrokerThread answer([&] {
+        const auto first = broker.receive();
+        if (!first) return;  // let the first attempt time out
+        first_id = first->id;
+        // Each later attempt gets one message: the timed-out attempt's answer, one for an id
+        // never sent, then its own. A reader that stopped at the first record it ignores, or
+        // took the first, would not return "fresh".
+        while (!returned) {
+            if (const auto next = broker.receive(20ms)) {
+                broker.answer_all(next->identity,
+                                  {{first->id, Status::ok, {"stale"}},
+                                   {id_bytes(id_value(next->id) + 100), Status::ok, {"unsent"}},
+                                   {next->id, Status::ok, {"fresh"}}});
+            }
+        }
+    });
+    Client client(broker.endpoint());
+    const Response response =
+        client.call("slow", "x", {.timeout = 500ms, .retries = 5, .backoff = 10ms});
+    returned = true;
+    answer.join();
+    REQUIRE(response.status == Status::ok);
+    REQUIRE(response.body_view() == "fresh");
+
+    // The next call, on the same socket: answers for the finished call come first, again.
+    BrokerThread again([&] {
+        const auto next = broker.receive();
+        if (!next) return;
+        broker.answer_all(next->identity, {{first_id, Status::ok, {"stale"}},
+                                           {id_bytes(id_value(next->id) - 1), Status::ok, {"old"}},
+                                           {next->id, Status::ok, {"second"}}});
+    });
+    const Response second = client.call("slow", "y", kPatient);
+    again.join();
+    REQUIRE(second.status == Status::ok);
+    REQUIRE(second.body_view() == "second");
+}
+
 TEST_CASE("a malformed reply is ignored and the call still gets its real reply") {
     FakeBroker broker;
     BrokerThread answer([&] {
         const auto request = broker.receive();
         if (!request) return;
         const std::string id(request->request_id());
-        const std::string zbc(protocol::kZbcClient);
-        broker.send_raw(*request, {""});                          // delimiter only
-        broker.send_raw(*request, {"", zbc});                     // too short
-        broker.send_raw(*request, {"x", zbc, "svc", id, "200"});  // no delimiter
-        broker.send_raw(
-            *request, {"", std::string(protocol::kMdpClient), "svc", id, "200"});  // other protocol
-        broker.send_raw(*request, {"", zbc, "svc", "short", "200"});               // id not ours
-        broker.send_raw(*request, {"", zbc, "svc", id, "2x0", "bad"});             // bad status
-        broker.send_raw(*request, {"", zbc, "svc", id, "000", "no_reply"});  // not on the wire
+        const std::string ours = answer_record(id, 200, "not taken");
+        const std::string job = u8(static_cast<std::uint8_t>(Command::job)) + short_bytes("t") +
+                                u8(0) + inline_body("b");
+        const std::vector<std::vector<std::string>> malformed{
+            {""},                                                              // no envelope
+            {"", std::string(protocol::kZbcClient), "svc", id, "200", "zbc"},  // ZBC01
+            {"ZB"},                                                            // cut signature
+            {"ZB\x02" + ours},                                                 // version 2
+            {kSignature},                                                      // no record
+            {kSignature + ours.substr(0, ours.size() - 1)},                    // cut short
+            {kSignature + answer_record(id, 299, "bad status")},               // unknown status
+            {kSignature + answer_record(id, 0, "no_reply")},                   // not on the wire
+            {kSignature + answer_record("short", 200, "id not ours")},         // not 8 bytes
+            {kSignature + ours + job},                       // a record no client reads
+            {kSignature + ours, "a frame no record claims"}  // frames after the bodies
+        };
+        for (const auto& message : malformed)
+            broker.send_raw(*request, message);
         broker.reply(*request, Status::ok, {"good"});
     });
     Client client(broker.endpoint());
@@ -339,6 +514,7 @@ TEST_CASE("async send refuses requests beyond the window") {
     REQUIRE(client.in_flight() == 3);
 
     // A reply frees one place in the window.
+    client.flush();
     const auto request = broker.receive();
     REQUIRE(request);
     broker.reply(*request, Status::ok);
@@ -357,15 +533,16 @@ TEST_CASE("async replies that arrive out of order are matched to their requests 
         REQUIRE(id);
         sent[*id] = body;
     }
+    client.flush();
     std::vector<Received> requests;
     for (int i = 0; i < 4; ++i) {
         auto request = broker.receive();
         REQUIRE(request);
         requests.push_back(std::move(*request));
     }
-    // Answer in reverse, echoing each body so the test can tell them apart.
+    // Answer in reverse, each in a message of its own, echoing each body to tell them apart.
     for (auto it = requests.rbegin(); it != requests.rend(); ++it)
-        broker.reply(*it, Status::ok, {std::string(view(it->frames.at(5)))});
+        broker.reply(*it, Status::ok, it->body);
 
     std::vector<std::uint64_t> order;
     while (client.in_flight() > 0) {
@@ -381,22 +558,129 @@ TEST_CASE("async replies that arrive out of order are matched to their requests 
     REQUIRE(id_value(requests.back().request_id()) == order.front());
 }
 
-TEST_CASE("async send puts the deadline in the headers, or none when it is zero") {
+TEST_CASE("async send puts the deadline in deadline_ms, or none when it is zero") {
     FakeBroker broker;
     AsyncClient client(broker.endpoint(), 3);
     REQUIRE(client.send("svc", "x", 250ms));
     REQUIRE(client.send("svc", "x"));
     REQUIRE(client.send("svc", "x", 250ms));
+    client.flush();
     const auto with = broker.receive();
     const auto without = broker.receive();
     const auto again = broker.receive();
     REQUIRE(with);
     REQUIRE(without);
     REQUIRE(again);
-    CHECK(with->headers() == encode_request_headers({.deadline = 250ms}));
-    CHECK(without->headers() == encode_request_headers({}));
-    CHECK(again->headers() == encode_request_headers({.deadline = 250ms}));
-    CHECK(with->frames.size() == 6);
+    CHECK(with->deadline_ms == std::optional<std::uint32_t>{250});
+    CHECK_FALSE(without->deadline_ms);
+    CHECK(again->deadline_ms == std::optional<std::uint32_t>{250});
+    CHECK(with->body == std::vector<std::string>{"x"});
+    CHECK_FALSE(with->body_in_frames);
+}
+
+TEST_CASE("async requests queued by several queue() calls go out as one message") {
+    FakeBroker broker;
+    AsyncClient client(broker.endpoint(), 8);
+    const std::string large(wire::kInlineBodyLimit + 1, 'L');  // travels as a frame of its own
+    const auto first = client.queue("a", "one", 250ms);
+    const auto second = client.queue("b", large);
+    const auto third = client.queue("c", "three");
+    REQUIRE(first);
+    REQUIRE(second);
+    REQUIRE(third);
+    // Held, not sent: nothing goes out before flush() or receive(). (A short window: a slow
+    // machine can only make this pass.)
+    REQUIRE(broker.stays_silent());
+
+    SECTION("flush() sends them") {
+        client.flush();
+    }
+    SECTION("receive() sends them first thing") {
+        REQUIRE_FALSE(client.receive(0ms));
+    }
+    const auto records = broker.receive_message();
+    REQUIRE(records.size() == 3);
+    CHECK(records[0].records_in_message == 3);
+    CHECK(records[0].frames_in_message == 2);  // the envelope and the large body
+    CHECK(records[0].problem.empty());
+    CHECK(id_value(records[0].id) == *first);
+    CHECK(id_value(records[1].id) == *second);
+    CHECK(id_value(records[2].id) == *third);
+    CHECK(records[0].service == "a");
+    CHECK(records[1].service == "b");
+    CHECK(records[2].service == "c");
+    CHECK(records[0].deadline_ms == std::optional<std::uint32_t>{250});
+    CHECK_FALSE(records[1].deadline_ms);
+    CHECK(records[0].body == std::vector<std::string>{"one"});
+    CHECK(records[1].body == std::vector<std::string>{large});
+    CHECK(records[1].body_in_frames);
+    CHECK(records[2].body == std::vector<std::string>{"three"});
+    // Sent once: a second flush has nothing to send.
+    client.flush();
+    REQUIRE(broker.stays_silent());
+}
+
+TEST_CASE("async send() sends at once, with whatever was queued before it") {
+    FakeBroker broker;
+    AsyncClient client(broker.endpoint(), 4);
+    const auto alone = client.send("svc", "alone");
+    REQUIRE(alone);
+    const auto first = broker.receive_message();  // no flush(), no receive()
+    REQUIRE(first.size() == 1);
+    CHECK(id_value(first[0].id) == *alone);
+
+    const auto queued = client.queue("svc", "queued");
+    const auto sent = client.send("svc", "sent");
+    REQUIRE(queued);
+    REQUIRE(sent);
+    const auto both = broker.receive_message();
+    REQUIRE(both.size() == 2);
+    CHECK(id_value(both[0].id) == *queued);
+    CHECK(id_value(both[1].id) == *sent);
+}
+
+TEST_CASE("an AsyncClient reading a message of several ANSWER records returns them one by one") {
+    FakeBroker broker;
+    AsyncClient client(broker.endpoint(), 4);
+    const auto first = client.send("svc", "1");
+    const auto second = client.send("svc", "2");
+    const auto third = client.send("svc", "3");
+    REQUIRE(first);
+    REQUIRE(second);
+    REQUIRE(third);
+    client.flush();
+    const auto requests = broker.receive_many(3);
+    REQUIRE(requests.size() == 3);
+
+    // One message: bodies inline and in frames, a failure status, an id not in flight.
+    const std::string large(wire::kInlineBodyLimit + 1, 'L');
+    broker.answer_all(requests[0].identity, {{id_bytes(*second), Status::ok, {"two", "2b"}},
+                                             {id_bytes(*third + 100), Status::ok, {"unsent"}},
+                                             {id_bytes(*first), Status::ok, {large}},
+                                             {id_bytes(*third), Status::deadline_exceeded, {}}});
+    const auto one = client.receive(kPatience);
+    REQUIRE(one);
+    CHECK(one->id == *second);
+    CHECK(one->status == Status::ok);
+    REQUIRE(one->body.size() == 2);
+    CHECK(view(one->body[0]) == "two");
+    CHECK(view(one->body[1]) == "2b");
+    CHECK(client.in_flight() == 2);
+    // The rest of the message is already read: it comes without waiting, one record a call.
+    const auto two = client.receive(0ms);
+    REQUIRE(two);
+    CHECK(two->id == *first);
+    CHECK(two->status == Status::ok);
+    REQUIRE(two->body.size() == 1);
+    CHECK(view(two->body[0]) == large);
+    CHECK(client.in_flight() == 1);
+    const auto three = client.receive(0ms);
+    REQUIRE(three);
+    CHECK(three->id == *third);
+    CHECK(three->status == Status::deadline_exceeded);
+    CHECK(three->body.empty());
+    CHECK(client.in_flight() == 0);
+    REQUIRE_FALSE(client.receive(100ms));
 }
 
 TEST_CASE("async receive gives up after its timeout when nothing comes") {
@@ -416,15 +700,15 @@ TEST_CASE("async replies for ids not in flight and malformed replies are ignored
     AsyncClient client(broker.endpoint(), 2);
     const auto id = client.send("svc", "x");
     REQUIRE(id);
+    client.flush();
     const auto request = broker.receive();
     REQUIRE(request);
-    std::uint64_t unknown = *id + 100;
-    std::string unknown_id(sizeof unknown, '\0');
-    std::memcpy(unknown_id.data(), &unknown, sizeof unknown);
-    broker.reply(*request, unknown_id, Status::ok, {"not ours"});
-    const std::string zbc(protocol::kZbcClient);
-    broker.send_raw(*request, {"", zbc, "svc"});
-    broker.send_raw(*request, {"", zbc, "svc", std::string(request->request_id()), "abc"});
+    broker.reply(*request, id_bytes(*id + 100), Status::ok, {"not ours"});
+    const std::string ours(request->request_id());
+    broker.send_raw(*request, {"", std::string(protocol::kZbcClient), "svc", ours, "200"});
+    broker.send_raw(*request, {kSignature + answer_record(ours, 299, "bad status")});
+    broker.send_raw(*request, {kSignature + answer_record(ours, 200, "not taken") +
+                               answer_record("short", 200, "id not ours")});
     broker.reply(*request, Status::deadline_exceeded);
     broker.reply(*request, Status::ok, {"a second answer"});
 
@@ -442,6 +726,7 @@ TEST_CASE("an async request never answered completes as no_reply after its deadl
     AsyncClient client(broker.endpoint(), 1);
     const auto id = client.send("svc", "x", 100ms);
     REQUIRE(id);
+    client.flush();
     REQUIRE(broker.receive());  // it arrived; no answer will come (a lost 503/504)
     std::optional<Completion> done;
     const auto elapsed = time_of([&] { done = client.receive(kPatience); });
@@ -464,6 +749,7 @@ TEST_CASE("a cancelled async request frees its place and its late answer is igno
     REQUIRE(client.in_flight() == 0);
     const auto second = client.send("svc", "second");
     REQUIRE(second);
+    client.flush();
     const auto request_one = broker.receive();
     const auto request_two = broker.receive();
     REQUIRE(request_one);
@@ -483,20 +769,26 @@ TEST_CASE("async client refuses a window of zero") {
 TEST_CASE("async client keeps a large window of requests flowing through many reuses") {
     FakeBroker broker;
     constexpr std::size_t kWindow = 64;
-    constexpr int kTotal = 2000;
+    constexpr std::size_t kTotal = 2000;
     AsyncClient client(broker.endpoint(), kWindow);
+    // Requests queued up to the window go out as one message at receive(); the fake answers
+    // each message of requests with one message of answers, as the broker batches.
     BrokerThread echo([&] {
-        for (int answered = 0; answered < kTotal; ++answered) {
-            const auto request = broker.receive();
-            if (!request) return;
-            broker.reply(*request, Status::ok, {std::string(view(request->frames.at(5)))});
+        for (std::size_t answered = 0; answered < kTotal;) {
+            const auto requests = broker.receive_message();
+            if (requests.empty()) return;
+            std::vector<Answer> answers;
+            for (const Received& request : requests)
+                answers.push_back({request.id, Status::ok, request.body});
+            broker.answer_all(requests.front().identity, answers);
+            answered += requests.size();
         }
     });
-    int sent = 0;
-    int received = 0;
+    std::size_t sent = 0;
+    std::size_t received = 0;
     std::set<std::uint64_t> seen;
     while (received < kTotal) {
-        while (sent < kTotal && client.send("svc", std::to_string(sent)))
+        while (sent < kTotal && client.queue("svc", std::to_string(sent)))
             ++sent;
         REQUIRE(client.in_flight() <= kWindow);
         const auto done = client.receive(kPatience);
