@@ -739,6 +739,40 @@ TEST_CASE("a reply to a request from before a reconnect is dropped, never sent o
     REQUIRE(worker.stats().dropped_replies == 1);
 }
 
+TEST_CASE("a job queued for a connection that was replaced before it started is skipped") {
+    // One thread: the second job waits in the pool's queue behind the first. Before, it ran
+    // after the reconnect all the same, though the broker had given it to another worker.
+    FakeBroker broker;
+    WorkerOptions options = options_for(broker);
+    options.threads = 1;
+    options.credit = 2;
+    Worker worker(options);
+    std::atomic<bool> started{false};
+    std::atomic<int> runs{0};
+    Gate finish;
+    worker.handle("slow", [&](Request&) {
+        ++runs;
+        started = true;
+        finish.wait();
+        return Reply::raw("done");
+    });
+    RunningWorker running(worker, broker);
+    const auto first = broker.expect(Command::ready);
+    REQUIRE(first);
+
+    broker.send_job(first->identity, "t1", {});
+    broker.send_job(first->identity, "t2", {});
+    REQUIRE(in_time([&] { return started.load(); }));
+    broker.send_command(first->identity, Command::disconnect);
+    REQUIRE(broker.expect(Command::ready));
+    finish.open();
+    REQUIRE(in_time([&] { return worker.stats().skipped_jobs == 1; }));
+    REQUIRE(runs == 1);
+    REQUIRE_FALSE(broker.next(Command::reply, 300ms));
+    running.stop_and_join();
+    REQUIRE(worker.stats().dropped_replies == 1);  // the first job's reply, as above
+}
+
 // ---- Stopping ----------------------------------------------------------------------------
 
 TEST_CASE("stop() lets the running job finish and reply, then sends DISCONNECT") {

@@ -70,6 +70,7 @@ void BrokerConnection::change_credit(std::uint32_t credit) {
 
 void BrokerConnection::stop_taking_work() {
     if (!connected()) return;
+    stop_acknowledged_ = false;  // only an echo of this CREDIT 0 counts
     pending_.credit(0);
     if (!send_now())
         spdlog::warn("could not tell the broker to stop sending work on '{}': its queue is full",
