@@ -21,6 +21,8 @@ namespace {
 
 // How often a refused worker may be logged at warning level.
 constexpr Millis kRefusalWarningInterval{10'000};
+// How often one worker's released orphans may be logged at warning level.
+constexpr Millis kOrphanWarningInterval{10'000};
 
 // Frame positions, counting the routing id the ROUTER puts first.
 constexpr std::size_t kIdentity = 0;
@@ -334,6 +336,12 @@ void BrokerCore::register_worker(const Frames& in, std::string_view service_name
 void BrokerCore::on_reply(Worker& worker, std::string_view token, Frames& message,
                           const wire::Body& body) {
     RequestRecord* record = table_.find(token);
+    if ((record == nullptr || record->worker != &worker) && worker.orphans_released > 0) {
+        // Most likely the reply to a request released as an orphan: its client had a 504.
+        --worker.orphans_released;
+        ++counters_[Drop::late_reply];
+        return;
+    }
     if (record == nullptr || record->worker != &worker) {
         ++counters_[Drop::unknown_token];
         spdlog::debug("dropped REPLY from worker {}: token {} is not one it holds",
@@ -341,8 +349,7 @@ void BrokerCore::on_reply(Worker& worker, std::string_view token, Frames& messag
         return;
     }
     Service& service = *worker.service;
-    worker.held.erase(worker.held.iterator_to(*record));
-    --service.dispatched;
+    unhold(*record);
     if (record->state == RequestState::answered) {
         ++counters_[Drop::late_reply];  // the client already has its 504
     } else {
@@ -504,11 +511,9 @@ void BrokerCore::dispatched(Worker& worker, RequestRecord& record) {
 
 void BrokerCore::undispatch(RequestRecord& record) {
     Worker& worker = *record.worker;
-    worker.held.erase(worker.held.iterator_to(record));
-    --worker.service->dispatched;
+    unhold(record);
     --counters_.dispatches;
     --record.attempts;
-    record.worker = nullptr;
     if (worker.held.empty()) worker.isolating = false;
     if (record.state == RequestState::answered) {
         table_.release(record);  // its client has had its 504: nothing left to do
@@ -516,6 +521,14 @@ void BrokerCore::undispatch(RequestRecord& record) {
     }
     record.state = RequestState::queued;
     record.service->requeue(record.token());
+}
+
+void BrokerCore::unhold(RequestRecord& record) {
+    Worker& worker = *record.worker;
+    worker.held.erase(worker.held.iterator_to(record));
+    --worker.service->dispatched;
+    if (record.state == RequestState::answered) --worker.service->orphaned;
+    record.worker = nullptr;
 }
 
 void BrokerCore::undo_pending_jobs(Worker& worker) {
@@ -541,9 +554,7 @@ void BrokerCore::remove_worker(Worker& worker, bool send_disconnect, std::string
     // Back to front, each to the queue's head: the queue then starts in dispatch order.
     while (!worker.held.empty()) {
         RequestRecord& record = worker.held.back();
-        worker.held.pop_back();
-        --service.dispatched;
-        record.worker = nullptr;
+        unhold(record);
         if (record.state == RequestState::answered) {
             table_.release(record);
         } else if (record.attempts >= config_.max_attempts) {
@@ -606,9 +617,40 @@ void BrokerCore::expire_deadlines(TimePoint now) {
             service.forget_waiting(table_);
         } else if (record->state == RequestState::dispatched) {
             fail(*record, Status::deadline_exceeded);  // the worker's late reply will be dropped
+            // Still held: an orphan, released if its worker has not replied by this timer.
+            if (config_.orphan_after > Millis{0})
+                deadlines_.add(record->deadline + config_.orphan_after, record->token());
+        } else if (record->state == RequestState::answered && record->worker != nullptr &&
+                   config_.orphan_after > Millis{0} &&
+                   now >= record->deadline + config_.orphan_after) {
+            release_orphan(*record, now);
         }
     }
     deadlines_.compact_if_stale(table_);
+}
+
+void BrokerCore::release_orphan(RequestRecord& record, TimePoint now) {
+    Worker& worker = *record.worker;
+    Service& service = *worker.service;
+    unhold(record);
+    table_.release(record);
+    ++worker.orphans_released;
+    ++counters_.orphans_released;
+    if (worker.held.empty()) worker.isolating = false;  // it held only the suspect
+    if (now >= worker.next_orphan_warning) {
+        spdlog::warn(
+            "worker {} for '{}' still holds a request {} ms past its deadline: its handler may "
+            "be hung; no longer counted against its credit ({} other such request(s) released "
+            "since the last such line)",
+            printable(worker.identity), service.name, config_.orphan_after.count(),
+            worker.orphans_not_logged);
+        worker.orphans_not_logged = 0;
+        worker.next_orphan_warning = now + kOrphanWarningInterval;
+    } else {
+        ++worker.orphans_not_logged;
+    }
+    service.offer(worker);
+    dispatch(service);
 }
 
 void BrokerCore::purge_dead_workers(TimePoint now) {
@@ -669,11 +711,7 @@ bool BrokerCore::drain_complete(TimePoint now) const noexcept {
 void BrokerCore::finish_drain() {
     const std::size_t left = table_.live();
     table_.for_each_live([this](RequestRecord& record) {
-        if (record.worker != nullptr) {
-            record.worker->held.erase(record.worker->held.iterator_to(record));
-            --record.worker->service->dispatched;
-            record.worker = nullptr;
-        }
+        if (record.worker != nullptr) unhold(record);
         if (record.state == RequestState::queued) record.service->forget_waiting(table_);
         if (record.state == RequestState::answered) {
             table_.release(record);
@@ -747,7 +785,9 @@ void BrokerCore::fail(RequestRecord& record, Status status) {
     send_to_client(record.protocol, record.client, record.service->name, record.request_id, status,
                    empty_, kNoBody);
     if (record.worker != nullptr) {
-        record.state = RequestState::answered;  // released when the worker replies or dies
+        // An orphan: released when the worker replies or dies, or at --orphan-after-ms.
+        record.state = RequestState::answered;
+        ++record.service->orphaned;
     } else {
         table_.release(record);
     }
@@ -844,8 +884,9 @@ Service* BrokerCore::service_named(std::string_view name) {
 }
 
 ServiceInfo BrokerCore::info(const Service& service) const {
-    return {service.name,       service.workers, service.waiting,
-            service.dispatched, service.served,  service.failures};
+    return {
+        service.name,     service.workers, service.waiting, service.dispatched - service.orphaned,
+        service.orphaned, service.served,  service.failures};
 }
 
 BrokerSnapshot BrokerCore::snapshot(TimePoint now) const {

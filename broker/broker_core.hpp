@@ -42,6 +42,13 @@ struct BrokerConfig {
     // The deadline of a request that brings none (plain MDP, or ZBC01 without deadline_ms);
     // zero: such a request waits for a worker as long as it takes.
     Millis default_deadline{0};
+    // How long a worker may hold a request past its deadline (answered 504, not replied to)
+    // before the broker stops counting it against that worker's credit: its handler may be
+    // hung while its I/O thread still heartbeats. Longer than heartbeat x liveness (7.5 s by
+    // default), so a dead worker is removed by expiry first and only a live, stuck one is
+    // caught here. Zero: never; the request holds its credit until the reply or the worker's
+    // removal.
+    Millis orphan_after{10'000};
     bool drain_without_curve = false;  // let anyone call mmi.drain when CURVE is off
 };
 
@@ -85,7 +92,8 @@ struct ServiceInfo {
     std::string name;
     std::size_t workers = 0;
     std::size_t waiting = 0;
-    std::size_t dispatched = 0;
+    std::size_t in_flight = 0;  // at its workers and still answerable
+    std::size_t orphaned = 0;   // answered 504, still held by a worker (and its credit)
     std::uint64_t served = 0;
     std::array<std::uint64_t, 8> failures{};  // by Counters::answer_index
 };
@@ -176,7 +184,12 @@ class BrokerCore {
     void resume(Worker& worker);
     void remove_unreachable(Worker& worker);
     void remove_worker(Worker& worker, bool send_disconnect, std::string_view reason);
+    // Takes a request off its worker's list: a credit slot of that worker is free again.
+    void unhold(RequestRecord& record);
     void expire_deadlines(TimePoint now);
+    // A request answered 504 that its worker still holds --orphan-after-ms later: released,
+    // so the worker's credit is free again; its reply, if it ever comes, is a late_reply.
+    void release_orphan(RequestRecord& record, TimePoint now);
     void purge_dead_workers(TimePoint now);
     void send_heartbeats();
     void forget_idle_services();

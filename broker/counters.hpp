@@ -58,7 +58,8 @@ struct Counters {
     std::uint64_t requeued = 0;  // handed back to a queue after their worker died
     std::uint64_t workers_registered = 0;
     std::uint64_t workers_expired = 0;
-    std::uint64_t workers_removed = 0;  // for any reason: expiry, DISCONNECT, protocol error
+    std::uint64_t workers_removed = 0;   // for any reason: expiry, DISCONNECT, protocol error
+    std::uint64_t orphans_released = 0;  // held past deadline + --orphan-after-ms, then let go
     std::array<std::uint64_t, static_cast<std::size_t>(Malformed::kCount)> malformed{};
     std::array<std::uint64_t, static_cast<std::size_t>(Drop::kCount)> drops{};
     std::array<std::uint64_t, 8> answers{};  // by status, see answer_index()

@@ -1,4 +1,6 @@
 // Request deadlines, earliest first: a binary heap whose stale entries are skipped when popped.
+// It also holds the orphan timers (--orphan-after-ms): a request answered 504 while a worker
+// holds it gets a second entry, so every request timer of the core is here.
 #pragma once
 
 #include <algorithm>
@@ -31,13 +33,12 @@ class DeadlineQueue {
     std::size_t size() const noexcept { return heap_.size(); }
 
     // Answered requests leave their entries behind until due; a long deadline on a fast
-    // request would keep one for hours. Past twice the live records, sweep them.
+    // request would keep one for hours. Past twice the live records, sweep them. A live record
+    // keeps its entry: for one in state `answered` that is its orphan timer.
     void compact_if_stale(RequestTable& table) {
         if (heap_.size() <= 2 * table.live() + 1024) return;
-        std::erase_if(heap_, [&table](const auto& entry) {
-            const RequestRecord* record = table.find(entry.second);
-            return record == nullptr || record->state == RequestState::answered;
-        });
+        std::erase_if(heap_,
+                      [&table](const auto& entry) { return table.find(entry.second) == nullptr; });
         std::make_heap(heap_.begin(), heap_.end(), std::greater<>{});
     }
 

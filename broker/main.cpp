@@ -89,6 +89,7 @@ int main(int argc, char** argv) {
     auto heartbeat_ms = config.heartbeat_interval.count();
     auto drain_ms = config.drain_timeout.count();
     auto default_deadline_ms = config.default_deadline.count();
+    auto orphan_after_ms = config.orphan_after.count();
     std::string curve_secret_file;
     std::string authorized_keys_file;
     std::string metrics_address;
@@ -147,6 +148,12 @@ int main(int argc, char** argv) {
                    "503/504 or, for MDP, a counted drop; 0: they wait for a worker for ever")
         ->check(CLI::Range(0, 86'400'000))
         ->capture_default_str();
+    app.add_option("--orphan-after-ms", orphan_after_ms,
+                   "How long a worker may hold a request past its deadline (answered 504) before "
+                   "it no longer counts against the worker's credit (its handler may be hung); "
+                   "0: never. Keep it above --heartbeat-ms x --liveness")
+        ->check(CLI::Range(0, 86'400'000))
+        ->capture_default_str();
     app.add_flag("--drain-without-curve", config.drain_without_curve,
                  "Let any peer call mmi.drain when CURVE is off (with CURVE: admin keys only)");
     app.add_option("--hwm", socket_options.hwm, "Messages queued per peer (ZMQ_SNDHWM/RCVHWM)")
@@ -186,6 +193,7 @@ int main(int argc, char** argv) {
     config.heartbeat_interval = Millis(heartbeat_ms);
     config.drain_timeout = Millis(drain_ms);
     config.default_deadline = Millis(default_deadline_ms);
+    config.orphan_after = Millis(orphan_after_ms);
     init_logging("zbroker", log_level);
 
     zmq::context_t context{1};

@@ -100,6 +100,10 @@ std::vector<MetricFamily> to_metric_families(const BrokerSnapshot& s) {
     families.push_back(single("zbroker_workers_removed_total",
                               "Workers removed: expired, DISCONNECT or a protocol error", counter,
                               n(c.workers_removed)));
+    families.push_back(single("zbroker_orphans_released_total",
+                              "Requests a worker held past deadline + --orphan-after-ms, no "
+                              "longer counted against its credit",
+                              counter, n(c.orphans_released)));
     families.push_back(family("zbroker_answers_total",
                               "Requests answered by the broker or a worker, by status", counter,
                               by_status(c.answers)));
@@ -112,8 +116,12 @@ std::vector<MetricFamily> to_metric_families(const BrokerSnapshot& s) {
                                    s.services, [](auto& v) { return v.workers; }));
     families.push_back(per_service("zbroker_service_queued", "Requests waiting for a worker", gauge,
                                    s.services, [](auto& v) { return v.waiting; }));
-    families.push_back(per_service("zbroker_service_in_flight", "Requests at a worker now", gauge,
-                                   s.services, [](auto& v) { return v.dispatched; }));
+    families.push_back(per_service("zbroker_service_in_flight",
+                                   "Requests at a worker now that can still be answered", gauge,
+                                   s.services, [](auto& v) { return v.in_flight; }));
+    families.push_back(per_service("zbroker_service_orphaned",
+                                   "Requests answered 504 that a worker still holds", gauge,
+                                   s.services, [](auto& v) { return v.orphaned; }));
     families.push_back(per_service("zbroker_service_served_total", "Replies from its workers",
                                    counter, s.services, [](auto& v) { return v.served; }));
     std::vector<ClientMetric> errors;

@@ -39,13 +39,15 @@ void pack_services(Packer& packer, const std::vector<ServiceInfo>& services) {
     packer.pack_map(static_cast<std::uint32_t>(services.size()));
     for (const ServiceInfo& info : services) {
         packer.pack(info.name);
-        packer.pack_map(5);
+        packer.pack_map(6);
         packer.pack("workers");
         packer.pack(info.workers);
         packer.pack("queued");
         packer.pack(info.waiting);
         packer.pack("in_flight");
-        packer.pack(info.dispatched);
+        packer.pack(info.in_flight);
+        packer.pack("orphaned");
+        packer.pack(info.orphaned);
         packer.pack("served");
         packer.pack(info.served);
         packer.pack("errors");
@@ -78,7 +80,7 @@ std::string encode_stats(const BrokerSnapshot& snapshot) {
     packer.pack("requests_held");
     packer.pack(snapshot.requests_held);
     packer.pack("totals");
-    packer.pack_map(6);
+    packer.pack_map(7);
     packer.pack("requests");
     packer.pack(c.requests);
     packer.pack("dispatches");
@@ -91,6 +93,8 @@ std::string encode_stats(const BrokerSnapshot& snapshot) {
     packer.pack(c.workers_expired);
     packer.pack("workers_removed");
     packer.pack(c.workers_removed);
+    packer.pack("orphans_released");
+    packer.pack(c.orphans_released);
     packer.pack("answers");
     pack_by_status(packer, c.answers);
     packer.pack("malformed");

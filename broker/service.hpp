@@ -27,7 +27,8 @@ struct Service {
 
     std::string name;
     std::size_t workers = 0;                  // registered, busy or not
-    std::size_t dispatched = 0;               // requests held by its workers
+    std::size_t dispatched = 0;               // requests held by its workers, orphans too
+    std::size_t orphaned = 0;                 // of those, answered 504 already (state answered)
     std::size_t waiting = 0;                  // live requests in `queue`
     std::uint64_t served = 0;                 // answered 200 by a worker
     std::array<std::uint64_t, 8> failures{};  // answered otherwise, by Counters::answer_index

@@ -32,6 +32,12 @@ struct Worker {
     // It holds a request whose previous worker went away. It gets nothing else until that one
     // is answered, so a request that kills its workers takes no other request down with it.
     bool isolating = false;
+    // Requests it held past --orphan-after-ms that were released without its reply: a reply
+    // with a stale token from it is then a late_reply, not an unknown_token.
+    std::uint64_t orphans_released = 0;
+    // Orphan releases are logged at most once per interval per worker, with a count.
+    TimePoint next_orphan_warning{};
+    std::uint64_t orphans_not_logged = 0;
 
     bool can_take_more() const noexcept { return !paused && !isolating && held.size() < credit; }
 };

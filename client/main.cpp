@@ -273,13 +273,14 @@ void print_service_table(const json& services) {
     std::size_t width = 7;
     for (const auto& [name, figures] : services.items())
         width = std::max(width, name.size());
-    std::printf("%-*s  %7s  %7s  %9s  %9s  %s\n", static_cast<int>(width), "SERVICE", "WORKERS",
-                "QUEUED", "IN FLIGHT", "SERVED", "ERRORS");
+    std::printf("%-*s  %7s  %7s  %9s  %8s  %9s  %s\n", static_cast<int>(width), "SERVICE",
+                "WORKERS", "QUEUED", "IN FLIGHT", "ORPHANED", "SERVED", "ERRORS");
     for (const auto& [name, figures] : services.items()) {
         const auto errors = figures.find("errors");
-        std::printf("%-*s  %7s  %7s  %9s  %9s  %s\n", static_cast<int>(width), name.c_str(),
+        std::printf("%-*s  %7s  %7s  %9s  %8s  %9s  %s\n", static_cast<int>(width), name.c_str(),
                     figure(figures, "workers").c_str(), figure(figures, "queued").c_str(),
-                    figure(figures, "in_flight").c_str(), figure(figures, "served").c_str(),
+                    figure(figures, "in_flight").c_str(), figure(figures, "orphaned").c_str(),
+                    figure(figures, "served").c_str(),
                     errors != figures.end() ? by_status(*errors).c_str() : "?");
     }
 }

@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "core_harness.hpp"
+#include "shared/codec.hpp"
 
 using namespace zbroker;
 using namespace zbroker::testing;
@@ -23,6 +24,35 @@ namespace {
 
 bool is_request_to(const Message& m, const std::string& worker) {
     return m.size() >= 6 && m[0] == worker && m[2] == "MDPW01" && m[3] == kRequest;
+}
+
+// The requests sent to `worker` among `messages` (heartbeats left out).
+std::vector<Message> requests_to(const std::vector<Message>& messages, const std::string& worker) {
+    std::vector<Message> requests;
+    for (const Message& m : messages) {
+        if (is_request_to(m, worker)) requests.push_back(m);
+    }
+    return requests;
+}
+
+// An MMI service's answer to client "A", as a msgpack object.
+msgpack::object_handle ask_mmi(CoreHarness& h, const std::string& service) {
+    h.zbc_request("A", service, "mmi", "");
+    const Message answer = h.take_one();
+    REQUIRE(answer.at(5) == "200");
+    return unpack_object(answer.at(6));
+}
+
+// A service's figures in mmi.services.
+std::map<std::string, std::uint64_t> mmi_figures(CoreHarness& h, const std::string& service) {
+    const msgpack::object_handle handle = ask_mmi(h, "mmi.services");
+    const auto services = handle.get().as<std::map<std::string, msgpack::object>>();
+    std::map<std::string, std::uint64_t> figures;
+    for (const auto& [key, value] :
+         services.at(service).as<std::map<std::string, msgpack::object>>()) {
+        if (value.type == msgpack::type::POSITIVE_INTEGER) figures[key] = value.as<std::uint64_t>();
+    }
+    return figures;
 }
 
 }  // namespace
@@ -613,4 +643,133 @@ TEST_CASE("without a default deadline a request that brings none waits for a wor
     h.take();  // heartbeats, none to anyone here
     h.ready("W", "late");
     REQUIRE(is_request_to(h.take_one(), "W"));
+}
+
+TEST_CASE("a request held past deadline + --orphan-after-ms no longer holds its worker's credit") {
+    BrokerConfig config;
+    config.orphan_after = 1000ms;
+    CoreHarness h(config);
+    h.ready("W", "slow");  // credit 1
+    h.zbc_request("C", "slow", "1", "hangs", deadline_header(100));
+    const Message hung = h.take_one();
+    REQUIRE(is_request_to(hung, "W"));
+    h.zbc_request("C", "slow", "2", "next");
+    REQUIRE(h.take().empty());  // W's only credit is taken
+
+    h.advance(100ms);
+    REQUIRE(h.take_one() == Message{"C", "", "ZBC01", "slow", "1", "504"});
+    // Answered, but W still holds it: orphaned, not in flight, and still its credit.
+    REQUIRE(h.core.service_info("slow")->orphaned == 1);
+    REQUIRE(h.core.service_info("slow")->in_flight == 0);
+    h.advance(999ms);
+    REQUIRE(h.take().empty());
+    REQUIRE(h.core.counters().orphans_released == 0);
+
+    h.advance(1ms);  // deadline + orphan_after: the broker stops counting on the reply
+    const Message next = h.take_one();
+    REQUIRE(is_request_to(next, "W"));
+    REQUIRE(next.at(6) == "next");
+    CHECK(h.core.counters().orphans_released == 1);
+    CHECK(h.core.service_info("slow")->orphaned == 0);
+    CHECK(h.core.service_info("slow")->in_flight == 1);
+
+    // The hung handler answers at last: dropped as late, and "1" stays answered once (504).
+    h.reply(hung, "too late");
+    REQUIRE(h.take().empty());
+    CHECK(h.core.counters()[Drop::late_reply] == 1);
+    CHECK(h.core.counters()[Drop::unknown_token] == 0);
+    h.reply(next, "done");
+    REQUIRE(h.take_one() == Message{"C", "", "ZBC01", "slow", "2", "200", "done"});
+    REQUIRE(h.core.live_requests() == 0);
+}
+
+TEST_CASE("mmi.services and mmi.stats show an orphaned request apart from in-flight ones") {
+    BrokerConfig config;
+    config.orphan_after = 1000ms;
+    CoreHarness h(config);
+    h.ready("W", "slow", "2");
+    h.zbc_request("C", "slow", "1", "hangs", deadline_header(100));
+    h.zbc_request("C", "slow", "2", "runs");
+    REQUIRE(h.take().size() == 2);
+    auto figures = mmi_figures(h, "slow");
+    CHECK(figures.at("in_flight") == 2);
+    CHECK(figures.at("orphaned") == 0);
+
+    h.advance(100ms);
+    REQUIRE(h.take_one().at(5) == "504");
+    figures = mmi_figures(h, "slow");
+    CHECK(figures.at("in_flight") == 1);
+    CHECK(figures.at("orphaned") == 1);
+
+    h.advance(1000ms);
+    const msgpack::object_handle handle = ask_mmi(h, "mmi.stats");
+    const auto stats = handle.get().as<std::map<std::string, msgpack::object>>();
+    const auto totals = stats.at("totals").as<std::map<std::string, std::uint64_t>>();
+    CHECK(totals.at("orphans_released") == 1);
+    CHECK(stats.at("requests_held").as<std::uint64_t>() == 1);
+    figures = mmi_figures(h, "slow");
+    CHECK(figures.at("in_flight") == 1);
+    CHECK(figures.at("orphaned") == 0);
+}
+
+TEST_CASE("orphan releases are logged at warning level, once per worker per 10 s with a count") {
+    std::ostringstream log;
+    auto previous = spdlog::default_logger();
+    spdlog::set_default_logger(std::make_shared<spdlog::logger>(
+        "capture", std::make_shared<spdlog::sinks::ostream_sink_st>(log)));
+    BrokerConfig config;
+    config.orphan_after = 1000ms;
+    CoreHarness h(config);
+    h.ready("W", "slow", "3");
+    for (const char* id : {"1", "2", "3"})
+        h.zbc_request("C", "slow", id, "x", deadline_header(100));
+    h.advance(1100ms);  // all three released in one go
+    h.receive({"W", kEmpty, "MDPW01", kHeartbeat});
+    h.zbc_request("C", "slow", "4", "x", deadline_header(100));
+    h.advance(5000ms);  // released within the 10 s: counted, not logged
+    h.receive({"W", kEmpty, "MDPW01", kHeartbeat});
+    h.zbc_request("C", "slow", "5", "x", deadline_header(100));
+    h.advance(5000ms);  // 11.1 s after the first line
+    spdlog::set_default_logger(previous);
+
+    const std::string text = log.str();
+    INFO(text);
+    REQUIRE(h.core.counters().orphans_released == 5);
+    const std::string line =
+        "worker \"W\" for 'slow' still holds a request 1000 ms past its "
+        "deadline: its handler may be hung";
+    std::size_t lines = 0;
+    for (std::size_t at = text.find(line); at != std::string::npos; at = text.find(line, at + 1))
+        ++lines;
+    CHECK(lines == 2);
+    // The first of the three released at once is logged; the other two and "4" are counted.
+    CHECK(text.find("(0 other such request(s) released since the last such line)") !=
+          std::string::npos);
+    CHECK(text.find("(3 other such request(s) released since the last such line)") !=
+          std::string::npos);
+    CHECK(text.find("[warning]") != std::string::npos);
+}
+
+TEST_CASE("with --orphan-after-ms 0 a request answered 504 holds its credit until the reply") {
+    BrokerConfig config;
+    config.orphan_after = 0ms;
+    CoreHarness h(config);
+    h.ready("W", "slow");
+    h.zbc_request("C", "slow", "1", "hangs", deadline_header(100));
+    const Message hung = h.take_one();
+    h.zbc_request("C", "slow", "2", "next");
+    h.advance(100ms);
+    REQUIRE(h.take_one().at(5) == "504");
+    for (int i = 0; i < 120; ++i) {  // ten minutes, the worker alive all along
+        h.advance(5s);
+        h.receive({"W", kEmpty, "MDPW01", kHeartbeat});
+    }
+    REQUIRE(requests_to(h.take(), "W").empty());
+    REQUIRE(h.core.worker_count() == 1);
+    CHECK(h.core.counters().orphans_released == 0);
+    CHECK(h.core.service_info("slow")->orphaned == 1);  // shown all the same
+    h.reply(hung, "too late");
+    CHECK(h.core.counters()[Drop::late_reply] == 1);
+    CHECK(h.core.service_info("slow")->orphaned == 0);
+    REQUIRE(requests_to(h.take(), "W").size() == 1);
 }

@@ -515,7 +515,7 @@ TEST_CASE("a ZB/1 worker whose queue is full at flush is paused and its jobs go 
     REQUIRE(h.core.worker_count() == 1);                 // paused, not removed
     REQUIRE(h.core.counters().dispatches == 0);          // the undone dispatches are not counted
     REQUIRE(h.core.service_info("echo")->waiting == 2);  // back in the queue, in order
-    REQUIRE(h.core.service_info("echo")->dispatched == 0);
+    REQUIRE(h.core.service_info("echo")->in_flight == 0);
     REQUIRE(h.core.counters().requeued == 0);
     REQUIRE(h.core.counters()[Drop::client_backpressure] == 0);
 

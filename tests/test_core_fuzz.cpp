@@ -347,6 +347,7 @@ TEST_CASE("under random traffic every ZBC01 and ZB/1 request is answered exactly
     config.queue_limit = 50;
     config.max_attempts = 2;
     config.drain_timeout = 100ms;
+    config.orphan_after = 1ms;  // far shorter than a worker's expiry, so releases happen too
     AuditingOutbox outbox;
     TimePoint clock = TimePoint{} + 1h;
     broker::BrokerCore core(config, outbox, clock);
@@ -373,6 +374,7 @@ TEST_CASE("under random traffic every ZBC01 and ZB/1 request is answered exactly
     core.on_timer(clock);
     core.flush();
     REQUIRE(core.drain_complete(clock));
+    CHECK(core.counters().orphans_released > 0);
     core.finish_drain();
 
     REQUIRE(core.live_requests() == 0);

@@ -99,6 +99,27 @@ TEST_CASE("metric families carry the core's counters, by status, kind, reason an
     CHECK(text.find("# TYPE zbroker_workers gauge") != std::string::npos);
 }
 
+TEST_CASE("orphaned requests have their own gauge, apart from in-flight ones, and releases count") {
+    broker::BrokerConfig config;
+    config.orphan_after = 1000ms;
+    CoreHarness h(config);
+    h.ready("w1", "slow", "2");
+    h.zbc_request("c1", "slow", "1", "hangs", deadline_header(100));
+    h.zbc_request("c1", "slow", "2", "runs");
+    h.advance(100ms);  // "1" answered 504, still held by w1
+    std::string text = "\n" + exposition(h.core.snapshot(h.clock));
+    CHECK(has_line(text, "zbroker_service_in_flight{service=\"slow\"} 1"));
+    CHECK(has_line(text, "zbroker_service_orphaned{service=\"slow\"} 1"));
+    CHECK(has_line(text, "zbroker_orphans_released_total 0"));
+    CHECK(text.find("# TYPE zbroker_service_orphaned gauge") != std::string::npos);
+
+    h.advance(1000ms);
+    text = "\n" + exposition(h.core.snapshot(h.clock));
+    CHECK(has_line(text, "zbroker_service_in_flight{service=\"slow\"} 1"));
+    CHECK(has_line(text, "zbroker_service_orphaned{service=\"slow\"} 0"));
+    CHECK(has_line(text, "zbroker_orphans_released_total 1"));
+}
+
 TEST_CASE("zbroker --metrics serves the counters over HTTP, refreshed while it runs") {
     auto [broker, endpoint] = start_broker(bin_dir(), {"--metrics", "127.0.0.1:0"});
     const auto url = broker.wait_for("metrics on http://127.0.0.1:", kPatience);
