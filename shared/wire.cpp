@@ -284,6 +284,7 @@ void Writer::take(Frames& out) {
 
 void Writer::clear() {
     frames_.clear();
+    frame_bytes_ = 0;
     envelope_.resize(kSignature.size());
     records_ = 0;
 }
@@ -320,6 +321,7 @@ void Writer::put_body(std::string_view bytes) {
         put_u8(kInFrames);
         put_u16(1);
         frames_.push_back(frame(bytes));
+        frame_bytes_ += bytes.size();
         return;
     }
     put_u8(kInline);
@@ -335,6 +337,7 @@ void Writer::put_body(FramesBody body) {
     put_u8(kInFrames);
     put_u16(static_cast<std::uint16_t>(count));
     for (std::size_t i = body.first; i < body.first + count; ++i) {
+        frame_bytes_ += body.frames[i].size();
         if (body.share) {
             frames_.emplace_back().copy(body.frames[i]);  // reference-counted, not copied
         } else {

@@ -48,8 +48,8 @@ inline constexpr std::uint8_t kHasDeadline = 0x01;
 inline constexpr std::size_t kInlineBodyLimit = 4096;
 // The most frames one body may have (its count is 16 bits); the broker refuses more with 413.
 inline constexpr std::size_t kMaxBodyFrames = 0xFFFF;
-// A sender starts a new message past this many envelope bytes, so a batch never nears the
-// broker's frame size limit.
+// A sender starts a new message past this many bytes, so a batch never nears the broker's frame
+// size limit, and large bodies are not held back behind each other.
 inline constexpr std::size_t kBatchBytes = 64 * 1024;
 
 // A parsed body: bytes inside the envelope, or frames [first, first + count) of the message.
@@ -116,8 +116,10 @@ class Writer {
 
     bool empty() const noexcept { return records_ == 0; }
     std::size_t records() const noexcept { return records_; }
-    // Envelope bytes so far: past kBatchBytes a sender should take() and send.
-    std::size_t size() const noexcept { return envelope_.size(); }
+    // Bytes so far, bodies in frames included: past kBatchBytes a sender should take() and
+    // send, so that a batch of large bodies does not become one huge message that the next hop
+    // can only start on once all of it has arrived.
+    std::size_t size() const noexcept { return envelope_.size() + frame_bytes_; }
 
     // Appends the message (envelope, then body frames) to `out` and starts afresh.
     void take(Frames& out);
@@ -136,6 +138,7 @@ class Writer {
 
     std::string envelope_;
     Frames frames_;
+    std::size_t frame_bytes_ = 0;  // of frames_
     std::size_t records_ = 0;
 };
 

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <utility>
 
 #include <spdlog/spdlog.h>
 
@@ -79,14 +80,17 @@ void BrokerConnection::stop_taking_work() {
 
 void BrokerConnection::reply(std::string_view token, Frames& body) {
     pending_.reply(token, {body, 0, body.size()});
+    if (pending_.size() < wire::kBatchBytes || !connected()) return;
+    const std::size_t records = pending_.records();
+    if (!send_now()) dropped_early_ += records;
 }
 
 bool BrokerConnection::flush(std::size_t& dropped) {
-    dropped = 0;
-    if (pending_.empty() || !connected()) return true;
+    dropped = std::exchange(dropped_early_, 0);
+    if (pending_.empty() || !connected()) return dropped == 0;
     const std::size_t records = pending_.records();
-    if (send_now()) return true;
-    dropped = records;
+    if (send_now()) return dropped == 0;
+    dropped += records;
     return false;
 }
 

@@ -64,7 +64,7 @@ class BrokerConnection {
     bool stop_acknowledged() const noexcept { return stop_acknowledged_; }
 
     // Adds a REPLY to the message sent by the next flush(): the replies that come in one loop
-    // round travel as one message. `body` is moved from.
+    // round travel as one message, or several past wire::kBatchBytes. `body` is moved from.
     void reply(std::string_view token, Frames& body);
     // Sends the pending replies; false when the socket would block (its queue to the broker is
     // full) and they were dropped, with how many in `dropped`.
@@ -82,8 +82,9 @@ class BrokerConnection {
     TimePoint expires_at_{};
     TimePoint reconnect_at_{};
     bool stop_acknowledged_ = false;
-    wire::Writer pending_;  // replies of this round
-    Frames outgoing_;       // reused for every send
+    std::size_t dropped_early_ = 0;  // replies of a batch sent before flush() that would-blocked
+    wire::Writer pending_;           // replies of this round
+    Frames outgoing_;                // reused for every send
 };
 
 }  // namespace zbroker::detail
