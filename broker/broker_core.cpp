@@ -26,7 +26,8 @@ constexpr Millis kOrphanWarningInterval{10'000};
 
 // Frame positions, counting the routing id the ROUTER puts first.
 constexpr std::size_t kIdentity = 0;
-constexpr std::size_t kDelimiter = 1;
+constexpr std::size_t kDelimiter = 1;  // 7/MDP and ZBC01
+constexpr std::size_t kEnvelope = 1;   // ZB/1: its envelope comes right after the routing id
 constexpr std::size_t kHeader = 2;
 constexpr std::size_t kService = 3;    // client messages
 constexpr std::size_t kRequestId = 4;  // ZBC01
@@ -69,8 +70,8 @@ BrokerCore::~BrokerCore() = default;
 
 void BrokerCore::on_message(Frames& in, TimePoint now, PeerRole role) {
     now_ = now;
-    if (in.size() < kHeader) return malformed(Malformed::too_short, in);
-    if (wire::is_envelope(in[kDelimiter])) return on_native(in, now, role);
+    if (in.size() < kEnvelope + 1) return malformed(Malformed::too_short, in);
+    if (wire::is_envelope(in[kEnvelope])) return on_native(in, now, role);
     if (in.size() < kHeader + 1) return malformed(Malformed::too_short, in);
     if (in[kDelimiter].size() != 0) return malformed(Malformed::no_delimiter, in);
     const std::string_view header = view(in[kHeader]);
@@ -126,7 +127,7 @@ void BrokerCore::on_mdp_client(Frames& in, ClientProtocol protocol, TimePoint no
 
 void BrokerCore::on_native(Frames& in, TimePoint now, PeerRole role) {
     const char* error = nullptr;
-    if (!wire::parse(in, kDelimiter, records_, error)) {
+    if (!wire::parse(in, kEnvelope, records_, error)) {
         // Nothing of it is acted on: a message is taken whole or not at all.
         return malformed(Malformed::bad_envelope, in, error);
     }
