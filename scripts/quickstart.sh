@@ -29,10 +29,10 @@ if ! kill -0 "${pids[0]}" 2>/dev/null; then
   exit 1
 fi
 
-echo "== two workers: echo, hello, stats, sleep (credit 32: up to 32 requests each at once)"
+echo "== two workers: echo, hello, stats, sleep (credit adapts to how long their jobs take)"
 for _ in 1 2; do
   "$bin/zworker" --broker "$endpoint" --service echo --service hello --service stats \
-    --service sleep --threads 2 --credit 32 --log-level warn &
+    --service sleep --threads 2 --log-level warn &
   pids+=($!)
 done
 
@@ -43,7 +43,7 @@ for _ in $(seq 50); do
 done
 
 echo; echo "== jobs from the client"
-run "$bin/zclient" --broker "$endpoint" call hello '"Hello, Server!"'
+run "$bin/zclient" --broker "$endpoint" call hello "Hello, Server!"
 run "$bin/zclient" --broker "$endpoint" call echo '{"x": [1, 2.5, "a"]}'
 run "$bin/zclient" --broker "$endpoint" call stats '[3, 1, 4, 1, 5, 9, 2, 6]'
 run "$bin/zclient" --broker "$endpoint" services
