@@ -26,6 +26,7 @@ struct Worker {
     HeldRequests held;         // dispatched to it, in dispatch order
     ListHook idle_hook;        // in its service's list of workers that can take more
     ListHook expiry_hook;      // in the registry's expiry order
+    std::uint32_t burst = 0;   // requests sent in its current turn at the head of the idle list
     // Its queue in the broker was full (would-block): alive but reading slowly, so it gets
     // nothing more until it is heard from again. Never taken for dead: its jobs still run.
     bool paused = false;

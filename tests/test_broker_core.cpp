@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include "broker/service.hpp"
 #include "core_harness.hpp"
 #include "shared/codec.hpp"
 
@@ -121,6 +122,22 @@ TEST_CASE("a worker's credit is filled before the next worker's, in the order th
     sent = h.take();
     REQUIRE(sent.size() == 2);
     REQUIRE((sent[0][0] == "W2" && sent[1][0] == "W1"));  // W2 had one credit free, then W1
+}
+
+TEST_CASE("a worker with much credit keeps its place for one burst, then the next takes a turn") {
+    // Filled to a credit of 1000, the first of two workers got nearly every request in flight.
+    CoreHarness h;
+    h.ready("W1", "echo", "1000");
+    h.ready("W2", "echo", "1000");
+    const std::size_t burst = broker::Service::kBurst;
+    for (std::size_t i = 0; i < 3 * burst; ++i)
+        h.mdp_request("C", "echo", std::to_string(i));
+    const auto sent = h.take();
+    REQUIRE(sent.size() == 3 * burst);
+    for (std::size_t i = 0; i < sent.size(); ++i) {
+        CAPTURE(i);
+        REQUIRE(sent[i][0] == ((i / burst) % 2 == 0 ? "W1" : "W2"));
+    }
 }
 
 TEST_CASE("workers with credit 1, as in plain MDP, take turns least recently used first") {
