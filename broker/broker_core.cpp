@@ -431,18 +431,7 @@ void BrokerCore::dispatch(Service& service) {
             service.requeue(record->token());
             break;
         }
-        switch (send_request(*worker, *record)) {
-            case SendResult::sent:
-                break;
-            case SendResult::would_block:
-                service.requeue(record->token());
-                pause(*worker);
-                break;
-            case SendResult::unroutable:
-                service.requeue(record->token());
-                remove_unreachable(*worker);
-                break;
-        }
+        send_request(*worker, *record);
     }
 }
 
@@ -467,10 +456,10 @@ void BrokerCore::resume(Worker& worker) {
     dispatch(*worker.service);
 }
 
-SendResult BrokerCore::send_request(Worker& worker, RequestRecord& record) {
+void BrokerCore::send_request(Worker& worker, RequestRecord& record) {
+    // Sent when the batch is flushed; send_batch() undoes it if that fails.
+    PeerBatches::Batch& batch = batches_.to(worker.identity);
     if (worker.native) {
-        // Sent when the batch is flushed; send_batch() undoes it if that fails.
-        PeerBatches::Batch& batch = batches_.to(worker.identity);
         std::optional<std::uint32_t> deadline_ms;
         if (record.deadline != TimePoint::max()) {
             const auto left = std::chrono::ceil<Millis>(record.deadline - now_).count();
@@ -482,21 +471,20 @@ SendResult BrokerCore::send_request(Worker& worker, RequestRecord& record) {
         batch.jobs.push_back(record.token());
         dispatched(worker, record);
         if (batch.writer.size() >= wire::kBatchBytes) send_batch(batch);
-        return SendResult::sent;
+        return;
     }
-    out_.clear();
-    out_.push_back(frame(worker.identity));
-    out_.push_back(empty_frame());
-    out_.push_back(frame(protocol::kMdpWorker));
-    out_.push_back(frame(WorkerCommand::request));
-    out_.push_back(RequestTable::token_frame(record.token()));
-    out_.push_back(empty_frame());
+    Frames& out = batch.frames;
+    out.push_back(frame(worker.identity));
+    out.push_back(empty_frame());
+    out.push_back(frame(protocol::kMdpWorker));
+    out.push_back(frame(WorkerCommand::request));
+    out.push_back(RequestTable::token_frame(record.token()));
+    out.push_back(empty_frame());
     for (zmq::message_t& part : record.body) {
-        out_.emplace_back().copy(part);  // reference-counted: the original stays for a retry
+        out.emplace_back().copy(part);  // reference-counted: the original stays for a retry
     }
-    if (const SendResult result = outbox_.send(out_); result != SendResult::sent) return result;
+    batch.end_message(record.token());
     dispatched(worker, record);
-    return SendResult::sent;
 }
 
 void BrokerCore::dispatched(Worker& worker, RequestRecord& record) {
@@ -534,16 +522,26 @@ void BrokerCore::unhold(RequestRecord& record) {
 
 void BrokerCore::undo_pending_jobs(Worker& worker) {
     PeerBatches::Batch* batch = batches_.pending(worker.identity);
-    if (batch == nullptr || batch->jobs.empty()) return;
+    if (batch == nullptr) return;
+    std::vector<Token> jobs = std::move(batch->jobs);
+    batch->jobs.clear();
+    std::size_t answers = std::exchange(batch->answers, 0);
+    for (const PeerBatches::Batch::Queued& queued : batch->queued) {
+        if (queued.job) {
+            jobs.push_back(*queued.job);
+        } else {
+            ++answers;
+        }
+    }
     batch->writer.clear();
+    batch->clear_queued();
     // A peer that is a client too loses the answers in the same batch: count them.
-    counters_[Drop::client_unreachable] += std::exchange(batch->answers, 0);
+    counters_[Drop::client_unreachable] += answers;
     // Back to front, each to the queue's head: the queue then starts in dispatch order.
-    for (auto it = batch->jobs.rbegin(); it != batch->jobs.rend(); ++it) {
+    for (auto it = jobs.rbegin(); it != jobs.rend(); ++it) {
         RequestRecord* record = table_.find(*it);
         if (record != nullptr && record->worker == &worker) undispatch(*record);
     }
-    batch->jobs.clear();
 }
 
 void BrokerCore::remove_worker(Worker& worker, bool send_disconnect, std::string_view reason) {
@@ -754,26 +752,18 @@ void BrokerCore::send_to_client(ClientProtocol protocol, std::string_view client
                       protocol::status_text(status), protocol::status_reason(status));
         return;
     }
-    out_.clear();
-    out_.push_back(frame(client));
-    out_.push_back(empty_frame());
-    out_.push_back(frame(header_of(protocol)));
-    out_.push_back(frame(service));
+    PeerBatches::Batch& batch = batches_.to(client);
+    Frames& out = batch.frames;
+    out.push_back(frame(client));
+    out.push_back(empty_frame());
+    out.push_back(frame(header_of(protocol)));
+    out.push_back(frame(service));
     if (protocol == ClientProtocol::zbc) {
-        out_.push_back(frame(request_id));
-        out_.push_back(frame(protocol::status_text(status)));
+        out.push_back(frame(request_id));
+        out.push_back(frame(protocol::status_text(status)));
     }
-    wire::move_body(message, body, out_);
-    switch (outbox_.send(out_)) {
-        case SendResult::sent:
-            break;
-        case SendResult::unroutable:
-            ++counters_[Drop::client_unreachable];
-            break;
-        case SendResult::would_block:
-            ++counters_[Drop::client_backpressure];
-            break;
-    }
+    wire::move_body(message, body, out);
+    batch.end_message(std::nullopt);
 }
 
 void BrokerCore::refuse(ClientRequest& request, Status status) {
@@ -814,32 +804,54 @@ void BrokerCore::flush() {
 }
 
 void BrokerCore::send_batch(PeerBatches::Batch& batch) {
-    out_.clear();
-    out_.push_back(frame(batch.identity));
-    batch.writer.take(out_);
-    const std::size_t answers = std::exchange(batch.answers, 0);
-    const SendResult result = outbox_.send(out_);
-    if (result == SendResult::sent) {
+    SendResult result = SendResult::sent;
+    std::vector<Token> jobs_unsent;  // allocates only when a send fails
+    const auto lose_answers = [this](SendResult why, std::size_t count) {
+        counters_[why == SendResult::unroutable ? Drop::client_unreachable
+                                                : Drop::client_backpressure] += count;
+    };
+    if (!batch.writer.empty()) {
+        out_.clear();
+        out_.push_back(frame(batch.identity));
+        batch.writer.take(out_);
+        const std::size_t answers = std::exchange(batch.answers, 0);
+        result = outbox_.send(out_);
+        if (result != SendResult::sent) {
+            lose_answers(result, answers);
+            jobs_unsent = std::move(batch.jobs);
+        }
         batch.jobs.clear();  // keeps its capacity for the next batch
-        return;
     }
-    counters_[result == SendResult::unroutable ? Drop::client_unreachable
-                                               : Drop::client_backpressure] += answers;
-    // Rare: moved out, since what follows may open a new batch for this peer.
-    const std::vector<Token> jobs = std::move(batch.jobs);
-    batch.jobs.clear();
+    std::size_t begin = 0;
+    for (const PeerBatches::Batch::Queued& queued : batch.queued) {
+        out_.clear();
+        std::move(batch.frames.begin() + static_cast<std::ptrdiff_t>(begin),
+                  batch.frames.begin() + static_cast<std::ptrdiff_t>(queued.end),
+                  std::back_inserter(out_));
+        begin = queued.end;
+        const SendResult sent = outbox_.send(out_);
+        if (sent == SendResult::sent) continue;
+        result = sent;
+        if (queued.job) {
+            jobs_unsent.push_back(*queued.job);
+        } else {
+            lose_answers(sent, 1);
+        }
+    }
+    batch.clear_queued();
+    if (result == SendResult::sent) return;
     Worker* worker = workers_.find(batch.identity);
-    if (worker == nullptr || !worker->native) return;
+    if (worker == nullptr) return;
     // The jobs never left: back to the queue's head as they were, then the worker is paused
     // (would-block: alive, reading slowly) or removed (unroutable: gone). A lost heartbeat
     // alone is no reason to pause: an MDP worker is not paused for one either.
-    for (auto it = jobs.rbegin(); it != jobs.rend(); ++it) {
+    for (auto it = jobs_unsent.rbegin(); it != jobs_unsent.rend(); ++it) {
         RequestRecord* record = table_.find(*it);
         if (record != nullptr && record->worker == worker) undispatch(*record);
     }
     if (result == SendResult::unroutable) {
         remove_unreachable(*worker);
-    } else if (!jobs.empty() && !worker->paused) {
+    } else if (!jobs_unsent.empty() && !worker->paused) {
         pause(*worker);
         dispatch(*worker->service);
     }

@@ -173,7 +173,7 @@ class BrokerCore {
     void answer_mmi(ClientRequest& request, TimePoint now, PeerRole role);
 
     void dispatch(Service& service);
-    SendResult send_request(Worker& worker, RequestRecord& record);
+    void send_request(Worker& worker, RequestRecord& record);
     void dispatched(Worker& worker, RequestRecord& record);
     // Puts a request that was dispatched but never sent back at the head of its queue, as if
     // it had not been dispatched: no attempt used, not a suspect.
