@@ -58,6 +58,14 @@ std::optional<Status> parse_status(std::string_view text) noexcept;
 
 // ZBC01 request headers (a msgpack map); unknown keys are ignored.
 inline constexpr std::string_view kHeaderDeadlineMs = "deadline_ms";
+inline constexpr std::string_view kHeaderPriority = "priority";
+inline constexpr std::string_view kHeaderFairnessKey = "fairness_key";
+// Request priorities run 0 (the default, lowest) to kMaxPriority; higher goes first. Another
+// value is refused (400).
+inline constexpr std::uint8_t kMaxPriority = 9;
+// A fairness key groups requests that share a service fairly (default: the connection); at
+// most this many bytes, and never empty.
+inline constexpr std::size_t kMaxFairnessKeySize = 255;
 inline constexpr std::size_t kMaxRequestIdSize = 255;
 // A longer service name is refused (400; a worker's READY: DISCONNECT): every name costs the
 // broker a record and, with --metrics, a label.

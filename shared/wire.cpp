@@ -121,14 +121,25 @@ bool parse(const Frames& frames, std::size_t at, std::vector<Record>& out, const
         next_frame += count;
         return true;
     };
-    const auto read_deadline = [&](std::optional<std::uint32_t>& deadline) {
+    // Flags, then the optional fields they name; `allowed` are the flags this command knows.
+    const auto read_options = [&](Record& record, std::uint8_t allowed) {
         std::uint8_t flags = 0;
         if (!cursor.u8(flags)) return false;
-        if ((flags & ~kHasDeadline) != 0) return false;  // unknown flags: a newer peer
-        if ((flags & kHasDeadline) == 0) return true;
-        std::uint32_t value = 0;
-        if (!cursor.u32(value)) return false;
-        deadline = value;
+        if ((flags & ~allowed) != 0) return false;  // unknown flags: a newer peer
+        if ((flags & kHasDeadline) != 0) {
+            std::uint32_t value = 0;
+            if (!cursor.u32(value)) return false;
+            record.deadline_ms = value;
+        }
+        if ((flags & kHasPriority) != 0) {
+            std::uint8_t value = 0;
+            if (!cursor.u8(value)) return false;
+            record.priority = value;
+        }
+        if ((flags & kHasFairnessKey) != 0) {
+            if (!cursor.short_bytes(record.fairness_key) || record.fairness_key.empty())
+                return false;
+        }
         return true;
     };
 
@@ -140,8 +151,9 @@ bool parse(const Frames& frames, std::size_t at, std::vector<Record>& out, const
         bool ok = false;
         switch (record.command) {
             case Command::request:
-                ok = read_deadline(record.deadline_ms) && cursor.short_bytes(record.id) &&
-                     cursor.short_bytes(record.service) && read_body(record.body);
+                ok = read_options(record, kHasDeadline | kHasPriority | kHasFairnessKey) &&
+                     cursor.short_bytes(record.id) && cursor.short_bytes(record.service) &&
+                     read_body(record.body);
                 break;
             case Command::answer: {
                 std::uint16_t status = 0;
@@ -154,7 +166,7 @@ bool parse(const Frames& frames, std::size_t at, std::vector<Record>& out, const
                 ok = cursor.u32(record.credit) && cursor.short_bytes(record.service);
                 break;
             case Command::job:
-                ok = cursor.short_bytes(record.token) && read_deadline(record.deadline_ms) &&
+                ok = cursor.short_bytes(record.token) && read_options(record, kHasDeadline) &&
                      read_body(record.body);
                 break;
             case Command::reply:
@@ -208,19 +220,19 @@ Writer::Writer() {
     envelope_.assign(kSignature);
 }
 
-void Writer::request(std::string_view id, std::string_view service,
-                     std::optional<std::uint32_t> deadline_ms, std::string_view body) {
+void Writer::request(std::string_view id, std::string_view service, const RequestOptions& options,
+                     std::string_view body) {
     begin(Command::request);
-    put_deadline(deadline_ms);
+    put_options(options);
     put_short(id);
     put_short(service);
     put_body(body);
 }
 
-void Writer::request(std::string_view id, std::string_view service,
-                     std::optional<std::uint32_t> deadline_ms, FramesBody body) {
+void Writer::request(std::string_view id, std::string_view service, const RequestOptions& options,
+                     FramesBody body) {
     begin(Command::request);
-    put_deadline(deadline_ms);
+    put_options(options);
     put_short(id);
     put_short(service);
     put_body(body);
@@ -314,6 +326,17 @@ void Writer::put_short(std::string_view bytes) {
 void Writer::put_deadline(std::optional<std::uint32_t> deadline_ms) {
     put_u8(deadline_ms ? kHasDeadline : 0);
     if (deadline_ms) put_u32(*deadline_ms);
+}
+
+void Writer::put_options(const RequestOptions& options) {
+    std::uint8_t flags = 0;
+    if (options.deadline_ms) flags |= kHasDeadline;
+    if (options.priority) flags |= kHasPriority;
+    if (!options.fairness_key.empty()) flags |= kHasFairnessKey;
+    put_u8(flags);
+    if (options.deadline_ms) put_u32(*options.deadline_ms);
+    if (options.priority) put_u8(*options.priority);
+    if (!options.fairness_key.empty()) put_short(options.fairness_key);
 }
 
 void Writer::put_body(std::string_view bytes) {

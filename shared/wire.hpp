@@ -29,7 +29,7 @@ inline constexpr std::string_view kSignature{"ZB\x01", 3};
 inline constexpr std::uint8_t kVersion = 1;
 
 enum class Command : std::uint8_t {
-    request = 0x11,     // client to broker: flags [deadline_ms] id service body
+    request = 0x11,     // client to broker: flags [deadline_ms] [priority] [key] id service body
     answer = 0x12,      // broker to client: id status body
     ready = 0x21,       // worker to broker: credit service
     job = 0x22,         // broker to worker: token flags [deadline_ms] body
@@ -40,8 +40,22 @@ enum class Command : std::uint8_t {
 };
 std::string_view command_name(Command command) noexcept;
 
-// Flags of REQUEST and JOB.
-inline constexpr std::uint8_t kHasDeadline = 0x01;
+// Flags of REQUEST and JOB: which optional fields follow, in this order.
+inline constexpr std::uint8_t kHasDeadline = 0x01;     // u32 milliseconds
+inline constexpr std::uint8_t kHasPriority = 0x02;     // u8, REQUEST only
+inline constexpr std::uint8_t kHasFairnessKey = 0x04;  // short string, REQUEST only
+
+// What a REQUEST may carry besides its id, service and body.
+struct RequestOptions {
+    RequestOptions() = default;
+    RequestOptions(std::nullopt_t) {}
+    RequestOptions(std::optional<std::uint32_t> deadline) : deadline_ms(deadline) {}
+    RequestOptions(std::uint32_t deadline) : deadline_ms(deadline) {}
+
+    std::optional<std::uint32_t> deadline_ms;
+    std::optional<std::uint8_t> priority;  // protocol::kMaxPriority is the highest
+    std::string_view fairness_key;         // empty: the broker's default (the connection)
+};
 
 // A body of one frame up to this size travels inside the envelope: copying a few KiB costs less
 // than a frame. Larger bodies, and bodies of several frames, travel as frames of their own.
@@ -67,6 +81,8 @@ struct Record {
     std::string_view service;                  // request, ready
     std::string_view token;                    // job, reply
     std::optional<std::uint32_t> deadline_ms;  // request, job
+    std::optional<std::uint8_t> priority;      // request
+    std::string_view fairness_key;             // request (empty: none given)
     protocol::Status status{};                 // answer
     std::uint32_t credit = 0;                  // ready, credit
     Body body;                                 // request, answer, job, reply
@@ -101,10 +117,10 @@ class Writer {
         bool share = false;
     };
 
-    void request(std::string_view id, std::string_view service,
-                 std::optional<std::uint32_t> deadline_ms, std::string_view body);
-    void request(std::string_view id, std::string_view service,
-                 std::optional<std::uint32_t> deadline_ms, FramesBody body);
+    void request(std::string_view id, std::string_view service, const RequestOptions& options,
+                 std::string_view body);
+    void request(std::string_view id, std::string_view service, const RequestOptions& options,
+                 FramesBody body);
     void answer(std::string_view id, protocol::Status status, FramesBody body);
     void answer(std::string_view id, protocol::Status status, std::string_view body = {});
     void job(std::string_view token, std::optional<std::uint32_t> deadline_ms, FramesBody body);
@@ -131,8 +147,9 @@ class Writer {
     void put_u8(std::uint8_t value) { envelope_.push_back(static_cast<char>(value)); }
     void put_u16(std::uint16_t value);
     void put_u32(std::uint32_t value);
-    void put_short(std::string_view bytes);  // u8 length, bytes (at most 255)
-    void put_deadline(std::optional<std::uint32_t> deadline_ms);
+    void put_short(std::string_view bytes);                       // u8 length, bytes (at most 255)
+    void put_deadline(std::optional<std::uint32_t> deadline_ms);  // flags, then the deadline
+    void put_options(const RequestOptions& options);              // flags, then what they name
     void put_body(std::string_view bytes);
     void put_body(FramesBody body);
 

@@ -100,3 +100,25 @@ TEST_CASE("describe renders text frames as text and binary frames as hex") {
     frames.push_back(frame(protocol::WorkerCommand::reply));
     REQUIRE(describe(frames) == "[\"MDPC01\" 0x03]");
 }
+
+TEST_CASE("request headers carry priority and fairness_key, and refuse bad ones") {
+    RequestHeaders headers;
+    headers.priority = 9;
+    headers.fairness_key = "tenant-a";
+    std::string error;
+    const auto parsed = parse_request_headers(encode_request_headers(headers), &error);
+    REQUIRE(parsed);
+    REQUIRE(parsed->priority == std::optional<std::uint8_t>(9));
+    REQUIRE(parsed->fairness_key == "tenant-a");
+    REQUIRE_FALSE(parsed->deadline);
+
+    // {"priority": 10}, {"priority": "1"}, {"fairness_key": ""}, {"fairness_key": 5}
+    for (const std::string& bad :
+         {std::string("\x81\xa8priority\x0a"), std::string("\x81\xa8priority\xa1") + "1",
+          std::string("\x81\xac") + "fairness_key\xa0",
+          std::string("\x81\xac") + "fairness_key\x05"}) {
+        CAPTURE(bad);
+        REQUIRE_FALSE(parse_request_headers(bad, &error));
+    }
+    REQUIRE_THAT(error, Catch::Contains("fairness_key"));
+}

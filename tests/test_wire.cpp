@@ -210,7 +210,7 @@ TEST_CASE("several records of every kind share one envelope, in order") {
     const Frames frames = take(writer, true);
     REQUIRE(writer.empty());  // take() starts afresh
     REQUIRE(writer.size() == kSignature.size());
-    REQUIRE(frames.size() == 3);  // identity, envelope, the large body
+    REQUIRE(frames.size() == 3);                           // identity, envelope, the large body
     REQUIRE(frames[1].size() + frames[2].size() == size);  // size() counts bodies in frames
     const auto records = parse_ok(frames, 1);
     REQUIRE(records.size() == 8);
@@ -469,12 +469,17 @@ TEST_CASE("an unknown command is rejected, alone or after valid records") {
 }
 
 TEST_CASE("unknown flag bits in REQUEST and JOB are rejected") {
-    for (const int flags : {0x02, 0x03, 0x80, 0xFF}) {
+    // REQUEST knows deadline, priority and fairness key; JOB the deadline only.
+    for (const int flags : {0x08, 0x09, 0x80, 0xFF}) {
         CAPTURE(flags);
         const std::string f(1, static_cast<char>(flags));
         // REQUEST flags [deadline] id service body
         reject(frames_of({std::string(kSignature) + "\x11" + f + u32(5) + "\x01i\x01s" +
                           std::string("\x00", 1) + u32(0)}));
+    }
+    for (const int flags : {0x02, 0x04, 0x03, 0x80, 0xFF}) {
+        CAPTURE(flags);
+        const std::string f(1, static_cast<char>(flags));
         // JOB token flags [deadline] body
         reject(frames_of({std::string(kSignature) + "\x22\x01t" + f + u32(5) +
                           std::string("\x00", 1) + u32(0)}));
@@ -486,6 +491,39 @@ TEST_CASE("unknown flag bits in REQUEST and JOB are rejected") {
     REQUIRE(parse_ok(frames_of({std::string(kSignature) + "\x22\x01t\x01" + u32(5) +
                                 std::string("\x00", 1) + u32(0)}))[0]
                 .token == "t");
+}
+
+TEST_CASE("REQUEST options: deadline, priority and fairness key, each optional, in that order") {
+    RequestOptions all(7u);
+    all.priority = 9;
+    all.fairness_key = "tenant";
+    Writer writer;
+    writer.request("i", "s", all, "b");
+    writer.request("j", "s", std::nullopt, "c");
+    RequestOptions key_only;
+    key_only.fairness_key = "k";
+    writer.request("k", "s", key_only, "d");
+    Frames frames = take(writer);
+    const std::string bytes(view(frames[0]));
+    // flags 0x07, deadline 7, priority 9, key "tenant", then id
+    REQUIRE(bytes.substr(kSignature.size(), 16) ==
+            std::string("\x11\x07", 2) + u32(7) + "\x09\x06tenant" + "\x01i");
+    const auto records = parse_ok(frames);
+    REQUIRE(records.size() == 3);
+    REQUIRE(records[0].deadline_ms == std::optional<std::uint32_t>(7u));
+    REQUIRE(records[0].priority == std::optional<std::uint8_t>(9));
+    REQUIRE(records[0].fairness_key == "tenant");
+    REQUIRE(records[0].body.bytes == "b");
+    REQUIRE_FALSE(records[1].priority);
+    REQUIRE(records[1].fairness_key.empty());
+    REQUIRE_FALSE(records[2].deadline_ms);
+    REQUIRE(records[2].fairness_key == "k");
+    REQUIRE(records[2].id == "k");
+}
+
+TEST_CASE("an empty fairness key is rejected: absent is how a REQUEST says none") {
+    reject(frames_of({std::string(kSignature) + "\x11\x04" + std::string("\x00", 1) + "\x01i\x01s" +
+                      std::string("\x00", 1) + u32(0)}));
 }
 
 TEST_CASE("an unknown body form is rejected") {

@@ -72,6 +72,12 @@ def _frames_of(body):
     return frames
 
 
+def _options(priority, fairness_key):
+    """A request's priority and fairness key, checked (ValueError) before anything is sent."""
+    return {"priority": protocol.check_priority(priority),
+            "fairness_key": protocol.check_fairness_key(fairness_key)}
+
+
 def _too_many_frames(frames):
     """A body ZB/1 cannot carry: the broker answers 413 to one of more frames from other peers."""
     if len(frames) <= protocol.MAX_BODY_FRAMES:
@@ -90,6 +96,21 @@ class Client:
     the socket and opens a new one, so nothing of it lingers, then retries under a new request
     id, up to `retries` times, waiting `backoff` seconds (doubling, at most 5 s) in between.
     Statuses such as 503 or 504 are answers: never retried. Not thread-safe: one per thread.
+
+    Every request method also takes, keyword-only, `priority` and `fairness_key`, sent with
+    each request (None, the default, sends none):
+
+    - `priority`: an int from 0 (the default, lowest) to 9. Under the broker's default
+      `--queue-policy priority`, a service's waiting requests of higher priority go to its
+      workers first (the lowest waiting level still gets a turn now and then); other policies
+      ignore it.
+    - `fairness_key`: a str (UTF-8) or bytes of 1 to 255 bytes naming the tenant the request
+      belongs to. The broker shares a service fairly between tenants, not between requests, so
+      one that floods it cannot starve the others; without a key the tenant is this client's
+      connection. Requests from many connections can share one key, and one connection can use
+      several.
+
+    A priority or key outside these bounds raises ValueError, before anything is sent.
     """
 
     def __init__(self, endpoint=protocol.DEFAULT_BROKER, *, timeout=2.5, retries=2, backoff=0.1,
@@ -117,12 +138,17 @@ class Client:
             self._socket.close(linger=0)
             self._socket = None
 
-    def call(self, service, payload=None, *, timeout=None, deadline_ms=None, retries=None):
+    def call(self, service, payload=None, *, timeout=None, deadline_ms=None, retries=None,
+             priority=None, fairness_key=None):
         """Sends `payload` as msgpack and returns the decoded reply. Raises HandlerError when the
         handler answered {"error": ...}, Timeout when nothing came back, and for other statuses
-        the ZbrokerError subclass named after them (Unavailable for 503, ...)."""
+        the ZbrokerError subclass named after them (Unavailable for 503, ...).
+
+        `priority` (0 to 9, higher first in the service's queue under the broker's default
+        --queue-policy priority) and `fairness_key` (the tenant whose requests share the service
+        fairly with others'; default this connection): see the class docstring."""
         frames = self.call_raw(service, pack(payload), timeout=timeout, deadline_ms=deadline_ms,
-                               retries=retries)
+                               retries=retries, priority=priority, fairness_key=fairness_key)
         if not frames or frames == [b""]:  # no body: ZB/1 writes it as an empty one
             return None
         try:
@@ -136,11 +162,13 @@ class Client:
             raise HandlerError(f"service {service!r} failed: {message}", service=service)
         return reply
 
-    def call_raw(self, service, body, *, timeout=None, deadline_ms=None, retries=None):
+    def call_raw(self, service, body, *, timeout=None, deadline_ms=None, retries=None,
+                 priority=None, fairness_key=None):
         """Sends `body` (bytes, or a list of frames) as it is; returns the reply frames.
-        Raises like call(), except that an {"error": ...} reply is returned, not decoded."""
+        Raises like call(), except that an {"error": ...} reply is returned, not decoded.
+        `priority` and `fairness_key` as for call()."""
         response = self.request(service, body, timeout=timeout, deadline_ms=deadline_ms,
-                                retries=retries)
+                                retries=retries, priority=priority, fairness_key=fairness_key)
         if response.status == protocol.NO_REPLY:
             raise Timeout(f"no reply from {self.endpoint} for {service!r} after "
                           f"{1 + max(self._retries(retries), 0)} attempt(s) of "
@@ -150,9 +178,13 @@ class Client:
             raise error_for_status(response.status, service)
         return response.frames
 
-    def request(self, service, body, *, timeout=None, deadline_ms=None, retries=None):
+    def request(self, service, body, *, timeout=None, deadline_ms=None, retries=None,
+                priority=None, fairness_key=None):
         """The Response for `body` (bytes or frames), whatever its status; NO_REPLY (0) when
-        every attempt went unanswered. `deadline_ms` defaults to the timeout; 0 sends none."""
+        every attempt went unanswered. `deadline_ms` defaults to the timeout; 0 sends none.
+        `priority` (0 to 9, higher goes first) and `fairness_key` (the tenant; default this
+        connection) go with every attempt, as for call()."""
+        options = _options(priority, fairness_key)
         timeout = self._timeout(timeout)
         attempts = 1 + max(self._retries(retries), 0)
         service = self._service(service)
@@ -164,7 +196,7 @@ class Client:
             return Response(protocol.TOO_LARGE, [])
         backoff = self.backoff
         for attempt in range(1, attempts + 1):
-            response = self._attempt(service, deadline, frames, timeout)
+            response = self._attempt(service, deadline, frames, timeout, options)
             if response.status != protocol.NO_REPLY:
                 return response
             log.debug("no reply from %s for %r within %s s (attempt %d of %d)", self.endpoint,
@@ -176,16 +208,20 @@ class Client:
                 backoff = min(backoff * 2, _MAX_BACKOFF)
         return response
 
-    def pipeline(self, service, payloads, *, window=100, timeout=None, deadline_ms=None, raw=False):
+    def pipeline(self, service, payloads, *, window=100, timeout=None, deadline_ms=None, raw=False,
+                 priority=None, fairness_key=None):
         """Yields a Result(status, reply) per payload, in input order, keeping at most `window`
         requests between the oldest unanswered and the newest sent. Nothing is retried: a
         request without an answer within `timeout` (plus a grace) yields status NO_REPLY (0).
         With raw=True payloads are bytes (or frame lists) and replies frame lists.
+        Every request carries `priority` and `fairness_key`, as for call(); a ValueError for
+        them comes from the first next(), before anything is sent.
 
         The requests that fit in the window at one time go out as one message (several past
         protocol.BATCH_BYTES of envelope), and the broker batches its answers the same way."""
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window!r}")
+        options = _options(priority, fairness_key)
         timeout = self._timeout(timeout)
         wait = timeout + reply_grace(timeout)
         service = self._service(service)
@@ -230,7 +266,7 @@ class Client:
                         answered[sent] = Result(protocol.TOO_LARGE, None)
                     else:
                         request_id = self._new_id()
-                        writer.request(request_id, service, body, deadline)
+                        writer.request(request_id, service, body, deadline, **options)
                         batch.append((request_id, sent))
                         if len(writer) >= protocol.BATCH_BYTES:
                             flush()
@@ -342,10 +378,10 @@ class Client:
             log.debug("could not queue a request to %s within %s s", self.endpoint, wait)
             return False
 
-    def _attempt(self, service, deadline, body, timeout):
+    def _attempt(self, service, deadline, body, timeout, options):
         request_id = self._new_id()
         writer = protocol.Writer()
-        writer.request(request_id, service, body, deadline)
+        writer.request(request_id, service, body, deadline, **options)
         give_up = time.monotonic() + timeout + reply_grace(timeout)
         if not self._send(writer.take(), timeout):
             return Response(protocol.NO_REPLY, [])

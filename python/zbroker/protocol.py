@@ -9,7 +9,8 @@ signature b"ZB\\x01", then one or more records back to back; frames 1+ are body 
 in order by the records whose body is "in frames", and every one must be claimed. Integers are
 little-endian; a `short` is a u8 length and that many bytes.
 
-    REQUEST    0x11  client -> broker   flags [deadline_ms u32] id:short service:short body
+    REQUEST    0x11  client -> broker   flags [deadline_ms u32] [priority u8] [fairness_key:short]
+                                        id:short service:short body
     ANSWER     0x12  broker -> client   id:short status:u16 body
     READY      0x21  worker -> broker   credit:u32 service:short
     JOB        0x22  broker -> worker   token:short flags [deadline_ms u32] body
@@ -18,7 +19,10 @@ little-endian; a `short` is a u8 length and that many bytes.
     DISCONNECT 0x25  worker <-> broker
     CREDIT     0x26  worker <-> broker  credit:u32
 
-    flags := bit 0: a deadline_ms follows; other bits must be 0
+    flags := which optional fields follow, in this order; any other bit makes it malformed
+             0x01 HAS_DEADLINE      deadline_ms u32                REQUEST and JOB
+             0x02 HAS_PRIORITY      priority u8 (0 lowest .. 9)    REQUEST only
+             0x04 HAS_FAIRNESS_KEY  fairness_key short, not empty  REQUEST only
     body  := 0x00 size:u32 bytes     inline
            | 0x01 count:u16          the next `count` body frames of the message
 """
@@ -56,6 +60,13 @@ UNAVAILABLE = 503
 DEADLINE_EXCEEDED = 504
 
 HEADER_DEADLINE_MS = "deadline_ms"
+HEADER_PRIORITY = "priority"
+HEADER_FAIRNESS_KEY = "fairness_key"
+# Request priorities run 0 (the default, lowest) to MAX_PRIORITY; higher goes first.
+MAX_PRIORITY = 9
+# A fairness key groups requests that share a service fairly (default: the connection); 1 to
+# this many bytes.
+MAX_FAIRNESS_KEY_SIZE = 255
 MAX_REQUEST_ID_SIZE = 255
 MAX_SERVICE_NAME_SIZE = 255
 
@@ -83,7 +94,12 @@ class Command(enum.IntEnum):
     CREDIT = 0x26
 
 
-HAS_DEADLINE = 0x01  # the one flag of REQUEST and JOB
+# Flags of REQUEST and JOB: which optional fields follow, in this order.
+HAS_DEADLINE = 0x01  # u32 milliseconds
+HAS_PRIORITY = 0x02  # u8, REQUEST only
+HAS_FAIRNESS_KEY = 0x04  # short, never empty, REQUEST only
+REQUEST_FLAGS = HAS_DEADLINE | HAS_PRIORITY | HAS_FAIRNESS_KEY
+JOB_FLAGS = HAS_DEADLINE
 BODY_INLINE = 0x00
 BODY_IN_FRAMES = 0x01
 # A body of one frame up to this size travels inside the envelope; larger ones, and bodies of
@@ -117,6 +133,8 @@ class Record(NamedTuple):
     service: bytes = b""  # REQUEST, READY
     token: bytes = b""  # JOB, REPLY
     deadline_ms: Optional[int] = None  # REQUEST, JOB
+    priority: Optional[int] = None  # REQUEST (as sent: decode() does not check its range)
+    fairness_key: bytes = b""  # REQUEST (b"": none given)
     status: int = 0  # ANSWER
     credit: int = 0  # READY, CREDIT
     body: Sequence[bytes] = ()  # REQUEST, ANSWER, JOB, REPLY: then a list of its own
@@ -202,11 +220,21 @@ def decode(frames):
         first, next_frame = next_frame, next_frame + count
         return [bytes(frame) for frame in frames[first:next_frame]]
 
-    def deadline():
+    def options(allowed):
+        """Flags, then the optional fields they name: {field: value} of those present."""
         flags = cursor.u8("flags")
-        if flags & ~HAS_DEADLINE:
+        if flags & ~allowed:
             raise MalformedMessage(f"unknown flags {flags:#04x}")
-        return cursor.u32("deadline_ms") if flags & HAS_DEADLINE else None
+        fields = {}
+        if flags & HAS_DEADLINE:
+            fields["deadline_ms"] = cursor.u32("deadline_ms")
+        if flags & HAS_PRIORITY:
+            fields["priority"] = cursor.u8("priority")
+        if flags & HAS_FAIRNESS_KEY:
+            fields["fairness_key"] = cursor.short("fairness_key")
+            if not fields["fairness_key"]:
+                raise MalformedMessage("an empty fairness_key")
+        return fields
 
     while True:
         byte = cursor.u8("command")
@@ -215,11 +243,10 @@ def decode(frames):
         except ValueError:
             raise MalformedMessage(f"unknown command {byte:#04x}") from None
         if command == Command.REQUEST:
-            deadline_ms = deadline()
+            fields = options(REQUEST_FLAGS)
             request_id = cursor.short("id")
             service = cursor.short("service")
-            record = Record(command, id=request_id, service=service, deadline_ms=deadline_ms,
-                            body=body())
+            record = Record(command, id=request_id, service=service, body=body(), **fields)
         elif command == Command.ANSWER:
             request_id = cursor.short("id")
             status = cursor.u16("status")
@@ -231,7 +258,8 @@ def decode(frames):
             record = Record(command, credit=credit, service=cursor.short("service"))
         elif command == Command.JOB:
             token = cursor.short("token")
-            record = Record(command, token=token, deadline_ms=deadline(), body=body())
+            fields = options(JOB_FLAGS)
+            record = Record(command, token=token, body=body(), **fields)
         elif command == Command.REPLY:
             token = cursor.short("token")
             record = Record(command, token=token, body=body())
@@ -259,8 +287,9 @@ class Writer:
     """Builds one ZB/1 message: records go into the envelope, large bodies into frames after it.
 
     A record is checked before anything of it is written, so a ValueError (an id, token or
-    service over 255 bytes, a credit or deadline outside u32, a body of more than 65535 frames)
-    leaves the message as it was."""
+    service over 255 bytes, a credit or deadline outside u32, a priority outside 0..9, a
+    fairness key empty or over 255 bytes, a body of more than 65535 frames) leaves the message
+    as it was."""
 
     def __init__(self):
         self._envelope = bytearray(SIGNATURE)
@@ -275,8 +304,13 @@ class Writer:
     def empty(self):
         return self.records == 0
 
-    def request(self, request_id, service, body, deadline_ms=None):
-        self._add(bytes([Command.REQUEST]) + _flags(deadline_ms) + _short(request_id, "id") +
+    def request(self, request_id, service, body, deadline_ms=None, *, priority=None,
+                fairness_key=None):
+        """A REQUEST. None leaves an option out: no deadline, priority 0, and the connection as
+        the fairness key. `priority` is an int from 0 to MAX_PRIORITY (higher goes first);
+        `fairness_key` str (UTF-8) or bytes, 1 to MAX_FAIRNESS_KEY_SIZE bytes."""
+        self._add(bytes([Command.REQUEST]) +
+                  _options(deadline_ms, priority, fairness_key) + _short(request_id, "id") +
                   _short(service, "service"), body)
 
     def answer(self, request_id, status, body=b""):
@@ -288,7 +322,7 @@ class Writer:
         self._add(bytes([Command.READY]) + _u32(credit, "credit") + _short(service, "service"))
 
     def job(self, token, body, deadline_ms=None):
-        self._add(bytes([Command.JOB]) + _short(token, "token") + _flags(deadline_ms), body)
+        self._add(bytes([Command.JOB]) + _short(token, "token") + _options(deadline_ms), body)
 
     def reply(self, token, body):
         self._add(bytes([Command.REPLY]) + _short(token, "token"), body)
@@ -344,7 +378,44 @@ def _u32(value, what):
     return _U32.pack(value)
 
 
-def _flags(deadline_ms):
-    if deadline_ms is None:
-        return b"\x00"
-    return bytes([HAS_DEADLINE]) + _u32(deadline_ms, "deadline_ms")
+def check_priority(priority):
+    """`priority` if it is an int from 0 to MAX_PRIORITY (or None), else ValueError."""
+    if priority is not None and (not isinstance(priority, int) or isinstance(priority, bool) or
+                                 not 0 <= priority <= MAX_PRIORITY):
+        raise ValueError(f"priority {priority!r} is not an integer from 0 to {MAX_PRIORITY}")
+    return priority
+
+
+def check_fairness_key(fairness_key):
+    """`fairness_key` as bytes (a str is UTF-8 encoded), or None; ValueError unless it is a str
+    or bytes of 1 to MAX_FAIRNESS_KEY_SIZE bytes."""
+    if fairness_key is None:
+        return None
+    if isinstance(fairness_key, str):
+        key = fairness_key.encode()
+    elif isinstance(fairness_key, (bytes, bytearray, memoryview)):
+        key = bytes(fairness_key)
+    else:
+        raise ValueError(f"fairness_key must be a str or bytes, not "
+                         f"{type(fairness_key).__name__}")
+    if not 1 <= len(key) <= MAX_FAIRNESS_KEY_SIZE:
+        raise ValueError(f"fairness_key of {len(key)} bytes: it must have 1 to "
+                         f"{MAX_FAIRNESS_KEY_SIZE} (None for the connection's)")
+    return key
+
+
+def _options(deadline_ms=None, priority=None, fairness_key=None):
+    """Flags, then the optional fields they name (wire.cpp's put_options)."""
+    flags = 0
+    fields = b""
+    if deadline_ms is not None:
+        flags |= HAS_DEADLINE
+        fields += _u32(deadline_ms, "deadline_ms")
+    if check_priority(priority) is not None:
+        flags |= HAS_PRIORITY
+        fields += bytes([priority])
+    key = check_fairness_key(fairness_key)
+    if key is not None:
+        flags |= HAS_FAIRNESS_KEY
+        fields += bytes([len(key)]) + key
+    return bytes([flags]) + fields

@@ -320,6 +320,10 @@ class ProtocolConstants(unittest.TestCase):
         self.assertEqual(protocol.MMI_FOUND.decode(), strings["kMmiFound"])
         self.assertEqual(protocol.MMI_FORBIDDEN.decode(), strings["kMmiForbidden"])
         self.assertEqual(protocol.HEADER_DEADLINE_MS, strings["kHeaderDeadlineMs"])
+        self.assertEqual(protocol.HEADER_PRIORITY, strings["kHeaderPriority"])
+        self.assertEqual(protocol.HEADER_FAIRNESS_KEY, strings["kHeaderFairnessKey"])
+        self.assertIn(f"kMaxPriority = {protocol.MAX_PRIORITY};", header)
+        self.assertIn(f"kMaxFairnessKeySize = {protocol.MAX_FAIRNESS_KEY_SIZE};", header)
         self.assertIn(f"kMaxRequestIdSize = {protocol.MAX_REQUEST_ID_SIZE};", header)
         self.assertIn(f"kMaxServiceNameSize = {protocol.MAX_SERVICE_NAME_SIZE};", header)
 
@@ -344,6 +348,8 @@ class ProtocolConstants(unittest.TestCase):
         commands = enum(header, "Command")
         self.assertEqual(commands, {command.name: command.value for command in Command})
         self.assertIn(f"kHasDeadline = {protocol.HAS_DEADLINE:#04x};", header)
+        self.assertIn(f"kHasPriority = {protocol.HAS_PRIORITY:#04x};", header)
+        self.assertIn(f"kHasFairnessKey = {protocol.HAS_FAIRNESS_KEY:#04x};", header)
         self.assertIn(f"kInlineBodyLimit = {protocol.INLINE_BODY_LIMIT};", header)
         self.assertIn(f"kMaxBodyFrames = 0x{protocol.MAX_BODY_FRAMES:X};", header)
         self.assertIn(f"kBatchBytes = {protocol.BATCH_BYTES // 1024} * 1024;", header)
@@ -366,6 +372,78 @@ class Wire(unittest.TestCase):
         self.assertEqual(writer.take(), [b"ZB\x01" + expected])
         writer.request(b"req-1", b"echo", [body])
         self.assertEqual(writer.take(), [b"ZB\x01\x11\x00\x05req-1\x04echo" + inline(body)])
+
+    def test_request_with_priority_and_fairness_key_is_encoded_as_shared_wire_hpp_says(self):
+        # REQUEST: flags, [deadline_ms u32], [priority u8], [fairness_key short], id, service, body
+        writer = protocol.Writer()
+        writer.request(b"req-1", "echo", b"hi", deadline_ms=2000, priority=7,
+                       fairness_key="tenant-\u00e9")
+        [envelope] = writer.take()
+        key = "tenant-\u00e9".encode()
+        self.assertEqual(len(key), 9)  # UTF-8: the short's length counts bytes
+        at = 0
+
+        def take(size):
+            nonlocal at
+            at += size
+            return envelope[at - size:at]
+
+        self.assertEqual(take(3), b"ZB\x01")
+        self.assertEqual(take(1), bytes([Command.REQUEST]))
+        self.assertEqual(take(1), b"\x07")  # flags: deadline 0x01, priority 0x02, key 0x04
+        self.assertEqual(take(4), struct.pack("<I", 2000))
+        self.assertEqual(take(1), b"\x07")  # priority
+        self.assertEqual(take(1), bytes([len(key)]))
+        self.assertEqual(take(len(key)), key)
+        self.assertEqual(take(1) + take(5), b"\x05req-1")
+        self.assertEqual(take(1) + take(4), b"\x04echo")
+        self.assertEqual(take(5), b"\x00" + struct.pack("<I", 2))  # inline body of 2 bytes
+        self.assertEqual(take(2), b"hi")
+        self.assertEqual(at, len(envelope))
+
+        [request] = protocol.decode([envelope])
+        self.assertEqual((request.command, request.id, request.service, request.deadline_ms,
+                          request.priority, request.fairness_key, request.body),
+                         (Command.REQUEST, b"req-1", b"echo", 2000, 7, key, [b"hi"]))
+
+    def test_request_options_are_each_optional_and_keep_their_order(self):
+        key = b"k" * protocol.MAX_FAIRNESS_KEY_SIZE
+        cases = [  # (deadline_ms, priority, fairness_key), the bytes after the command
+            ((None, None, None), b"\x00"),
+            ((None, 0, None), b"\x02\x00"),
+            ((None, protocol.MAX_PRIORITY, None), b"\x02\x09"),
+            ((None, None, b"t"), b"\x04\x01t"),
+            ((None, None, key), b"\x04\xff" + key),
+            ((5, None, bytearray(b"t")), b"\x05\x05\x00\x00\x00\x01t"),
+            ((None, 3, "t"), b"\x06\x03\x01t"),
+            ((0, 3, None), b"\x03\x00\x00\x00\x00\x03"),
+        ]
+        for (deadline_ms, priority, fairness_key), options in cases:
+            with self.subTest(deadline_ms=deadline_ms, priority=priority,
+                              fairness_key=fairness_key):
+                writer = protocol.Writer()
+                writer.request(b"i", b"s", b"", deadline_ms, priority=priority,
+                               fairness_key=fairness_key)
+                frames = writer.take()
+                self.assertEqual(frames, message(b"\x11" + options + b"\x01i\x01s" + inline(b"")))
+                [r] = protocol.decode(frames)
+                self.assertEqual((r.deadline_ms, r.priority, r.fairness_key, r.id, r.service),
+                                 (deadline_ms, priority,
+                                  b"" if fairness_key is None else protocol.check_fairness_key(
+                                      fairness_key), b"i", b"s"))
+
+    def test_bad_priority_or_fairness_key_is_a_value_error_and_writes_nothing(self):
+        writer = protocol.Writer()
+        writer.heartbeat()
+        before = (len(writer), writer.records)
+        for options in ({"priority": 10}, {"priority": -1}, {"priority": 1.0},
+                        {"priority": "1"}, {"priority": True}, {"fairness_key": ""},
+                        {"fairness_key": b""}, {"fairness_key": "k" * 256},
+                        {"fairness_key": "\u00e9" * 128}, {"fairness_key": 7}):
+            with self.subTest(**options), self.assertRaises(ValueError) as caught:
+                writer.request(b"id", "svc", b"", **options)
+            self.assertIn(next(iter(options)), str(caught.exception))
+        self.assertEqual((len(writer), writer.records), before)
 
     def test_every_command_round_trips(self):
         writer = protocol.Writer()
@@ -430,6 +508,13 @@ class Wire(unittest.TestCase):
             "an unknown command": message(good, b"\x30"),
             "a command of 0": message(b"\x00"),
             "an unknown flag": message(b"\x22\x01t\x02" + inline(b"")),
+            "a JOB with a priority": message(b"\x22\x01t\x02\x05" + inline(b"")),
+            "a JOB with a fairness key": message(b"\x22\x01t\x04\x01k" + inline(b"")),
+            "a REQUEST with an unknown flag": message(b"\x11\x08\x01i\x01s" + inline(b"")),
+            "a REQUEST with an empty fairness key": message(b"\x11\x04\x00\x01i\x01s" +
+                                                            inline(b"")),
+            "a priority cut short": message(b"\x11\x02"),
+            "a fairness key cut short": message(b"\x11\x04\x05abc"),
             "an unknown body form": message(b"\x23\x01t\x02\x00\x00\x00\x00"),
             "an unknown status": message(answer_record(b"id", 201)),
             "no status at all": message(answer_record(b"id", 0)),
@@ -682,6 +767,32 @@ class LazyPirate(unittest.TestCase):
         client.call_raw("echo", b"")
         self.assertEqual([r.deadline_ms for _, r in self.fake.wait_for_requests(3)],
                          [None, protocol.MAX_U32, PATIENCE_MS])
+
+    def test_every_request_carries_its_priority_and_fairness_key(self):
+        self.fake.on_request = lambda request: [self.fake.answer(request)]
+        client = self.client(timeout=PATIENCE, retries=0)
+        client.call("echo", 1, priority=9, fairness_key="tenant-a")
+        client.call_raw("echo", b"", priority=0, fairness_key=b"tenant-b")
+        client.request("echo", b"", fairness_key="tenant-c")
+        client.call("echo", 1)
+        self.assertEqual(len(list(client.pipeline("echo", [1, 2], priority=4,
+                                                  fairness_key="tenant-d"))), 2)
+        self.assertEqual([(r.priority, r.fairness_key) for _, r in self.fake.wait_for_requests(6)],
+                         [(9, b"tenant-a"), (0, b"tenant-b"), (None, b"tenant-c"), (None, b""),
+                          (4, b"tenant-d"), (4, b"tenant-d")])
+
+    def test_bad_priority_or_fairness_key_raises_before_anything_is_sent(self):
+        client = self.client(timeout=PATIENCE, retries=0)
+        for options in ({"priority": 10}, {"fairness_key": ""}):
+            with self.subTest(**options):
+                with self.assertRaises(ValueError):
+                    client.call("echo", 1, **options)
+                with self.assertRaises(ValueError):
+                    client.request("echo", b"", **options)
+                with self.assertRaises(ValueError):
+                    next(client.pipeline("echo", [1], **options))
+        time.sleep(0.1)  # time for anything sent to reach the fake broker
+        self.assertEqual(self.fake.messages, [])
 
     def test_answer_after_a_silent_attempt_is_returned(self):
         def answer_second_attempt(request):
