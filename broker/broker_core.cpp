@@ -98,6 +98,7 @@ void BrokerCore::on_mdp_client(Frames& in, ClientProtocol protocol, TimePoint no
     if (in.size() < (zbc ? kRequestId + 1 : kService + 1))
         return malformed(Malformed::too_short, in);
     const std::size_t first = zbc ? kHeaders + 1 : kService + 1;
+    std::string fairness_key;  // from ZBC01 headers; outlives `request`
     ClientRequest request{in,
                           protocol,
                           view(in[kIdentity]),
@@ -115,12 +116,15 @@ void BrokerCore::on_mdp_client(Frames& in, ClientProtocol protocol, TimePoint no
             return refuse(request, Status::bad_request);
         }
         std::string error;
-        const auto parsed = parse_request_headers(view(in[kHeaders]), &error);
+        auto parsed = parse_request_headers(view(in[kHeaders]), &error);
         if (!parsed) {
             malformed(Malformed::bad_headers, in, error);
             return refuse(request, Status::bad_request);
         }
         request.deadline = parsed->deadline;
+        request.priority = parsed->priority.value_or(0);
+        fairness_key = std::move(parsed->fairness_key);
+        request.fairness_key = fairness_key;
     }
     on_client_request(request, now, role);
 }
@@ -149,6 +153,15 @@ void BrokerCore::on_native(Frames& in, TimePoint now, PeerRole role) {
             in,        ClientProtocol::native, view(in[kIdentity]), record.service,
             record.id, std::nullopt,           record.body};
         if (record.deadline_ms) request.deadline = Millis{*record.deadline_ms};
+        request.fairness_key = record.fairness_key;
+        if (record.priority) {
+            if (*record.priority > protocol::kMaxPriority) {
+                malformed(Malformed::bad_headers, in, "priority above 9");
+                refuse(request, Status::bad_request);
+                continue;
+            }
+            request.priority = *record.priority;
+        }
         on_client_request(request, now, role);
     }
 }
@@ -180,9 +193,17 @@ void BrokerCore::on_client_request(ClientRequest& request, TimePoint now, PeerRo
         return refuse(request, Status::queue_full);
     }
     Service& service = *known;
-    if (service.waiting >= config_.queue_limit || table_.live() >= config_.max_requests ||
+    if (table_.live() >= config_.max_requests ||
         table_.bytes_held() + body_size > config_.max_bytes) {
         return refuse(request, Status::queue_full);
+    }
+    const std::string_view key =
+        request.fairness_key.empty() ? request.client : request.fairness_key;
+    const QueuePolicy::Admission admission = service.queue->admit(key, config_.queue_limit, table_);
+    if (!admission.admitted) return refuse(request, Status::queue_full);
+    if (admission.pushed_out != nullptr) {
+        ++counters_.pushed_out;
+        fail(*admission.pushed_out, Status::queue_full);  // out of the queue already
     }
 
     RequestRecord& record = table_.allocate();
@@ -190,6 +211,8 @@ void BrokerCore::on_client_request(ClientRequest& request, TimePoint now, PeerRo
     record.protocol = request.protocol;
     record.client.assign(request.client);
     record.request_id.assign(request.request_id);
+    record.fairness_key.assign(request.fairness_key);
+    record.priority = request.priority;
     table_.keep_body(record, in, request.body);
     record.service = &service;
     std::optional<Millis> deadline = request.deadline;
@@ -198,7 +221,7 @@ void BrokerCore::on_client_request(ClientRequest& request, TimePoint now, PeerRo
         record.deadline = now + *deadline;
         deadlines_.add(record.deadline, record.token());
     }
-    service.enqueue(record.token());
+    service.queue->push(record);
     dispatch(service);
 }
 
@@ -422,13 +445,13 @@ void BrokerCore::answer_mmi(ClientRequest& request, TimePoint now, PeerRole role
 // Dispatch and worker lifecycle
 
 void BrokerCore::dispatch(Service& service) {
-    while (service.waiting > 0 && !service.idle.empty()) {
-        RequestRecord* record = service.pop_waiting(table_);
+    while (service.waiting() > 0 && !service.idle.empty()) {
+        RequestRecord* record = service.queue->pop(table_);
         if (record == nullptr) break;
         Worker* worker = record->suspect ? service.idle_and_empty() : &service.idle.front();
         if (worker == nullptr) {
             // A suspect waits at the head for a worker that holds nothing; busy ones finish.
-            service.requeue(record->token());
+            service.queue->push_front(*record);
             break;
         }
         send_request(*worker, *record);
@@ -509,7 +532,7 @@ void BrokerCore::undispatch(RequestRecord& record) {
         return;
     }
     record.state = RequestState::queued;
-    record.service->requeue(record.token());
+    record.service->queue->push_front(record);
 }
 
 void BrokerCore::unhold(RequestRecord& record) {
@@ -562,7 +585,7 @@ void BrokerCore::remove_worker(Worker& worker, bool send_disconnect, std::string
         } else {
             record.state = RequestState::queued;
             record.suspect = true;
-            service.requeue(record.token());
+            service.queue->push_front(record);
             ++requeued;
         }
     }
@@ -612,8 +635,8 @@ void BrokerCore::expire_deadlines(TimePoint now) {
             // Nobody could have served it: 503 says "no worker", 504 says "too slow".
             const Status status =
                 service.workers > 0 ? Status::deadline_exceeded : Status::unavailable;
+            service.queue->forget(*record, table_);
             fail(*record, status);
-            service.forget_waiting(table_);
         } else if (record->state == RequestState::dispatched) {
             fail(*record, Status::deadline_exceeded);  // the worker's late reply will be dropped
             // Still held: an orphan, released if its worker has not replied by this timer.
@@ -688,7 +711,7 @@ void BrokerCore::forget_idle_services() {
     // A name with no workers and no queue costs memory for nothing; clients can make many.
     std::erase_if(services_, [](const auto& entry) {
         const Service& service = *entry.second;
-        return service.workers == 0 && service.waiting == 0;
+        return service.workers == 0 && service.waiting() == 0;
     });
 }
 
@@ -711,7 +734,7 @@ void BrokerCore::finish_drain() {
     const std::size_t left = table_.live();
     table_.for_each_live([this](RequestRecord& record) {
         if (record.worker != nullptr) unhold(record);
-        if (record.state == RequestState::queued) record.service->forget_waiting(table_);
+        if (record.state == RequestState::queued) record.service->queue->forget(record, table_);
         if (record.state == RequestState::answered) {
             table_.release(record);
         } else {
@@ -890,7 +913,9 @@ Service* BrokerCore::service_named(std::string_view name) {
     auto it = services_.find(name);
     if (it == services_.end()) {
         if (services_.size() >= config_.max_services) return nullptr;
-        it = services_.emplace(std::string(name), std::make_unique<Service>(std::string(name)))
+        it = services_
+                 .emplace(std::string(name),
+                          std::make_unique<Service>(std::string(name), config_.queue))
                  .first;
     }
     return it->second.get();
@@ -898,8 +923,8 @@ Service* BrokerCore::service_named(std::string_view name) {
 
 ServiceInfo BrokerCore::info(const Service& service) const {
     return {
-        service.name,     service.workers, service.waiting, service.dispatched - service.orphaned,
-        service.orphaned, service.served,  service.failures};
+        service.name,     service.workers, service.waiting(), service.dispatched - service.orphaned,
+        service.orphaned, service.served,  service.failures,  service.queue->top_keys(kTopKeys)};
 }
 
 BrokerSnapshot BrokerCore::snapshot(TimePoint now) const {

@@ -50,6 +50,7 @@ struct BrokerConfig {
     // removal.
     Millis orphan_after{10'000};
     bool drain_without_curve = false;  // let anyone call mmi.drain when CURVE is off
+    QueueSettings queue;               // the order waiting requests go out, and per-key limits
 };
 
 // What a peer may do, as the ZAP authenticator decided from its CURVE key. `anyone` means CURVE
@@ -96,7 +97,11 @@ struct ServiceInfo {
     std::size_t orphaned = 0;   // answered 504, still held by a worker (and its credit)
     std::uint64_t served = 0;
     std::array<std::uint64_t, 8> failures{};  // by Counters::answer_index
+    std::vector<KeyLoad> top_keys;            // fairness keys with most waiting, kTopKeys at most
 };
+// Per-key figures are bounded, for stats and metrics labels alike: a few keys that hold most
+// of a queue are what an operator looks for.
+inline constexpr std::size_t kTopKeys = 5;
 
 // What the broker reports about itself, to mmi.stats, mmi.services and the Prometheus
 // endpoint alike: a copy, so it can be encoded anywhere and handed to another thread.
@@ -158,6 +163,8 @@ class BrokerCore {
         std::string_view request_id;  // ZBC01 and ZB/1
         std::optional<Millis> deadline;
         wire::Body body;
+        std::uint8_t priority = 0;
+        std::string_view fairness_key;  // empty: the connection
     };
 
     void on_mdp_client(Frames& in, ClientProtocol protocol, TimePoint now, PeerRole role);

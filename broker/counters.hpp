@@ -16,7 +16,7 @@ enum class Malformed : std::uint8_t {
     unknown_protocol,  // neither a ZB/1 envelope nor MDPC01, ZBC01 or MDPW01
     empty_service,     // client named no service
     bad_request_id,    // ZBC01 request id longer than 255 bytes (missing: too_short)
-    bad_headers,       // ZBC01 headers frame is not a valid msgpack map
+    bad_headers,       // ZBC01 headers frame is not a valid msgpack map; a priority above 9
     bad_command,       // worker command frame is not one known byte
     bad_ready,         // READY without a service, or with a bad credit frame
     bad_reply,         // REPLY without token and empty delimiter
@@ -56,6 +56,8 @@ struct Counters {
     std::uint64_t requests = 0;  // well-formed, from clients, MMI included; refused ones too
     std::uint64_t dispatches = 0;
     std::uint64_t requeued = 0;  // handed back to a queue after their worker died
+    // Queued requests answered 429 to make room, in a full queue, for a key under its share.
+    std::uint64_t pushed_out = 0;
     std::uint64_t workers_registered = 0;
     std::uint64_t workers_expired = 0;
     std::uint64_t workers_removed = 0;   // for any reason: expiry, DISCONNECT, protocol error

@@ -96,9 +96,9 @@ int main(int argc, char** argv) {
 
     CLI::App app{
         "zbroker: a Majordomo (7/MDP + 8/MMI) request-reply broker.\n"
-        "Clients (MDPC01 or ZBC01) and workers (MDPW01) connect to one ROUTER socket;\n"
-        "requests queue per service; each goes to the worker that came free first, until its\n"
-        "credit (requests it may hold at once) is spent.",
+        "Clients (MDPC01, ZBC01 or ZB/1) and workers (MDPW01 or ZB/1) connect to one ROUTER\n"
+        "socket; requests queue per service, shared fairly between clients and by priority\n"
+        "(--queue-policy); each goes to a worker that has credit (requests it may hold at once).",
         "zbroker"};
     app.set_version_flag("--version", std::string("zbroker ") + kVersion);
     add_config_file_flag(app);
@@ -154,6 +154,37 @@ int main(int argc, char** argv) {
                    "0: never. Keep it above --heartbeat-ms x --liveness")
         ->check(CLI::Range(0, 86'400'000))
         ->capture_default_str();
+    const std::map<std::string, broker::QueuePolicyKind> policies{
+        {"fifo", broker::QueuePolicyKind::fifo},
+        {"fair", broker::QueuePolicyKind::fair},
+        {"priority", broker::QueuePolicyKind::priority}};
+    std::string policy{broker::policy_name(config.queue.kind)};
+    app.add_option("--queue-policy", policy,
+                   "Order of a service's waiting requests. fifo: oldest first. fair: clients "
+                   "(fairness keys: the connection, or the request's fairness_key) take turns by "
+                   "weight, and a key past its share of --queue-limit gets 429 first. priority: "
+                   "higher priority (0-9) first, fair within each level")
+        ->check(CLI::IsMember({"fifo", "fair", "priority"}))
+        ->capture_default_str();
+    app.add_option("--low-priority-every", config.queue.low_priority_every,
+                   "With --queue-policy priority, while several levels wait, every Nth request "
+                   "goes to the lowest level waiting, so it is never starved; 0: strict priority")
+        ->check(CLI::Range(0u, 1'000'000u))
+        ->capture_default_str();
+    std::vector<std::string> weights;
+    app.add_option("--fairness-weight", weights,
+                   "KEY=WEIGHT: the fairness key KEY gets WEIGHT turns to another key's 1 "
+                   "(fair and priority policies); repeat for more keys")
+        ->check([](const std::string& text) -> std::string {
+            const auto eq = text.rfind('=');
+            if (eq == std::string::npos || eq == 0) return "expected KEY=WEIGHT, e.g. tenant-a=3";
+            try {
+                const unsigned long weight = std::stoul(text.substr(eq + 1));
+                if (weight >= 1 && weight <= 1000) return {};
+            } catch (const std::exception&) {
+            }
+            return "WEIGHT must be an integer from 1 to 1000";
+        });
     app.add_flag("--drain-without-curve", config.drain_without_curve,
                  "Let any peer call mmi.drain when CURVE is off (with CURVE: admin keys only)");
     app.add_option("--hwm", socket_options.hwm, "Messages queued per peer (ZMQ_SNDHWM/RCVHWM)")
@@ -194,6 +225,12 @@ int main(int argc, char** argv) {
     config.drain_timeout = Millis(drain_ms);
     config.default_deadline = Millis(default_deadline_ms);
     config.orphan_after = Millis(orphan_after_ms);
+    config.queue.kind = policies.at(policy);
+    for (const std::string& entry : weights) {
+        const auto eq = entry.rfind('=');
+        config.queue.weights[entry.substr(0, eq)] =
+            static_cast<std::uint32_t>(std::stoul(entry.substr(eq + 1)));
+    }
     init_logging("zbroker", log_level);
 
     zmq::context_t context{1};
@@ -243,9 +280,10 @@ int main(int argc, char** argv) {
     }
     install_signal_handlers();
     spdlog::info(
-        "zbroker {} listening on {} (heartbeat {} ms x {}, max attempts {}, queue limit {})",
+        "zbroker {} listening on {} (heartbeat {} ms x {}, max attempts {}, queue limit {}, "
+        "queue policy {}, {} fairness weight(s))",
         kVersion, loop->endpoint(), heartbeat_ms, config.heartbeat_liveness, config.max_attempts,
-        config.queue_limit);
+        config.queue_limit, policy, config.queue.weights.size());
     loop->run(g_stop);
     log_summary(loop->core());
     spdlog::info("stopped");

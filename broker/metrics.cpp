@@ -92,6 +92,10 @@ std::vector<MetricFamily> to_metric_families(const BrokerSnapshot& s) {
     families.push_back(single("zbroker_requeued_total",
                               "Requests queued again after their worker died", counter,
                               n(c.requeued)));
+    families.push_back(single("zbroker_pushed_out_total",
+                              "Queued requests answered 429 to make room for a fairness key "
+                              "under its share",
+                              counter, n(c.pushed_out)));
     families.push_back(single("zbroker_workers_registered_total", "Worker READY accepted", counter,
                               n(c.workers_registered)));
     families.push_back(single("zbroker_workers_expired_total",
@@ -116,6 +120,16 @@ std::vector<MetricFamily> to_metric_families(const BrokerSnapshot& s) {
                                    s.services, [](auto& v) { return v.workers; }));
     families.push_back(per_service("zbroker_service_queued", "Requests waiting for a worker", gauge,
                                    s.services, [](auto& v) { return v.waiting; }));
+    std::vector<ClientMetric> key_samples;  // bounded: kTopKeys per service
+    for (const ServiceInfo& service : s.services) {
+        for (const KeyLoad& load : service.top_keys) {
+            key_samples.push_back(sample(
+                gauge, n(load.waiting), {{"service", service.name}, {"key", printable(load.key)}}));
+        }
+    }
+    families.push_back(family("zbroker_key_queued",
+                              "Requests waiting, for the fairness keys with most of them", gauge,
+                              std::move(key_samples)));
     families.push_back(per_service("zbroker_service_in_flight",
                                    "Requests at a worker now that can still be answered", gauge,
                                    s.services, [](auto& v) { return v.in_flight; }));

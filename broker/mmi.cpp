@@ -39,11 +39,17 @@ void pack_services(Packer& packer, const std::vector<ServiceInfo>& services) {
     packer.pack_map(static_cast<std::uint32_t>(services.size()));
     for (const ServiceInfo& info : services) {
         packer.pack(info.name);
-        packer.pack_map(6);
+        packer.pack_map(7);
         packer.pack("workers");
         packer.pack(info.workers);
         packer.pack("queued");
         packer.pack(info.waiting);
+        packer.pack("top_keys");  // fairness key (printable) -> requests waiting, kTopKeys at most
+        packer.pack_map(static_cast<std::uint32_t>(info.top_keys.size()));
+        for (const KeyLoad& load : info.top_keys) {
+            packer.pack(printable(load.key));  // a connection's key is its binary routing id
+            packer.pack(load.waiting);
+        }
         packer.pack("in_flight");
         packer.pack(info.in_flight);
         packer.pack("orphaned");
@@ -80,13 +86,15 @@ std::string encode_stats(const BrokerSnapshot& snapshot) {
     packer.pack("requests_held");
     packer.pack(snapshot.requests_held);
     packer.pack("totals");
-    packer.pack_map(7);
+    packer.pack_map(8);
     packer.pack("requests");
     packer.pack(c.requests);
     packer.pack("dispatches");
     packer.pack(c.dispatches);
     packer.pack("requeued");
     packer.pack(c.requeued);
+    packer.pack("pushed_out");
+    packer.pack(c.pushed_out);
     packer.pack("workers_registered");
     packer.pack(c.workers_registered);
     packer.pack("workers_expired");

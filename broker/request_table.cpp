@@ -31,7 +31,9 @@ void RequestTable::release(RequestRecord& record) {
     ++record.generation;
     record.attempts = 0;
     record.suspect = false;
+    record.priority = 0;
     record.client.clear();
+    record.fairness_key.clear();
     record.request_id.clear();
     record.body.clear();  // keeps its capacity for the next request in this slot
     record.service = nullptr;

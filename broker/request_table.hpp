@@ -55,15 +55,17 @@ struct RequestRecord {
     RequestState state = RequestState::free;
     ClientProtocol protocol = ClientProtocol::mdp;
     std::uint8_t attempts = 0;  // dispatches so far (--max-attempts is at most 100)
+    std::uint8_t priority = 0;  // 0 to protocol::kMaxPriority; higher goes first
     // Its worker went away while holding it: it may be what killed that worker, so it is next
     // sent to a worker that holds nothing else (see Worker::isolating).
     bool suspect = false;
     // Strings, not frames: a 5-byte routing id and an 8-byte request id fit in place (short
     // string optimization), where a zmq::message_t costs 64 bytes each. Memory per queued
     // request is what bounds the queue.
-    std::string client;      // the client's routing id
-    std::string request_id;  // ZBC01 and ZB/1
-    Frames body;             // kept for a retry; workers get reference-counted copies
+    std::string client;        // the client's routing id
+    std::string request_id;    // ZBC01 and ZB/1
+    std::string fairness_key;  // empty: the client's connection is its key
+    Frames body;               // kept for a retry; workers get reference-counted copies
     Service* service = nullptr;
     Worker* worker = nullptr;
     TimePoint deadline = TimePoint::max();

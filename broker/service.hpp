@@ -1,15 +1,17 @@
-// One named service: a FIFO of waiting requests and the list of its workers with free credit,
-// in the order they came free (least recently used first).
+// One named service: its waiting requests (in the order its queue policy gives them out) and
+// the list of its workers with free credit, in the order they came free (least recently used
+// first).
 #pragma once
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
+#include <memory>
 #include <string>
 
 #include <boost/intrusive/list.hpp>
 
+#include "broker/queue_policy.hpp"
 #include "broker/request_table.hpp"
 #include "broker/worker_registry.hpp"
 
@@ -20,7 +22,8 @@ struct Service {
         boost::intrusive::list<Worker,
                                boost::intrusive::member_hook<Worker, ListHook, &Worker::idle_hook>>;
 
-    explicit Service(std::string service_name) : name(std::move(service_name)) {}
+    Service(std::string service_name, const QueueSettings& settings)
+        : name(std::move(service_name)), queue(make_queue_policy(settings)) {}
     Service(const Service&) = delete;
     Service& operator=(const Service&) = delete;
     ~Service() { idle.clear(); }
@@ -29,47 +32,13 @@ struct Service {
     std::size_t workers = 0;                  // registered, busy or not
     std::size_t dispatched = 0;               // requests held by its workers, orphans too
     std::size_t orphaned = 0;                 // of those, answered 504 already (state answered)
-    std::size_t waiting = 0;                  // live requests in `queue`
     std::uint64_t served = 0;                 // answered 200 by a worker
     std::array<std::uint64_t, 8> failures{};  // answered otherwise, by Counters::answer_index
     IdleWorkers idle;                         // least recently used first
+    // Its waiting requests, in the order the queue policy gives them out.
+    std::unique_ptr<QueuePolicy> queue;
 
-    // Waiting requests, oldest first. A request that expires while queued is released in the
-    // table and its token here goes stale: skipped when popped, swept by compact().
-    std::deque<Token> queue;
-
-    void enqueue(Token token) {
-        queue.push_back(token);
-        ++waiting;
-    }
-    // A request whose worker died goes back to the head: it has waited longest.
-    void requeue(Token token) {
-        queue.push_front(token);
-        ++waiting;
-    }
-    // The oldest live waiting request, or nullptr when none is left.
-    RequestRecord* pop_waiting(RequestTable& table) {
-        while (!queue.empty()) {
-            RequestRecord* record = table.find(queue.front());
-            queue.pop_front();
-            if (record != nullptr && record->state == RequestState::queued) {
-                --waiting;
-                return record;
-            }
-        }
-        return nullptr;
-    }
-    // A queued request left by another way (deadline): keep the count, bound the stale tokens.
-    void forget_waiting(RequestTable& table) {
-        --waiting;
-        if (queue.size() > 2 * waiting + 64) compact(table);
-    }
-    void compact(RequestTable& table) {
-        std::erase_if(queue, [&table](Token token) {
-            const RequestRecord* record = table.find(token);
-            return record == nullptr || record->state != RequestState::queued;
-        });
-    }
+    std::size_t waiting() const noexcept { return queue->waiting(); }
 
     // Puts a worker that has free credit at the back of the idle list, if not already there.
     void offer(Worker& worker) {

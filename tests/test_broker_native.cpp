@@ -1139,3 +1139,167 @@ TEST_CASE(
     h.advance(std::chrono::hours(1));  // every worker expires: the registry must be whole
     REQUIRE(h.core.worker_count() == 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Queue policies in the core: fairness by connection or key, priority, per-key limits
+
+namespace {
+
+// A ZB/1 request with options, from `client`.
+Message zrequest_with(const std::string& client, const std::string& id,
+                      wire::RequestOptions options, const std::string& body = "x") {
+    return zb(client, [&](wire::Writer& w) { w.request(id, "echo", options, body); });
+}
+
+// The body of each REQUEST an MDP worker got, in order.
+std::vector<std::string> bodies(const std::vector<Message>& sent) {
+    std::vector<std::string> out;
+    for (const Message& m : sent)
+        out.push_back(m.back());
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("7/MDP clients share a service by connection: one request waits one turn, not a flood") {
+    CoreHarness h;         // the default policy
+    h.ready("W", "echo");  // credit 1
+    for (int i = 0; i < 5; ++i)
+        h.mdp_request("FLOOD", "echo", "f" + std::to_string(i));
+    h.mdp_request("B", "echo", "b");
+    std::vector<std::string> order;
+    for (int i = 0; i < 3; ++i) {
+        const Message job = h.take().back();  // after the first: the answer to FLOOD, the job
+        order.push_back(job.back());
+        h.reply(job, job.back());
+    }
+    // f0 went at once; f1 had its turn queued before B came; then B's.
+    REQUIRE(order == std::vector<std::string>{"f0", "f1", "b"});
+}
+
+TEST_CASE("with --queue-policy fifo the same request waits behind the flood") {
+    BrokerConfig config;
+    config.queue.kind = broker::QueuePolicyKind::fifo;
+    CoreHarness h(config);
+    h.ready("W", "echo");
+    for (int i = 0; i < 3; ++i)
+        h.mdp_request("FLOOD", "echo", "f" + std::to_string(i));
+    h.mdp_request("B", "echo", "b");
+    std::vector<std::string> order;
+    for (int i = 0; i < 4; ++i) {
+        const Message job = h.take().back();
+        order.push_back(job.back());
+        h.reply(job, job.back());
+    }
+    REQUIRE(order == std::vector<std::string>{"f0", "f1", "f2", "b"});
+}
+
+TEST_CASE("a ZB/1 fairness key groups connections, and a priority goes before the backlog") {
+    Native h;
+    h.ready("W", "echo");
+    wire::RequestOptions tenant;
+    tenant.fairness_key = "tenant";
+    h.receive(zrequest_with("C1", "1", tenant, "t1"));  // dispatched at once
+    h.receive(zrequest_with("C1", "2", tenant, "t2"));
+    h.receive(zrequest_with("C2", "3", tenant, "t3"));  // the same tenant, another connection
+    h.receive(zrequest_with("D", "4", {}, "d"));
+    wire::RequestOptions urgent;
+    urgent.priority = 9;
+    h.receive(zrequest_with("E", "5", urgent, "e"));
+    std::vector<std::string> order;
+    for (int i = 0; i < 5; ++i) {
+        const auto sent = h.take();
+        const Message job = sent.back();
+        order.push_back(job.back());
+        h.reply(job, job.back());
+    }
+    REQUIRE(order == std::vector<std::string>{"t1", "e", "t2", "d", "t3"});
+}
+
+TEST_CASE("ZBC01 headers carry priority and fairness_key; a bad one is a 400") {
+    CoreHarness h;
+    h.ready("W", "echo");
+    h.zbc_request("C", "echo", "first", "1");  // dispatched at once
+    h.zbc_request("C", "echo", "low", "2");
+    // {"priority": 7, "fairness_key": "t"}
+    h.zbc_request("C", "echo", "high", "3",
+                  "\x82\xa8priority\x07\xac"
+                  "fairness_key\xa1t");
+    Message job = h.take_one();
+    h.reply(job, "1");
+    auto sent = h.take();
+    REQUIRE(sent.back().back() == "3");
+
+    h.zbc_request("C", "echo", "bad", "4", "\x81\xa8priority\x0a");  // 10
+    const Message answer = h.take_one();
+    REQUIRE(answer[4] == "bad");
+    REQUIRE(answer[5] == "400");
+    h.zbc_request("C", "echo", "bad-key", "5",
+                  "\x81\xac"
+                  "fairness_key\xa0");  // ""
+    REQUIRE(h.take_one()[5] == "400");
+}
+
+TEST_CASE("a ZB/1 priority above 9 is a 400, and the rest of the message is served") {
+    Native h;
+    h.zready("W", "echo", 10);
+    h.receive(zb("C", [](wire::Writer& w) {
+        wire::RequestOptions bad;
+        bad.priority = 10;
+        w.request("bad", "echo", bad, "x");
+        w.request("good", "echo", std::nullopt, "y");
+    }));
+    const auto sent = h.take_native();
+    REQUIRE(sent.size() == 2);
+    std::size_t answers = 0;
+    std::size_t jobs = 0;
+    for (const Sent& s : sent) {
+        for (const Rec& r : s.records) {
+            if (r.command == Command::answer) {
+                ++answers;
+                REQUIRE(r.id == "bad");
+                REQUIRE(r.status == Status::bad_request);
+            }
+            if (r.command == Command::job) ++jobs;
+        }
+    }
+    REQUIRE((answers == 1 && jobs == 1));
+}
+
+TEST_CASE("a full queue makes room for a newcomer: the flood's newest request gets 429") {
+    BrokerConfig config;
+    config.queue_limit = 4;
+    CoreHarness h(config);
+    for (int i = 0; i < 4; ++i)
+        h.zbc_request("FLOOD", "echo", "f" + std::to_string(i), "x");
+    h.zbc_request("FLOOD", "echo", "f4", "x");  // past its share: refused
+    Message refused = h.take_one();
+    REQUIRE((refused[4] == "f4" && refused[5] == "429"));
+
+    h.zbc_request("B", "echo", "b", "x");  // under its share: admitted, f3 pushed out
+    Message pushed_out = h.take_one();
+    REQUIRE(pushed_out[0] == "FLOOD");
+    REQUIRE((pushed_out[4] == "f3" && pushed_out[5] == "429"));
+    REQUIRE(h.core.counters().pushed_out == 1);
+    REQUIRE(h.core.service_info("echo")->waiting == 4);
+
+    h.ready("W", "echo", "10");
+    std::set<std::string> served;
+    for (const Message& job : h.take())
+        served.insert(job.back());
+    REQUIRE(served.size() == 1);  // every body is "x": count the jobs instead
+    REQUIRE(h.core.service_info("echo")->in_flight == 4);
+}
+
+TEST_CASE("stats name the fairness keys with most waiting, at most five") {
+    CoreHarness h;
+    for (int k = 0; k < 8; ++k) {
+        for (int i = 0; i <= k; ++i)
+            h.mdp_request("K" + std::to_string(k), "echo", "x");
+    }
+    const auto info = h.core.service_info("echo");
+    REQUIRE(info->top_keys.size() == broker::kTopKeys);
+    REQUIRE(info->top_keys[0].key == "K7");
+    REQUIRE(info->top_keys[0].waiting == 8);
+    REQUIRE(info->top_keys[4].key == "K3");
+}

@@ -178,6 +178,37 @@ TEST_CASE("zbroker reads its flags from --config; command-line flags win") {
     }
 }
 
+TEST_CASE("zbroker takes its queue policy and fairness weights from flags or --config") {
+    TempFile config(
+        "queue-policy = \"fair\"\nfairness-weight = [\"a=3\", \"b=2\"]\n"
+        "bind = \"tcp://127.0.0.1:*\"\n");
+    ChildProcess broker({bin_dir() + "/zbroker", "--config", config.path});
+    const auto line = broker.wait_for("listening on ", kPatience);
+    INFO(kTooSlow);
+    REQUIRE(line.has_value());
+    CHECK(line->find("queue policy fair, 2 fairness weight(s)") != std::string::npos);
+}
+
+TEST_CASE("zbroker refuses a bad queue policy or fairness weight, saying what it wants") {
+    const std::vector<std::pair<std::vector<std::string>, std::string>> cases{
+        {{"--queue-policy", "lifo"}, "not in {fifo,fair,priority}"},
+        {{"--fairness-weight", "tenant"}, "expected KEY=WEIGHT"},
+        {{"--fairness-weight", "tenant=0"}, "WEIGHT must be an integer from 1 to 1000"},
+        {{"--fairness-weight", "tenant=x"}, "WEIGHT must be an integer from 1 to 1000"},
+    };
+    for (const auto& [flags, message] : cases) {
+        CAPTURE(message);
+        std::vector<std::string> argv{bin_dir() + "/zbroker", "--bind", "tcp://127.0.0.1:*"};
+        argv.insert(argv.end(), flags.begin(), flags.end());
+        ChildProcess broker(argv);
+        const auto code = broker.wait(kPatience);
+        INFO(kTooSlow);
+        REQUIRE(code.has_value());
+        CHECK(*code != 0);
+        CHECK(broker.output().find(message) != std::string::npos);
+    }
+}
+
 TEST_CASE("zbroker refuses a config file with an unknown key, naming it") {
     TempFile config("queue_limit = 7\n");  // underscores: not a flag name
     ChildProcess broker({bin_dir() + "/zbroker", "--config", config.path});

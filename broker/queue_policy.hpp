@@ -1,0 +1,89 @@
+// The order in which a service's waiting requests go to its workers, and who may queue more.
+//
+// One object per service, apart from sockets and workers, the way libzmq keeps lb_t and fq_t
+// apart from its sockets: the broker core asks it for the next request when a worker has credit,
+// and tells it when a request comes, comes back (its worker died) or leaves early (deadline).
+// The next policy is one more class here.
+//
+// Requests are named by tokens (request_table.hpp). A request that leaves early leaves its token
+// behind, stale: pop() skips it, and the policies bound how many stale tokens they keep.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "broker/request_table.hpp"
+
+namespace zbroker::broker {
+
+enum class QueuePolicyKind : std::uint8_t {
+    fifo,      // one queue, oldest first; priority and fairness keys are ignored
+    fair,      // fairness keys share the workers by weight (deficit round robin)
+    priority,  // higher priority first; fair sharing within each level
+};
+std::string_view policy_name(QueuePolicyKind kind) noexcept;
+
+struct QueueSettings {
+    QueuePolicyKind kind = QueuePolicyKind::priority;
+    // With `priority`: while several levels wait, every Nth request goes to the lowest waiting
+    // level, so it is never starved; 0 means strict priority.
+    std::uint32_t low_priority_every = 20;
+    // Weights of fairness keys; a key not named here weighs 1.
+    std::map<std::string, std::uint32_t, std::less<>> weights;
+};
+
+// How much of a service's queue one fairness key holds, for stats and metrics.
+struct KeyLoad {
+    std::string key;
+    std::size_t waiting = 0;
+    std::uint32_t weight = 1;
+};
+
+class QueuePolicy {
+  public:
+    virtual ~QueuePolicy() = default;
+
+    // Whether a new request under `key` may wait, given the service's --queue-limit (no
+    // more than `limit` wait in all): otherwise it gets 429. FIFO admits while there is room.
+    // The fair policies also refuse a key past its weighted share of the limit among the keys
+    // waiting, and when the queue is full they make room for a key under its share by giving
+    // up the newest request of the key furthest over its share: `pushed_out`, out of the
+    // queue, for the caller to answer 429. So a flooding key is refused before the others,
+    // and a single key may still use the whole queue while it is alone.
+    struct Admission {
+        bool admitted = false;
+        RequestRecord* pushed_out = nullptr;
+    };
+    virtual Admission admit(std::string_view key, std::size_t limit, RequestTable& table) = 0;
+    // A new request, behind the others of its key and level.
+    virtual void push(const RequestRecord& record) = 0;
+    // A request back from a worker that went away: first of its key, it has waited longest.
+    virtual void push_front(const RequestRecord& record) = 0;
+    // The next live request to dispatch, now out of the queue; nullptr when none waits.
+    virtual RequestRecord* pop(RequestTable& table) = 0;
+    // `record`, still queued, leaves by another way (its deadline): its token goes stale.
+    virtual void forget(const RequestRecord& record, RequestTable& table) = 0;
+    // The `n` keys with the most requests waiting, most first.
+    virtual std::vector<KeyLoad> top_keys(std::size_t n) const = 0;
+
+    // Live requests waiting.
+    std::size_t waiting() const noexcept { return waiting_; }
+
+  protected:
+    std::size_t waiting_ = 0;
+};
+
+std::unique_ptr<QueuePolicy> make_queue_policy(const QueueSettings& settings);
+
+// The fairness key of a request: the one it named, else its connection.
+inline std::string_view fairness_key_of(const RequestRecord& record) noexcept {
+    return record.fairness_key.empty() ? std::string_view(record.client)
+                                       : std::string_view(record.fairness_key);
+}
+
+}  // namespace zbroker::broker

@@ -1,0 +1,274 @@
+// Queue policies on their own: the order requests leave a service's queue, and who may queue.
+#include <catch2/catch.hpp>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "broker/queue_policy.hpp"
+
+using namespace zbroker::broker;
+
+namespace {
+
+// A service's queue with its records: requests named by client (the fairness key) and priority.
+struct Queue {
+    explicit Queue(QueueSettings settings) : policy(make_queue_policy(settings)) {}
+    explicit Queue(QueuePolicyKind kind, std::uint32_t low_every = 0)
+        : Queue([&] {
+              QueueSettings settings;
+              settings.kind = kind;
+              settings.low_priority_every = low_every;
+              return settings;
+          }()) {}
+
+    RequestRecord& push(const std::string& client, std::uint8_t priority = 0,
+                        const std::string& request_id = "") {
+        RequestRecord& record = table.allocate();
+        record.state = RequestState::queued;
+        record.client = client;
+        record.priority = priority;
+        record.request_id = request_id;
+        policy->push(record);
+        return record;
+    }
+    // Pops and releases (as dispatch then reply would) the next request; "" when none.
+    std::string pop_client() {
+        RequestRecord* record = policy->pop(table);
+        if (record == nullptr) return "";
+        std::string client = record->client;
+        table.release(*record);
+        return client;
+    }
+    std::vector<std::string> pop_all() {
+        std::vector<std::string> order;
+        for (std::string client = pop_client(); !client.empty(); client = pop_client())
+            order.push_back(client);
+        return order;
+    }
+    // Whether a request of `key` may queue; a request pushed out to make room is released (the
+    // broker answers it 429) and its client's name kept in `pushed_out`.
+    bool admits(std::string_view key, std::size_t limit) {
+        const QueuePolicy::Admission admission = policy->admit(key, limit, table);
+        if (admission.pushed_out != nullptr) {
+            pushed_out.push_back(admission.pushed_out->client);
+            table.release(*admission.pushed_out);
+        }
+        return admission.admitted;
+    }
+    std::vector<std::string> pushed_out;
+
+    // A queued request leaves by its deadline.
+    void expire(RequestRecord& record) {
+        policy->forget(record, table);
+        table.release(record);
+    }
+
+    RequestTable table;
+    std::unique_ptr<QueuePolicy> policy;
+};
+
+}  // namespace
+
+TEST_CASE("fifo: oldest first, a returned request first of all, one limit for everyone") {
+    Queue q(QueuePolicyKind::fifo);
+    q.push("A");
+    q.push("A");
+    q.push("B");
+    REQUIRE(q.admits("C", 4));
+    REQUIRE_FALSE(q.admits("C", 3));
+    RequestRecord* first = q.policy->pop(q.table);
+    REQUIRE(first->client == "A");
+    q.policy->push_front(*first);  // its worker died
+    REQUIRE(q.pop_all() == std::vector<std::string>{"A", "A", "B"});
+    REQUIRE(q.policy->waiting() == 0);
+}
+
+TEST_CASE("fair: a key that sends one request waits behind one turn, not behind a flood") {
+    Queue q(QueuePolicyKind::fair);
+    for (int i = 0; i < 1000; ++i)
+        q.push("flood");
+    q.push("B");
+    const auto order = q.pop_all();
+    REQUIRE(order.size() == 1001);
+    REQUIRE(order[1] == "B");  // the flood's turn, then B's
+}
+
+TEST_CASE("fair: keys take turns in the order they came") {
+    Queue q(QueuePolicyKind::fair);
+    for (int i = 0; i < 3; ++i) {
+        q.push("A");
+        q.push("A");
+        q.push("B");
+    }
+    q.push("C");
+    REQUIRE(q.pop_all() ==
+            std::vector<std::string>{"A", "B", "C", "A", "B", "A", "B", "A", "A", "A"});
+}
+
+TEST_CASE("fair: weights 3:1 get 3:1 of the requests while both wait") {
+    QueueSettings settings;
+    settings.kind = QueuePolicyKind::fair;
+    settings.weights["heavy"] = 3;
+    Queue q(settings);
+    for (int i = 0; i < 1000; ++i) {
+        q.push("heavy");
+        q.push("light");
+    }
+    std::map<std::string, int> served;
+    for (int i = 0; i < 400; ++i)
+        ++served[q.pop_client()];
+    REQUIRE(served["heavy"] == 300);
+    REQUIRE(served["light"] == 100);
+}
+
+TEST_CASE("fair: a named fairness key groups connections into one tenant") {
+    Queue q(QueuePolicyKind::fair);
+    for (const char* client : {"C1", "C2", "C3"}) {
+        RequestRecord& record = q.table.allocate();
+        record.state = RequestState::queued;
+        record.client = client;
+        record.fairness_key = "tenant";
+        q.policy->push(record);
+    }
+    q.push("other");
+    REQUIRE(q.pop_all() == std::vector<std::string>{"C1", "other", "C2", "C3"});
+}
+
+TEST_CASE("fair: a key past its share is refused, and a newcomer pushes the flood's newest out") {
+    Queue q(QueuePolicyKind::fair);
+    for (int i = 0; i < 100; ++i)
+        q.push("flood");
+    REQUIRE_FALSE(q.admits("flood", 100));  // alone, its share is all 100: it has it
+    REQUIRE(q.pushed_out.empty());
+    REQUIRE(q.admits("B", 100));  // a newcomer's share is half; room is made
+    REQUIRE(q.pushed_out == std::vector<std::string>{"flood"});
+    q.push("B");
+    REQUIRE(q.policy->waiting() == 100);
+    REQUIRE_FALSE(q.admits("flood", 100));  // 99 waiting, share 50
+    for (int i = 1; i < 50; ++i) {
+        REQUIRE(q.admits("B", 100));
+        q.push("B");
+    }
+    REQUIRE(q.pushed_out.size() == 50);
+    REQUIRE_FALSE(q.admits("B", 100));  // 50 waiting, share 50
+    REQUIRE(q.policy->waiting() == 100);
+    const auto top = q.policy->top_keys(2);
+    REQUIRE((top[0].waiting == 50 && top[1].waiting == 50));
+}
+
+TEST_CASE("fair: below the limit nobody is pushed out") {
+    Queue q(QueuePolicyKind::fair);
+    for (int i = 0; i < 10; ++i)
+        q.push("A");
+    REQUIRE(q.admits("B", 100));
+    REQUIRE(q.pushed_out.empty());
+}
+
+TEST_CASE("fair: weights set the share of the limit too") {
+    QueueSettings settings;
+    settings.kind = QueuePolicyKind::fair;
+    settings.weights["heavy"] = 3;
+    Queue q(settings);
+    q.push("light");
+    for (int i = 0; i < 74; ++i)
+        q.push("heavy");
+    REQUIRE(q.admits("heavy", 100));  // 74 of a share of 75
+    q.push("heavy");
+    REQUIRE_FALSE(q.admits("heavy", 100));
+}
+
+TEST_CASE("fair: a request back from a dead worker goes first, and its key's turn with it") {
+    Queue q(QueuePolicyKind::fair);
+    q.push("A");
+    q.push("B");
+    RequestRecord* a = q.policy->pop(q.table);
+    REQUIRE(a->client == "A");
+    q.push("C");
+    q.policy->push_front(*a);
+    REQUIRE(q.pop_all() == std::vector<std::string>{"A", "B", "C"});
+}
+
+TEST_CASE("fair: expired requests are skipped and a key with nothing left is forgotten") {
+    Queue q(QueuePolicyKind::fair);
+    RequestRecord& gone = q.push("A");
+    q.push("B");
+    RequestRecord& also_gone = q.push("C");
+    q.expire(gone);
+    q.expire(also_gone);
+    REQUIRE(q.policy->waiting() == 1);
+    const auto top = q.policy->top_keys(10);
+    REQUIRE(top.size() == 1);  // A and C are forgotten at once
+    REQUIRE(top[0].key == "B");
+    REQUIRE(q.pop_all() == std::vector<std::string>{"B"});
+    REQUIRE(q.policy->top_keys(10).empty());
+}
+
+TEST_CASE("fair: many expiries in one key do not grow its queue without bound") {
+    Queue q(QueuePolicyKind::fair);
+    q.push("A", 0, "keeps the key alive");
+    for (int i = 0; i < 100'000; ++i)
+        q.expire(q.push("A"));
+    REQUIRE(q.policy->waiting() == 1);
+    REQUIRE(q.pop_all() == std::vector<std::string>{"A"});
+}
+
+TEST_CASE("top_keys: the keys with most waiting, most first, at most n") {
+    Queue q(QueuePolicyKind::fair);
+    for (int i = 0; i < 3; ++i)
+        q.push("three");
+    q.push("one");
+    for (int i = 0; i < 2; ++i)
+        q.push("two");
+    const auto top = q.policy->top_keys(2);
+    REQUIRE(top.size() == 2);
+    REQUIRE((top[0].key == "three" && top[0].waiting == 3));
+    REQUIRE((top[1].key == "two" && top[1].waiting == 2));
+}
+
+TEST_CASE("priority: a priority-9 request behind 10,000 at priority 0 goes next") {
+    Queue q(QueuePolicyKind::priority);
+    for (int i = 0; i < 10'000; ++i)
+        q.push("backlog", 0);
+    q.push("urgent", 9);
+    REQUIRE(q.pop_client() == "urgent");
+}
+
+TEST_CASE("priority: fair sharing within a level") {
+    Queue q(QueuePolicyKind::priority);
+    for (int i = 0; i < 3; ++i)
+        q.push("A", 5);
+    q.push("B", 5);
+    q.push("low", 1);
+    REQUIRE(q.pop_all() == std::vector<std::string>{"A", "B", "A", "A", "low"});
+}
+
+TEST_CASE("priority: strict when low_priority_every is 0, the lowest level starves") {
+    Queue q(QueuePolicyKind::priority, 0);
+    q.push("low", 0);
+    for (int i = 0; i < 100; ++i)
+        q.push("high", 9);
+    const auto order = q.pop_all();
+    REQUIRE(order.back() == "low");
+}
+
+TEST_CASE("priority: every Nth request goes to the lowest level waiting") {
+    Queue q(QueuePolicyKind::priority, 10);
+    for (int i = 0; i < 100; ++i)
+        q.push("low", 0);
+    for (int i = 0; i < 100; ++i)
+        q.push("high", 9);
+    int low = 0;
+    for (int i = 0; i < 100; ++i)
+        low += q.pop_client() == "low" ? 1 : 0;
+    REQUIRE(low == 10);
+}
+
+TEST_CASE("fifo ignores priority, fair ignores it too") {
+    for (const auto kind : {QueuePolicyKind::fifo, QueuePolicyKind::fair}) {
+        Queue q(kind);
+        q.push("first", 0);
+        q.push("second", 9);
+        REQUIRE(q.pop_all() == std::vector<std::string>{"first", "second"});
+    }
+}
