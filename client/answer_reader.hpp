@@ -9,6 +9,7 @@
 #include <cstring>
 #include <limits>
 #include <optional>
+#include <stdexcept>
 #include <string_view>
 #include <vector>
 
@@ -39,6 +40,21 @@ inline std::optional<std::uint32_t> deadline_ms(std::chrono::milliseconds deadli
     if (deadline.count() <= 0) return std::nullopt;
     return static_cast<std::uint32_t>(std::min<std::chrono::milliseconds::rep>(
         deadline.count(), std::numeric_limits<std::uint32_t>::max()));
+}
+
+// The REQUEST options of a call, checked here: a bad value is the caller's mistake, told at
+// once (std::invalid_argument), not a 400 from the broker later.
+inline wire::RequestOptions request_options(std::chrono::milliseconds deadline,
+                                            std::optional<std::uint8_t> priority,
+                                            std::string_view fairness_key) {
+    if (priority && *priority > protocol::kMaxPriority)
+        throw std::invalid_argument("priority must be 0 to 9, higher first");
+    if (fairness_key.size() > protocol::kMaxFairnessKeySize)
+        throw std::invalid_argument("fairness key longer than 255 bytes");
+    wire::RequestOptions options(deadline_ms(deadline));
+    options.priority = priority;
+    options.fairness_key = fairness_key;
+    return options;
 }
 
 struct Answer {

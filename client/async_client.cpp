@@ -99,19 +99,20 @@ AsyncClient::AsyncClient(AsyncClient&&) noexcept = default;
 AsyncClient& AsyncClient::operator=(AsyncClient&&) noexcept = default;
 
 std::optional<std::uint64_t> AsyncClient::send(std::string_view service, std::string_view body,
-                                               std::chrono::milliseconds deadline) {
-    const auto id = queue(service, body, deadline);
+                                               const SendOptions& options) {
+    const auto id = queue(service, body, options);
     flush();
     return id;
 }
 
 std::optional<std::uint64_t> AsyncClient::queue(std::string_view service, std::string_view body,
-                                                std::chrono::milliseconds deadline) {
+                                                const SendOptions& options) {
+    const std::chrono::milliseconds deadline = options.deadline;
+    const auto checked = detail::request_options(deadline, options.priority, options.fairness_key);
     if (in_flight_.size() >= window_) return std::nullopt;
     const std::uint64_t id = next_request_id_++;
     const detail::RequestIdBytes id_bytes = detail::encode_request_id(id);
-    pending_.request({id_bytes.data(), id_bytes.size()}, service, detail::deadline_ms(deadline),
-                     body);
+    pending_.request({id_bytes.data(), id_bytes.size()}, service, checked, body);
     in_flight_.insert(id);
     if (deadline.count() > 0) {
         give_up_.emplace_back(now() + deadline + detail::reply_grace(deadline), id);

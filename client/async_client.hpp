@@ -19,6 +19,17 @@
 
 namespace zbroker {
 
+// What a request may carry besides its service and body.
+struct SendOptions {
+    // Sent as deadline_ms; 0 means none, and then only cancel() frees its place in the window
+    // if no answer ever comes.
+    std::chrono::milliseconds deadline{};
+    // 0 (lowest) to 9: higher goes first in the broker's queue (--queue-policy priority).
+    std::optional<std::uint8_t> priority{};
+    // The tenant this request shares its service with others as; empty: this connection.
+    std::string_view fairness_key{};
+};
+
 // One answered request: the id send() returned, the broker's status, the reply frames.
 struct Completion {
     std::uint64_t id = 0;
@@ -75,14 +86,22 @@ class AsyncClient {
     // `deadline` is sent as deadline_ms; 0 means none, and then only cancel() frees its place
     // if no answer ever comes.
     std::optional<std::uint64_t> send(std::string_view service, std::string_view body,
-                                      std::chrono::milliseconds deadline = {});
+                                      std::chrono::milliseconds deadline = {}) {
+        return send(service, body, SendOptions{deadline, std::nullopt, {}});
+    }
+    std::optional<std::uint64_t> send(std::string_view service, std::string_view body,
+                                      const SendOptions& options);
 
     // As send(), but holds the request until the next flush() or receive(): the requests
     // queued in between travel as one message, which costs the broker and this client one
     // message instead of one each. The way to pipeline: queue what the window allows, then
     // receive().
     std::optional<std::uint64_t> queue(std::string_view service, std::string_view body,
-                                       std::chrono::milliseconds deadline = {});
+                                       std::chrono::milliseconds deadline = {}) {
+        return queue(service, body, SendOptions{deadline, std::nullopt, {}});
+    }
+    std::optional<std::uint64_t> queue(std::string_view service, std::string_view body,
+                                       const SendOptions& options);
 
     // Sends the queued requests now. receive() does it first thing.
     void flush();

@@ -49,7 +49,7 @@ Response Client::call(std::string_view service, Frames body, const CallOptions& 
     auto backoff = options.backoff;
     const int attempts = 1 + std::max(options.retries, 0);
     for (int attempt_number = 1;; ++attempt_number) {
-        Response response = attempt(service, body, options.timeout);
+        Response response = attempt(service, body, options);
         if (response.status != protocol::Status::no_reply) return response;
         spdlog::debug("no reply from {} for '{}' within {} ms (attempt {} of {})", endpoint_,
                       service, options.timeout.count(), attempt_number, attempts);
@@ -61,13 +61,15 @@ Response Client::call(std::string_view service, Frames body, const CallOptions& 
     }
 }
 
-Response Client::attempt(std::string_view service, Frames& body,
-                         std::chrono::milliseconds timeout) {
+Response Client::attempt(std::string_view service, Frames& body, const CallOptions& options) {
+    const std::chrono::milliseconds timeout = options.timeout;
     const std::uint64_t id = next_request_id_++;
     const detail::RequestIdBytes id_bytes = detail::encode_request_id(id);
     // Shared, not moved: a retry sends the same body again (large bodies are refcounted).
-    request_writer_.request({id_bytes.data(), id_bytes.size()}, service,
-                            detail::deadline_ms(timeout), {body, 0, body.size(), true});
+    request_writer_.request(
+        {id_bytes.data(), id_bytes.size()}, service,
+        detail::request_options(timeout, options.priority, options.fairness_key),
+        {body, 0, body.size(), true});
     request_.clear();
     request_writer_.take(request_);
 

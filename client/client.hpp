@@ -31,6 +31,10 @@ struct CallOptions {
     std::chrono::milliseconds timeout{2500};  // per attempt; also sent as deadline_ms
     int retries = 2;                          // extra attempts after an attempt got no reply
     std::chrono::milliseconds backoff{100};   // before the first retry; doubles, capped at 5 s
+    // 0 (lowest) to 9: higher goes first in the broker's queue (--queue-policy priority).
+    std::optional<std::uint8_t> priority{};
+    // The tenant this request shares its service with others as; empty: this connection.
+    std::string fairness_key{};
 };
 
 // Lazy Pirate (zguide ch. 4): when an attempt gets no reply in time, the socket is closed
@@ -55,7 +59,7 @@ class Client {
   private:
     void reconnect();
     // Sends one attempt and waits for its answer; no_reply when none came in time.
-    Response attempt(std::string_view service, Frames& body, std::chrono::milliseconds timeout);
+    Response attempt(std::string_view service, Frames& body, const CallOptions& options);
 
     std::string endpoint_;
     std::optional<CurveClientKeys> curve_;     // applied to every socket reconnect() opens

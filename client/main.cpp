@@ -65,9 +65,15 @@ struct Settings {
     long long timeout_ms = 2500;
     int retries = 2;
     std::optional<zbroker::CurveClientKeys> curve;
+    std::optional<unsigned> priority;
+    std::string fairness_key;
 
     zbroker::CallOptions call_options() const {
-        return {.timeout = std::chrono::milliseconds(timeout_ms), .retries = retries};
+        zbroker::CallOptions options{.timeout = std::chrono::milliseconds(timeout_ms),
+                                     .retries = retries};
+        if (priority) options.priority = static_cast<std::uint8_t>(*priority);
+        options.fairness_key = fairness_key;
+        return options;
     }
 };
 
@@ -421,6 +427,18 @@ int main(int argc, char** argv) {
                    "Send the input bytes as they are; print the reply's bytes as they are, with "
                    "no newline added (zworker's services answer raw bytes in raw bytes)");
     call->add_flag("-v,--verbose", verbose, "Notes on stderr: how the request was sent");
+    call->add_option("-p,--priority", settings.priority,
+                     "0 (the default, lowest) to 9: higher goes first in the broker's queue "
+                     "for the service (zbroker --queue-policy priority, its default)")
+        ->check(CLI::Range(0u, unsigned{zbroker::protocol::kMaxPriority}));
+    call->add_option("--fairness-key", settings.fairness_key,
+                     "The tenant this request shares the service with others as, instead of "
+                     "this connection (1 to 255 bytes)")
+        ->check([](const std::string& key) -> std::string {
+            if (key.empty() || key.size() > zbroker::protocol::kMaxFairnessKeySize)
+                return "a fairness key has 1 to 255 bytes";
+            return {};
+        });
 
     std::vector<std::string> names;
     CLI::App* services = app.add_subcommand(
