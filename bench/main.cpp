@@ -18,6 +18,7 @@
 #include "bench/baselines.hpp"
 #include "bench/load_run.hpp"
 #include "bench/minimal_client.hpp"
+#include "bench/noisy_neighbour.hpp"
 #include "bench/plot.hpp"
 #include "bench/progress_bar.hpp"
 #include "bench/report.hpp"
@@ -186,6 +187,39 @@ int main(int argc, char** argv) {
     mdp_command->add_option("--service", mdp_service)->required();
     mdp_command->add_option("--credit", mdp_credit)->required()->check(CLI::Range(1, 10000));
 
+    // A measurement of its own, not a point of the sweep: its options are its own.
+    NoisySpec noisy;
+    double noisy_duration_s = 3.0;
+    double noisy_warmup_s = 0.3;
+    auto* noisy_command = app.add_subcommand(
+        "noisy",
+        "Noisy neighbour (issue 13): client B's latency, one sleep request at a time, alone\n"
+        "and then while client A keeps --inflight of the same requests in flight, for each\n"
+        "queue policy (fifo, fair, priority) at worker credit = threads and at zworker's\n"
+        "default credit. Prints B's p50/p99 both ways, their p99 ratio, A's and total req/s,\n"
+        "and fair / fifo total throughput. A fresh broker and 2 sleep workers per row.");
+    noisy_command
+        ->add_option("--duration", noisy_duration_s, "Seconds of each phase (B alone, B with A)")
+        ->check(CLI::Range(0.1, 3600.0))
+        ->capture_default_str();
+    noisy_command->add_option("--warmup", noisy_warmup_s, "Seconds before each phase is timed")
+        ->check(CLI::Range(0.0, 60.0))
+        ->capture_default_str();
+    noisy_command->add_option("--inflight", noisy.inflight, "Client A's requests in flight")
+        ->check(CLI::Range(1, 100000))
+        ->capture_default_str();
+    noisy_command->add_option("--policy", noisy.policies, "Queue policies, comma-separated list")
+        ->delimiter(',')
+        ->check(CLI::IsMember({"fifo", "fair", "priority"}))
+        ->capture_default_str();
+    noisy_command->add_option("--sleep-ms", noisy.sleep_ms, "Length of every request's job")
+        ->check(CLI::Range(0, 1000))
+        ->capture_default_str();
+    noisy_command->footer(
+        "Every request carries a 30 s deadline; any answer but 200 is counted in errors, and\n"
+        "requests of A still unanswered 5 s after its phase are abandoned as no_reply.\n"
+        "Exit status 2 when there were errors.");
+
     app.footer(
         "MB/s counts request payload bytes once. Latency is per request, from send to reply,\n"
         "exact percentiles over every sample. Exit status: 2 when requests went unanswered,\n"
@@ -202,6 +236,21 @@ int main(int argc, char** argv) {
         return EXIT_FAILURE;
     }
 
+    if (*noisy_command) {
+        noisy.bin_dir = bin_dir;
+        noisy.duration = std::chrono::milliseconds(static_cast<long>(noisy_duration_s * 1000));
+        noisy.warmup = std::chrono::milliseconds(static_cast<long>(noisy_warmup_s * 1000));
+        try {
+            const auto rows = run_noisy(noisy, std::cout);
+            const bool clean = std::all_of(rows.begin(), rows.end(),
+                                           [](const NoisyRow& r) { return r.error_count() == 0; });
+            return clean ? EXIT_SUCCESS : 2;
+        } catch (const std::exception& e) {
+            std::cerr << "zbench: " << e.what() << '\n';
+            return EXIT_FAILURE;
+        }
+    }
+
     std::vector<Point> points;
     std::vector<ClientCheck> checks;
     const auto topologies = connect.empty() ? workers : std::vector<std::size_t>{0};
@@ -210,7 +259,7 @@ int main(int argc, char** argv) {
         for (const std::size_t worker_count : topologies) {
             std::optional<Topology> topology;
             if (connect.empty())
-                topology.emplace(TopologySpec{bin_dir, worker_count, credit, service});
+                topology.emplace(TopologySpec{bin_dir, worker_count, credit, service, 0, {}});
             const std::string endpoint = connect.empty() ? topology->endpoint() : connect;
             std::optional<DirectEchoServer> direct;
             std::optional<FeaturelessRelay> relay;

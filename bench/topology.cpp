@@ -22,8 +22,10 @@ struct ServiceFigures {
 
 int registered_workers(const std::string& endpoint, const std::string& service) {
     Client client(endpoint);
-    const Response response = client.call(
-        protocol::kMmiServices, "", {.timeout = std::chrono::milliseconds(1000), .retries = 0});
+    CallOptions options;
+    options.timeout = std::chrono::milliseconds(1000);
+    options.retries = 0;
+    const Response response = client.call(protocol::kMmiServices, "", options);
     if (!response.ok()) return -1;
     try {
         const msgpack::object_handle handle = unpack_object(response.body_view());
@@ -36,7 +38,7 @@ int registered_workers(const std::string& endpoint, const std::string& service) 
 }
 
 Topology::Topology(const TopologySpec& spec)
-    : broker_(start_broker(spec.bin_dir)) {  // at info: it announces its endpoint there
+    : broker_(start_broker(spec.bin_dir, spec.broker_args)) {  // at info: it logs its endpoint
     for (std::size_t i = 0; i < spec.workers; ++i) {
         std::vector<std::string> argv{spec.bin_dir + "/zworker",
                                       "--broker",
@@ -47,6 +49,9 @@ Topology::Topology(const TopologySpec& spec)
                                       "warn"};
         if (spec.credit > 0) {
             argv.insert(argv.end(), {"--credit", std::to_string(spec.credit)});
+        }
+        if (spec.threads > 0) {
+            argv.insert(argv.end(), {"--threads", std::to_string(spec.threads)});
         }
         workers_.emplace_back(std::move(argv));
     }

@@ -13,6 +13,8 @@ struct TopologySpec {
     std::size_t workers = 2;
     int credit = 0;  // per worker; 0 lets zworker choose
     std::string service = "echo";
+    int threads = 0;                       // handler threads per worker; 0 lets zworker choose
+    std::vector<std::string> broker_args;  // e.g. --queue-policy fair
 };
 
 class Topology {
