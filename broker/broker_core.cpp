@@ -221,6 +221,12 @@ void BrokerCore::on_client_request(ClientRequest& request, TimePoint now, PeerRo
         record.deadline = now + *deadline;
         deadlines_.add(record.deadline, record.token());
     }
+    if (service.waiting() == 0 && !service.idle.empty()) {
+        // Nothing waits before it, whatever the policy: straight to a worker, not through the
+        // queue (under fair, a key's state would be made and forgotten for each request).
+        send_request(service.idle.front(), record);
+        return;
+    }
     service.queue->push(record);
     dispatch(service);
 }
