@@ -68,8 +68,9 @@ BrokerCore::~BrokerCore() = default;
 // ---------------------------------------------------------------------------------------------
 // Input
 
-void BrokerCore::on_message(Frames& in, TimePoint now, PeerRole role) {
+void BrokerCore::on_message(Frames& in, TimePoint now, PeerRole role, std::string_view peer_key) {
     now_ = now;
+    peer_key_ = peer_key;
     if (in.size() < kEnvelope + 1) return malformed(Malformed::too_short, in);
     if (wire::is_envelope(in[kEnvelope])) return on_native(in, now, role);
     if (in.size() < kHeader + 1) return malformed(Malformed::too_short, in);
@@ -197,6 +198,8 @@ void BrokerCore::on_client_request(ClientRequest& request, TimePoint now, PeerRo
         table_.bytes_held() + body_size > config_.max_bytes) {
         return refuse(request, Status::queue_full);
     }
+    // Named by the request, else its CURVE key, else its connection.
+    if (request.fairness_key.empty()) request.fairness_key = peer_key_;
     const std::string_view key =
         request.fairness_key.empty() ? request.client : request.fairness_key;
     const QueuePolicy::Admission admission = service.queue->admit(key, config_.queue_limit, table_);

@@ -121,8 +121,11 @@ class BrokerCore {
     ~BrokerCore();
 
     // One message from the ROUTER: frames[0] is the sender's routing id. Frames it keeps are
-    // moved out; the caller may reuse the vector. `role` is what the sender may do.
-    void on_message(Frames& frames, TimePoint now, PeerRole role = PeerRole::anyone);
+    // moved out; the caller may reuse the vector. `role` is what the sender may do; `peer_key`
+    // its CURVE public key (Z85) when CURVE is on: its requests' default fairness key, so one
+    // client with several connections is one tenant.
+    void on_message(Frames& frames, TimePoint now, PeerRole role = PeerRole::anyone,
+                    std::string_view peer_key = {});
     // Timers: heartbeats, dead workers, request deadlines, drain timeout.
     void on_timer(TimePoint now);
     // Sends what on_message and on_timer left for ZB/1 peers, one message per peer. Call it
@@ -164,7 +167,7 @@ class BrokerCore {
         std::optional<Millis> deadline;
         wire::Body body;
         std::uint8_t priority = 0;
-        std::string_view fairness_key;  // empty: the connection
+        std::string_view fairness_key{};  // empty: its CURVE key, else its connection
     };
 
     void on_mdp_client(Frames& in, ClientProtocol protocol, TimePoint now, PeerRole role);
@@ -239,6 +242,7 @@ class BrokerCore {
     bool draining_ = false;
     TimePoint drain_deadline_ = TimePoint::max();
     PeerBatches batches_;
+    std::string_view peer_key_;  // the CURVE key of the message in hand (on_message), if any
     TimePoint now_;  // of the latest event: JOB records carry the time left to the deadline
     Frames out_;     // reused for every outgoing message
     std::vector<wire::Record> records_;  // of the ZB/1 message being read

@@ -62,8 +62,8 @@ void BrokerLoop::read_batch() {
             core_.on_message(in_, arrival);
             continue;
         }
-        if (const auto role = role_of_message()) {
-            core_.on_message(in_, arrival, *role);
+        if (const auto peer = peer_of_message()) {
+            core_.on_message(in_, arrival, peer->role, peer->key);
         } else if (!warned_no_role_) {
             // Only if libzmq admitted a peer without asking ZAP: fail closed, say so once.
             warned_no_role_ = true;
@@ -72,13 +72,19 @@ void BrokerLoop::read_batch() {
     }
 }
 
-std::optional<PeerRole> BrokerLoop::role_of_message() const {
+std::optional<BrokerLoop::Peer> BrokerLoop::peer_of_message() const {
     // The routing id frame is made by the ROUTER and carries no metadata (libzmq 4.3.4), so ask
     // the first frame the peer sent: libzmq attaches the connection's User-Id to each of those.
+    // The ZAP authenticator makes it "ROLE KEY".
     if (in_.size() < 2) return std::nullopt;
     const char* user_id = zmq_msg_gets(in_[1].handle(), "User-Id");
     if (user_id == nullptr) return std::nullopt;
-    return parse_role(user_id);
+    const std::string_view text(user_id);
+    const auto space = text.find(' ');
+    const auto role = parse_role(text.substr(0, space));
+    if (!role) return std::nullopt;
+    return Peer{*role,
+                space == std::string_view::npos ? std::string_view{} : text.substr(space + 1)};
 }
 
 void BrokerLoop::observe_every(Millis period, Observer observe) {

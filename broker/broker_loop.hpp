@@ -51,8 +51,13 @@ class BrokerLoop {
     // Reads what is waiting, up to a batch, so timers still run under a flood.
     void read_batch();
 
-    // The role ZAP gave the sender of in_, or nullopt when it has none (then it is dropped).
-    std::optional<PeerRole> role_of_message() const;
+    // The role and key ZAP gave the sender of in_, or nullopt when it has none (then it is
+    // dropped).
+    struct Peer {
+        PeerRole role;
+        std::string_view key;  // Z85 CURVE public key
+    };
+    std::optional<Peer> peer_of_message() const;
 
     zmq::socket_t socket_;
     bool curve_ = false;

@@ -176,7 +176,8 @@ void ZapAuthenticator::answer(Frames& request, Frames& reply) {
         return set_reply(reply, request_id, "400", "key not authorized", "");
     }
     spdlog::debug("admitted CURVE key {} from {} as {}", key, address, role_name(it->second));
-    set_reply(reply, request_id, "200", "OK", role_name(it->second));
+    // The User-Id of the connection's messages: its role, and its key as its fairness key.
+    set_reply(reply, request_id, "200", "OK", std::string(role_name(it->second)) + ' ' + key);
 }
 
 }  // namespace zbroker::broker

@@ -48,9 +48,10 @@ struct CoreHarness {
         : clock(std::chrono::steady_clock::time_point{} + std::chrono::hours(1)),
           core(config, outbox, clock) {}
 
-    void receive(const Message& message, broker::PeerRole role = broker::PeerRole::anyone) {
+    void receive(const Message& message, broker::PeerRole role = broker::PeerRole::anyone,
+                 std::string_view peer_key = {}) {
         Frames frames = to_frames(message);
-        core.on_message(frames, clock, role);
+        core.on_message(frames, clock, role, peer_key);
         core.flush();
     }
     void advance(std::chrono::milliseconds by) {

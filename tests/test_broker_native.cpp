@@ -1151,14 +1151,6 @@ Message zrequest_with(const std::string& client, const std::string& id,
     return zb(client, [&](wire::Writer& w) { w.request(id, "echo", options, body); });
 }
 
-// The body of each REQUEST an MDP worker got, in order.
-std::vector<std::string> bodies(const std::vector<Message>& sent) {
-    std::vector<std::string> out;
-    for (const Message& m : sent)
-        out.push_back(m.back());
-    return out;
-}
-
 }  // namespace
 
 TEST_CASE("7/MDP clients share a service by connection: one request waits one turn, not a flood") {
@@ -1302,4 +1294,26 @@ TEST_CASE("stats name the fairness keys with most waiting, at most five") {
     REQUIRE(info->top_keys[0].key == "K7");
     REQUIRE(info->top_keys[0].waiting == 8);
     REQUIRE(info->top_keys[4].key == "K3");
+}
+
+TEST_CASE("with CURVE a client's key is its fairness key, over all its connections") {
+    CoreHarness h;
+    h.ready("W", "echo");
+    const auto from = [&h](const std::string& connection, const std::string& key,
+                           const std::string& body) {
+        h.receive({connection, kEmpty, "MDPC01", "echo", body}, PeerRole::client, key);
+    };
+    from("C1", "KEY-A", "a1");  // dispatched at once
+    from("C1", "KEY-A", "a2");
+    from("C2", "KEY-A", "a3");  // the same client key on another connection: the same tenant
+    from("D", "KEY-D", "d");
+    std::vector<std::string> order;
+    for (int i = 0; i < 4; ++i) {
+        const Message job = h.take().back();
+        order.push_back(job.back());
+        h.reply(job, job.back());
+    }
+    REQUIRE(order == std::vector<std::string>{"a1", "a2", "d", "a3"});
+    h.receive({"C3", kEmpty, "MDPC01", "echo", "x"}, PeerRole::client, "KEY-B");
+    REQUIRE(h.core.service_info("echo")->top_keys.empty());  // dispatched at once: no queue
 }
