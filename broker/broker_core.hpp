@@ -22,6 +22,7 @@
 #include "broker/peer_batches.hpp"
 #include "broker/request_table.hpp"
 #include "broker/service.hpp"
+#include "broker/string_hash.hpp"
 #include "broker/worker_registry.hpp"
 #include "shared/clock.hpp"
 #include "shared/frames.hpp"
@@ -150,13 +151,6 @@ class BrokerCore {
     BrokerSnapshot snapshot(TimePoint now) const;
 
   private:
-    struct NameHash {
-        using is_transparent = void;
-        std::size_t operator()(std::string_view s) const noexcept {
-            return std::hash<std::string_view>{}(s);
-        }
-    };
-
     // A client's request, whatever protocol it came in: views into `message`.
     struct ClientRequest {
         Frames& message;
@@ -236,7 +230,8 @@ class BrokerCore {
     std::uint64_t refusals_not_logged_ = 0;
     RequestTable table_;
     WorkerRegistry workers_;
-    std::unordered_map<std::string, std::unique_ptr<Service>, NameHash, std::equal_to<>> services_;
+    std::unordered_map<std::string, std::unique_ptr<Service>, StringHash, std::equal_to<>>
+        services_;
     DeadlineQueue deadlines_;
     TimePoint next_heartbeat_;
     bool draining_ = false;

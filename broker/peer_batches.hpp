@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "broker/request_table.hpp"
+#include "broker/string_hash.hpp"
 #include "shared/wire.hpp"
 
 namespace zbroker::broker {
@@ -87,14 +88,8 @@ class PeerBatches {
   private:
     static constexpr std::size_t kMaxKept = 4096;
 
-    struct Hash {
-        using is_transparent = void;
-        std::size_t operator()(std::string_view s) const noexcept {
-            return std::hash<std::string_view>{}(s);
-        }
-    };
-
-    std::unordered_map<std::string, std::unique_ptr<Batch>, Hash, std::equal_to<>> by_identity_;
+    std::unordered_map<std::string, std::unique_ptr<Batch>, StringHash, std::equal_to<>>
+        by_identity_;
     std::vector<Batch*> pending_;
 };
 

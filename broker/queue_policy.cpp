@@ -8,6 +8,7 @@
 
 #include <boost/intrusive/list.hpp>
 
+#include "broker/string_hash.hpp"
 #include "shared/protocol.hpp"
 
 namespace zbroker::broker {
@@ -174,12 +175,6 @@ class FairQueue final : public QueuePolicy {
         Ring ring;  // lanes with requests waiting; the front one is having its turn
         std::size_t waiting = 0;
     };
-    struct Hash {
-        using is_transparent = void;
-        std::size_t operator()(std::string_view s) const noexcept {
-            return std::hash<std::string_view>{}(s);
-        }
-    };
 
     static std::uint64_t share(std::uint64_t weight, std::uint64_t active_weight,
                                std::size_t limit) {
@@ -291,7 +286,7 @@ class FairQueue final : public QueuePolicy {
     std::vector<Level> levels_;
     std::uint32_t low_every_;
     std::map<std::string, std::uint32_t, std::less<>> weights_;
-    std::unordered_map<std::string, std::unique_ptr<Tenant>, Hash, std::equal_to<>> tenants_;
+    std::unordered_map<std::string, std::unique_ptr<Tenant>, StringHash, std::equal_to<>> tenants_;
     std::uint64_t active_weight_ = 0;  // of the tenants with requests waiting
     std::uint32_t nonempty_ = 0;       // bit n: level n has requests waiting
     std::uint64_t contended_ = 0;      // pops while several levels waited

@@ -10,6 +10,7 @@
 #include <boost/intrusive/list.hpp>
 
 #include "broker/request_table.hpp"
+#include "broker/string_hash.hpp"
 
 namespace zbroker::broker {
 
@@ -70,16 +71,10 @@ class WorkerRegistry {
     }
 
   private:
-    struct IdentityHash {
-        using is_transparent = void;
-        std::size_t operator()(std::string_view s) const noexcept {
-            return std::hash<std::string_view>{}(s);
-        }
-    };
     using ExpiryOrder = boost::intrusive::list<
         Worker, boost::intrusive::member_hook<Worker, ListHook, &Worker::expiry_hook>>;
 
-    std::unordered_map<std::string, std::unique_ptr<Worker>, IdentityHash, std::equal_to<>>
+    std::unordered_map<std::string, std::unique_ptr<Worker>, StringHash, std::equal_to<>>
         by_identity_;
     ExpiryOrder by_expiry_;  // every worker has the same lifetime, so touch = move to back
 };
