@@ -15,31 +15,17 @@
 #include "client/client.hpp"
 #include "process_helpers.hpp"
 #include "shared/wire.hpp"
+#include "wire_bytes.hpp"
 
 using namespace zbroker;
 using namespace std::chrono_literals;
 using protocol::Status;
 using testing::kPatience;
+using namespace testing;  // wire_bytes.hpp
 using wire::Command;
 
 namespace {
 
-// ZB/1 fields written by hand, for exact layouts and malformed answers.
-std::string u8(std::uint32_t value) {
-    return std::string(1, static_cast<char>(value & 0xFF));
-}
-std::string u16(std::uint32_t value) {
-    return u8(value) + u8(value >> 8);
-}
-std::string u32(std::uint32_t value) {
-    return u16(value) + u16(value >> 16);
-}
-std::string short_bytes(std::string_view bytes) {
-    return u8(static_cast<std::uint32_t>(bytes.size())) + std::string(bytes);
-}
-std::string inline_body(std::string_view bytes) {
-    return u8(0x00) + u32(static_cast<std::uint32_t>(bytes.size())) + std::string(bytes);
-}
 const std::string kSignature(wire::kSignature);
 
 // An ANSWER record, bytes after the signature.

@@ -6,10 +6,12 @@
 #include <vector>
 
 #include "shared/wire.hpp"
+#include "wire_bytes.hpp"
 
 using namespace zbroker;
 using namespace zbroker::wire;
 using protocol::Status;
+using testing::u32;
 
 namespace {
 
@@ -57,13 +59,6 @@ std::string body_text(const Frames& message, const Body& body) {
     for (std::size_t i = body.first; i < body.first + body.count; ++i)
         text += view(message[i]);
     return text;
-}
-
-std::string u32(std::uint32_t value) {
-    std::string bytes;
-    for (int i = 0; i < 4; ++i)
-        bytes += static_cast<char>(value >> (8 * i));
-    return bytes;
 }
 
 }  // namespace

@@ -21,6 +21,7 @@
 #include "shared/clock.hpp"
 #include "shared/codec.hpp"
 #include "shared/wire.hpp"
+#include "wire_bytes.hpp"
 #include "worker/builtin_services.hpp"
 #include "worker/payload.hpp"
 #include "worker/worker.hpp"
@@ -31,29 +32,11 @@ using testing::eventually;
 using testing::in_time;
 using testing::kPatience;
 using testing::kTooSlow;
+using namespace testing;  // wire_bytes.hpp
 using wire::Command;
 
 namespace {
 
-// ZB/1 fields written by hand, for the exact layouts and the malformed messages below.
-std::string u8(std::uint32_t value) {
-    return std::string(1, static_cast<char>(value & 0xFF));
-}
-std::string u16(std::uint32_t value) {
-    return u8(value) + u8(value >> 8);
-}
-std::string u32(std::uint32_t value) {
-    return u16(value) + u16(value >> 16);
-}
-std::string short_bytes(std::string_view bytes) {
-    return u8(static_cast<std::uint32_t>(bytes.size())) + std::string(bytes);
-}
-std::string inline_body(std::string_view bytes) {
-    return u8(0x00) + u32(static_cast<std::uint32_t>(bytes.size())) + std::string(bytes);
-}
-std::string command_byte(Command command) {
-    return u8(static_cast<std::uint8_t>(command));
-}
 const std::string kSignature(wire::kSignature);
 
 Frames frames_of(const std::vector<std::string>& parts) {
