@@ -42,6 +42,11 @@ constexpr std::size_t kReplyBody = 6;
 // What a failure answer carries: no body frames at all.
 constexpr wire::Body kNoBody{{}, 0, 0, true};
 
+// The body of a failure answer: `why` in one frame, or no frame at all.
+wire::Body reason_body(std::string_view why) {
+    return why.empty() ? kNoBody : wire::Body{why};
+}
+
 std::string_view header_of(ClientProtocol protocol) noexcept {
     return protocol == ClientProtocol::mdp ? protocol::kMdpClient : protocol::kZbcClient;
 }
@@ -99,7 +104,7 @@ void BrokerCore::on_mdp_client(Frames& in, ClientProtocol protocol, TimePoint no
     if (in.size() < (zbc ? kRequestId + 1 : kService + 1))
         return malformed(Malformed::too_short, in);
     const std::size_t first = zbc ? kHeaders + 1 : kService + 1;
-    std::string fairness_key;  // from ZBC01 headers; outlives `request`
+    RequestHeaders headers;  // from ZBC01 headers; outlive `request`
     ClientRequest request{in,
                           protocol,
                           view(in[kIdentity]),
@@ -124,8 +129,9 @@ void BrokerCore::on_mdp_client(Frames& in, ClientProtocol protocol, TimePoint no
         }
         request.deadline = parsed->deadline;
         request.priority = parsed->priority.value_or(0);
-        fairness_key = std::move(parsed->fairness_key);
-        request.fairness_key = fairness_key;
+        headers = std::move(*parsed);
+        request.fairness_key = headers.fairness_key;
+        request.idempotency_key = headers.idempotency_key;
     }
     on_client_request(request, now, role);
 }
@@ -155,6 +161,7 @@ void BrokerCore::on_native(Frames& in, TimePoint now, PeerRole role) {
             record.id, std::nullopt,           record.body};
         if (record.deadline_ms) request.deadline = Millis{*record.deadline_ms};
         request.fairness_key = record.fairness_key;
+        request.idempotency_key = record.idempotency_key;
         if (record.priority) {
             if (*record.priority > protocol::kMaxPriority) {
                 malformed(Malformed::bad_headers, in, "priority above 9");
@@ -179,7 +186,7 @@ void BrokerCore::on_client_request(ClientRequest& request, TimePoint now, PeerRo
     }
     ++counters_.requests;
     if (protocol::is_mmi(request.service)) return answer_mmi(request, now, role);
-    if (draining_) return refuse(request, Status::unavailable);
+    if (draining_) return refuse(request, Status::unavailable, protocol::kDrainingBody);
 
     const std::size_t body_size = wire::body_size(in, request.body);
     // ZB/1 counts body frames in 16 bits: a body of more frames could not reach a ZB/1 worker.
@@ -214,7 +221,7 @@ void BrokerCore::on_client_request(ClientRequest& request, TimePoint now, PeerRo
     record.protocol = request.protocol;
     record.client.assign(request.client);
     record.request_id.assign(request.request_id);
-    record.fairness_key.assign(request.fairness_key);
+    record.set_keys(request.fairness_key, request.idempotency_key);
     record.priority = request.priority;
     table_.keep_body(record, in, request.body);
     record.service = &service;
@@ -498,7 +505,7 @@ void BrokerCore::send_request(Worker& worker, RequestRecord& record) {
             deadline_ms = static_cast<std::uint32_t>(std::clamp<Millis::rep>(left, 0, UINT32_MAX));
         }
         const auto token = RequestTable::token_bytes(record.token());
-        batch.writer.job({token.data(), token.size()}, deadline_ms,
+        batch.writer.job({token.data(), token.size()}, deadline_ms, record.idempotency_key(),
                          {record.body, 0, record.body.size(), true});
         batch.jobs.push_back(record.token());
         dispatched(worker, record);
@@ -747,7 +754,9 @@ void BrokerCore::finish_drain() {
         if (record.state == RequestState::answered) {
             table_.release(record);
         } else {
-            fail(record, Status::unavailable);
+            // A client with other brokers sends it to one of them: at least once, as after a
+            // worker's death.
+            fail(record, Status::unavailable, protocol::kDrainingBody);
         }
     });
     workers_.for_each([this](Worker& worker) {
@@ -798,15 +807,15 @@ void BrokerCore::send_to_client(ClientProtocol protocol, std::string_view client
     batch.end_message(std::nullopt);
 }
 
-void BrokerCore::refuse(ClientRequest& request, Status status) {
+void BrokerCore::refuse(ClientRequest& request, Status status, std::string_view why) {
     send_to_client(request.protocol, request.client, request.service, request.request_id, status,
-                   empty_, kNoBody);
+                   empty_, reason_body(why));
 }
 
-void BrokerCore::fail(RequestRecord& record, Status status) {
+void BrokerCore::fail(RequestRecord& record, Status status, std::string_view why) {
     ++record.service->failures[Counters::answer_index(status)];
     send_to_client(record.protocol, record.client, record.service->name, record.request_id, status,
-                   empty_, kNoBody);
+                   empty_, reason_body(why));
     if (record.worker != nullptr) {
         // An orphan: released when the worker replies or dies, or at --orphan-after-ms.
         record.state = RequestState::answered;

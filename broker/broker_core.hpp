@@ -162,6 +162,7 @@ class BrokerCore {
         wire::Body body;
         std::uint8_t priority = 0;
         std::string_view fairness_key{};  // empty: its CURVE key, else its connection
+        std::string_view idempotency_key{};
     };
 
     void on_mdp_client(Frames& in, ClientProtocol protocol, TimePoint now, PeerRole role);
@@ -204,9 +205,10 @@ class BrokerCore {
                         std::string_view request_id, protocol::Status status, Frames& message,
                         const wire::Body& body);
     // Answers a request that has no record yet (refused at the door).
-    void refuse(ClientRequest& request, protocol::Status status);
+    // `why` is the answer's body (ZB/1 and ZBC01): protocol::kDrainingBody, or empty.
+    void refuse(ClientRequest& request, protocol::Status status, std::string_view why = {});
     // Answers a held request with a failure and releases it unless a worker still holds it.
-    void fail(RequestRecord& record, protocol::Status status);
+    void fail(RequestRecord& record, protocol::Status status, std::string_view why = {});
     // HEARTBEAT or DISCONNECT, in the worker's protocol.
     void send_command(std::string_view identity, bool native, protocol::WorkerCommand command);
     void send_batch(PeerBatches::Batch& batch);

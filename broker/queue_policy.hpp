@@ -82,8 +82,8 @@ std::unique_ptr<QueuePolicy> make_queue_policy(const QueueSettings& settings);
 
 // The fairness key of a request: the one it named, else its connection.
 inline std::string_view fairness_key_of(const RequestRecord& record) noexcept {
-    return record.fairness_key.empty() ? std::string_view(record.client)
-                                       : std::string_view(record.fairness_key);
+    const std::string_view named = record.fairness_key();
+    return named.empty() ? std::string_view(record.client) : named;
 }
 
 }  // namespace zbroker::broker

@@ -33,7 +33,8 @@ void RequestTable::release(RequestRecord& record) {
     record.suspect = false;
     record.priority = 0;
     record.client.clear();
-    record.fairness_key.clear();
+    record.keys.clear();
+    record.fairness_key_size = 0;
     record.request_id.clear();
     record.body.clear();  // keeps its capacity for the next request in this slot
     record.service = nullptr;

@@ -62,16 +62,33 @@ struct RequestRecord {
     // Strings, not frames: a 5-byte routing id and an 8-byte request id fit in place (short
     // string optimization), where a zmq::message_t costs 64 bytes each. Memory per queued
     // request is what bounds the queue.
-    std::string client;        // the client's routing id
-    std::string request_id;    // ZBC01 and ZB/1
-    std::string fairness_key;  // empty: the client's connection is its key
-    Frames body;               // kept for a retry; workers get reference-counted copies
+    std::string client;      // the client's routing id
+    std::string request_id;  // ZBC01 and ZB/1
+    Frames body;             // kept for a retry; workers get reference-counted copies
     Service* service = nullptr;
     Worker* worker = nullptr;
     TimePoint deadline = TimePoint::max();
     ListHook worker_hook;  // links the records a worker holds
 
     Token token() const noexcept { return {slot, generation}; }
+
+    // Empty: the client's connection is its key.
+    std::string_view fairness_key() const noexcept {
+        return std::string_view(keys).substr(0, fairness_key_size);
+    }
+    // Empty: none. Passed on to the worker in the JOB, never read by the broker.
+    std::string_view idempotency_key() const noexcept {
+        return std::string_view(keys).substr(fairness_key_size);
+    }
+    void set_keys(std::string_view fairness, std::string_view idempotency) {
+        keys.assign(fairness).append(idempotency);
+        fairness_key_size = static_cast<std::uint8_t>(fairness.size());  // at most 255
+    }
+
+    // Both keys in one string: most requests carry neither, and a second std::string would add
+    // 32 bytes to every queued request.
+    std::string keys;
+    std::uint8_t fairness_key_size = 0;
 };
 
 class RequestTable {

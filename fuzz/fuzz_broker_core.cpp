@@ -219,7 +219,7 @@ void write_record(InputReader& in, const CheckingOutbox& outbox, wire::Writer& w
             const auto deadline = next_deadline(in);
             Frames body;
             body.push_back(frame(in.bytes(in.byte() % 8)));
-            writer.job(token, deadline, {body, 0, 1});
+            writer.job(token, deadline, {}, {body, 0, 1});
             break;
         }
         default: {  // only the broker sends ANSWER; 0 and 201 are not statuses

@@ -60,16 +60,24 @@ std::optional<Status> parse_status(std::string_view text) noexcept;
 inline constexpr std::string_view kHeaderDeadlineMs = "deadline_ms";
 inline constexpr std::string_view kHeaderPriority = "priority";
 inline constexpr std::string_view kHeaderFairnessKey = "fairness_key";
+inline constexpr std::string_view kHeaderIdempotencyKey = "idempotency_key";
 // Request priorities run 0 (the default, lowest) to kMaxPriority; higher goes first. Another
 // value is refused (400).
 inline constexpr std::uint8_t kMaxPriority = 9;
 // A fairness key groups requests that share a service fairly (default: the connection); at
 // most this many bytes, and never empty.
 inline constexpr std::size_t kMaxFairnessKeySize = 255;
+// An idempotency key names a request across its resends (through any broker), so that a worker
+// can skip one it has just run. The broker passes it on and never reads it.
+inline constexpr std::size_t kMaxIdempotencyKeySize = 255;
 inline constexpr std::size_t kMaxRequestIdSize = 255;
 // A longer service name is refused (400; a worker's READY: DISCONNECT): every name costs the
 // broker a record and, with --metrics, a label.
 inline constexpr std::size_t kMaxServiceNameSize = 255;
+
+// The body of a 503 a draining broker answers a new request with: a client that knows other
+// brokers sends the request to one of them instead.
+inline constexpr std::string_view kDrainingBody = "draining";
 
 // Defaults shared by broker, worker and client.
 inline constexpr std::chrono::milliseconds kHeartbeatInterval{2500};

@@ -37,10 +37,11 @@ class HeadersVisitor : public msgpack::null_visitor {
     bool visit_str(const char* data, std::uint32_t size) {
         const std::string_view text(data, size);
         if (in_key_) {
-            key_ = text == protocol::kHeaderDeadlineMs    ? Key::deadline_ms
-                   : text == protocol::kHeaderPriority    ? Key::priority
-                   : text == protocol::kHeaderFairnessKey ? Key::fairness_key
-                                                          : Key::unknown;
+            key_ = text == protocol::kHeaderDeadlineMs       ? Key::deadline_ms
+                   : text == protocol::kHeaderPriority       ? Key::priority
+                   : text == protocol::kHeaderFairnessKey    ? Key::fairness_key
+                   : text == protocol::kHeaderIdempotencyKey ? Key::idempotency_key
+                                                             : Key::unknown;
             return true;
         }
         return value(Kind::string, 0, text);
@@ -59,11 +60,12 @@ class HeadersVisitor : public msgpack::null_visitor {
     bool top_is_map_ = false;
     std::optional<std::uint64_t> deadline_ms;
     std::optional<std::uint8_t> priority;
-    std::string_view fairness_key;  // into the parsed bytes
+    std::string_view fairness_key;     // into the parsed bytes
+    std::string_view idempotency_key;  // into the parsed bytes
     const char* error = nullptr;
 
   private:
-    enum class Key { unknown, deadline_ms, priority, fairness_key };
+    enum class Key { unknown, deadline_ms, priority, fairness_key, idempotency_key };
     enum class Kind { unsigned_integer, string, other };
 
     // Called for every value; only those of known top-level keys matter.
@@ -87,6 +89,12 @@ class HeadersVisitor : public msgpack::null_visitor {
                     text.size() > protocol::kMaxFairnessKeySize)
                     return fail("fairness_key must be a string of 1 to 255 bytes");
                 fairness_key = text;
+                return true;
+            case Key::idempotency_key:
+                if (kind != Kind::string || text.empty() ||
+                    text.size() > protocol::kMaxIdempotencyKeySize)
+                    return fail("idempotency_key must be a string of 1 to 255 bytes");
+                idempotency_key = text;
                 return true;
         }
         return true;
@@ -130,6 +138,7 @@ std::optional<RequestHeaders> parse_request_headers(std::string_view bytes, std:
     }
     headers.priority = visitor.priority;
     headers.fairness_key = visitor.fairness_key;
+    headers.idempotency_key = visitor.idempotency_key;
     return headers;
 }
 
@@ -137,7 +146,8 @@ std::string encode_request_headers(const RequestHeaders& headers) {
     msgpack::sbuffer buffer;
     msgpack::packer<msgpack::sbuffer> packer(buffer);
     packer.pack_map((headers.deadline ? 1 : 0) + (headers.priority ? 1 : 0) +
-                    (headers.fairness_key.empty() ? 0 : 1));
+                    (headers.fairness_key.empty() ? 0 : 1) +
+                    (headers.idempotency_key.empty() ? 0 : 1));
     if (headers.deadline) {
         packer.pack(protocol::kHeaderDeadlineMs);
         packer.pack_uint64(static_cast<std::uint64_t>(headers.deadline->count()));
@@ -149,6 +159,10 @@ std::string encode_request_headers(const RequestHeaders& headers) {
     if (!headers.fairness_key.empty()) {
         packer.pack(protocol::kHeaderFairnessKey);
         packer.pack(headers.fairness_key);
+    }
+    if (!headers.idempotency_key.empty()) {
+        packer.pack(protocol::kHeaderIdempotencyKey);
+        packer.pack(headers.idempotency_key);
     }
     return {buffer.data(), buffer.size()};
 }

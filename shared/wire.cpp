@@ -140,6 +140,10 @@ bool parse(const Frames& frames, std::size_t at, std::vector<Record>& out, const
             if (!cursor.short_bytes(record.fairness_key) || record.fairness_key.empty())
                 return false;
         }
+        if ((flags & kHasIdempotencyKey) != 0) {
+            if (!cursor.short_bytes(record.idempotency_key) || record.idempotency_key.empty())
+                return false;
+        }
         return true;
     };
 
@@ -151,7 +155,8 @@ bool parse(const Frames& frames, std::size_t at, std::vector<Record>& out, const
         bool ok = false;
         switch (record.command) {
             case Command::request:
-                ok = read_options(record, kHasDeadline | kHasPriority | kHasFairnessKey) &&
+                ok = read_options(record, kHasDeadline | kHasPriority | kHasFairnessKey |
+                                              kHasIdempotencyKey) &&
                      cursor.short_bytes(record.id) && cursor.short_bytes(record.service) &&
                      read_body(record.body);
                 break;
@@ -166,7 +171,8 @@ bool parse(const Frames& frames, std::size_t at, std::vector<Record>& out, const
                 ok = cursor.u32(record.credit) && cursor.short_bytes(record.service);
                 break;
             case Command::job:
-                ok = cursor.short_bytes(record.token) && read_options(record, kHasDeadline) &&
+                ok = cursor.short_bytes(record.token) &&
+                     read_options(record, kHasDeadline | kHasIdempotencyKey) &&
                      read_body(record.body);
                 break;
             case Command::reply:
@@ -253,10 +259,12 @@ void Writer::answer(std::string_view id, protocol::Status status, std::string_vi
 }
 
 void Writer::job(std::string_view token, std::optional<std::uint32_t> deadline_ms,
-                 FramesBody body) {
+                 std::string_view idempotency_key, FramesBody body) {
     begin(Command::job);
     put_short(token);
-    put_deadline(deadline_ms);
+    RequestOptions options{deadline_ms};
+    options.idempotency_key = idempotency_key;
+    put_options(options);
     put_body(body);
 }
 
@@ -323,20 +331,17 @@ void Writer::put_short(std::string_view bytes) {
     envelope_.append(bytes.substr(0, size));
 }
 
-void Writer::put_deadline(std::optional<std::uint32_t> deadline_ms) {
-    put_u8(deadline_ms ? kHasDeadline : 0);
-    if (deadline_ms) put_u32(*deadline_ms);
-}
-
 void Writer::put_options(const RequestOptions& options) {
     std::uint8_t flags = 0;
     if (options.deadline_ms) flags |= kHasDeadline;
     if (options.priority) flags |= kHasPriority;
     if (!options.fairness_key.empty()) flags |= kHasFairnessKey;
+    if (!options.idempotency_key.empty()) flags |= kHasIdempotencyKey;
     put_u8(flags);
     if (options.deadline_ms) put_u32(*options.deadline_ms);
     if (options.priority) put_u8(*options.priority);
     if (!options.fairness_key.empty()) put_short(options.fairness_key);
+    if (!options.idempotency_key.empty()) put_short(options.idempotency_key);
 }
 
 void Writer::put_body(std::string_view bytes) {

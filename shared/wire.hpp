@@ -29,10 +29,10 @@ inline constexpr std::string_view kSignature{"ZB\x01", 3};
 inline constexpr std::uint8_t kVersion = 1;
 
 enum class Command : std::uint8_t {
-    request = 0x11,     // client to broker: flags [deadline_ms] [priority] [key] id service body
+    request = 0x11,     // client to broker: flags [deadline_ms] [priority] [keys] id service body
     answer = 0x12,      // broker to client: id status body
     ready = 0x21,       // worker to broker: credit service
-    job = 0x22,         // broker to worker: token flags [deadline_ms] body
+    job = 0x22,         // broker to worker: token flags [deadline_ms] [idempotency key] body
     reply = 0x23,       // worker to broker: token body
     heartbeat = 0x24,   // both ways between worker and broker
     disconnect = 0x25,  // both ways between worker and broker
@@ -44,6 +44,9 @@ std::string_view command_name(Command command) noexcept;
 inline constexpr std::uint8_t kHasDeadline = 0x01;     // u32 milliseconds
 inline constexpr std::uint8_t kHasPriority = 0x02;     // u8, REQUEST only
 inline constexpr std::uint8_t kHasFairnessKey = 0x04;  // short string, REQUEST only
+// Short string: the broker passes it on in the JOB, so that a worker can tell a request it has
+// just run from a new one when a client sends it again through another broker.
+inline constexpr std::uint8_t kHasIdempotencyKey = 0x08;
 
 // What a REQUEST may carry besides its id, service and body.
 struct RequestOptions {
@@ -55,6 +58,7 @@ struct RequestOptions {
     std::optional<std::uint32_t> deadline_ms;
     std::optional<std::uint8_t> priority;  // protocol::kMaxPriority is the highest
     std::string_view fairness_key;         // empty: the broker's default (the connection)
+    std::string_view idempotency_key;      // empty: none
 };
 
 // A body of one frame up to this size travels inside the envelope: copying a few KiB costs less
@@ -83,6 +87,7 @@ struct Record {
     std::optional<std::uint32_t> deadline_ms;  // request, job
     std::optional<std::uint8_t> priority;      // request
     std::string_view fairness_key;             // request (empty: none given)
+    std::string_view idempotency_key;          // request, job (empty: none given)
     protocol::Status status{};                 // answer
     std::uint32_t credit = 0;                  // ready, credit
     Body body;                                 // request, answer, job, reply
@@ -123,7 +128,8 @@ class Writer {
                  FramesBody body);
     void answer(std::string_view id, protocol::Status status, FramesBody body);
     void answer(std::string_view id, protocol::Status status, std::string_view body = {});
-    void job(std::string_view token, std::optional<std::uint32_t> deadline_ms, FramesBody body);
+    void job(std::string_view token, std::optional<std::uint32_t> deadline_ms,
+             std::string_view idempotency_key, FramesBody body);
     void reply(std::string_view token, FramesBody body);
     void reply(std::string_view token, std::string_view body);
     void ready(std::string_view service, std::uint32_t credit);
@@ -148,7 +154,6 @@ class Writer {
     void put_u16(std::uint16_t value);
     void put_u32(std::uint32_t value);
     void put_short(std::string_view bytes);                       // u8 length, bytes (at most 255)
-    void put_deadline(std::optional<std::uint32_t> deadline_ms);  // flags, then the deadline
     void put_options(const RequestOptions& options);              // flags, then what they name
     void put_body(std::string_view bytes);
     void put_body(FramesBody body);

@@ -35,6 +35,7 @@ struct Rec {
     std::string service;
     std::string token;
     std::optional<std::uint32_t> deadline_ms;
+    std::string idempotency_key;
     Status status{};
     std::uint32_t credit = 0;
     std::string body;
@@ -77,6 +78,7 @@ Sent parse_sent(const Message& m) {
         rec.service = r.service;
         rec.token = r.token;
         rec.deadline_ms = r.deadline_ms;
+        rec.idempotency_key = r.idempotency_key;
         rec.status = r.status;
         rec.credit = r.credit;
         if (r.body.in_frames) {
@@ -786,7 +788,7 @@ TEST_CASE("a ZB/1 worker that sends JOB or ANSWER is removed with DISCONNECT") {
     h.take();
     Frames empty;
     SECTION("JOB") {
-        h.receive(zb("W", [&](wire::Writer& w) { w.job("tok", std::nullopt, {empty, 0, 0}); }));
+        h.receive(zb("W", [&](wire::Writer& w) { w.job("tok", std::nullopt, {}, {empty, 0, 0}); }));
     }
     SECTION("ANSWER") {
         h.receive(zb("W", [](wire::Writer& w) { w.answer("1", Status::ok, "forged"); }));
@@ -964,13 +966,18 @@ TEST_CASE("drain answers ZB/1 clients 503 and tells ZB/1 workers DISCONNECT") {
     const Rec refused = only(h.take_native_one("C"));
     REQUIRE(refused.id == "new");
     REQUIRE(refused.status == Status::unavailable);
+    // Says why, so that a client with other brokers sends the request to one of them.
+    REQUIRE(refused.body == protocol::kDrainingBody);
     h.advance(100ms);
     REQUIRE(h.core.drain_complete(h.clock));
     h.core.finish_drain();
     std::size_t unavailable = 0, disconnects = 0;
     for (const Sent& s : h.take_native()) {
         for (const Rec& r : s.records) {
-            if (r.command == Command::answer && r.status == Status::unavailable) ++unavailable;
+            if (r.command == Command::answer && r.status == Status::unavailable) {
+                ++unavailable;
+                REQUIRE(r.body == protocol::kDrainingBody);
+            }
             if (r.command == Command::disconnect && s.peer == "W") ++disconnects;
         }
     }
@@ -1316,4 +1323,42 @@ TEST_CASE("with CURVE a client's key is its fairness key, over all its connectio
     REQUIRE(order == std::vector<std::string>{"a1", "a2", "d", "a3"});
     h.receive({"C3", kEmpty, "MDPC01", "echo", "x"}, PeerRole::client, "KEY-B");
     REQUIRE(h.core.service_info("echo")->top_keys.empty());  // dispatched at once: no queue
+}
+
+TEST_CASE("an idempotency key goes to the worker with the job, and again with a retry") {
+    BrokerConfig config;
+    config.max_attempts = 2;
+    Native h(config);
+    h.zready("W1", "echo");
+    wire::RequestOptions keyed;
+    keyed.idempotency_key = "order-42";
+    keyed.fairness_key = "tenant";
+    h.receive(zrequest_with("C", "1", keyed, "x"));
+    h.receive(zrequest_with("C", "2", {}, "y"));
+    const Rec job = only(h.take_native_one("W1"));
+    REQUIRE(job.command == Command::job);
+    REQUIRE(job.idempotency_key == "order-42");
+    REQUIRE(job.body == "x");
+
+    // The worker dies holding it: the next worker gets the key too.
+    h.zcommand("W1", Command::disconnect);
+    h.zready("W2", "echo");
+    const Rec retry = only(h.take_native_one("W2"));
+    REQUIRE(retry.idempotency_key == "order-42");
+    h.receive(zb("W2", [&](wire::Writer& w) { w.reply(retry.token, "x"); }));
+    const auto sent = h.take_native();
+    bool unkeyed_job = false;
+    for (const Sent& s : sent) {
+        for (const Rec& r : s.of(Command::job))
+            unkeyed_job = unkeyed_job || (r.body == "y" && r.idempotency_key.empty());
+    }
+    REQUIRE(unkeyed_job);
+}
+
+TEST_CASE("ZBC01 carries idempotency_key; an empty one is a 400") {
+    CoreHarness h;
+    h.zbc_request("C", "echo", "bad", "1",
+                  "\x81\xaf"
+                  "idempotency_key\xa0");  // ""
+    REQUIRE(h.take_one()[5] == "400");
 }

@@ -245,7 +245,7 @@ class TrafficGenerator {
         return zb(any_worker(), [&](wire::Writer& w) {
             if (pick(2) == 0) {
                 Frames none;
-                w.job("123456789012", std::nullopt, {none, 0, 0});
+                w.job("123456789012", std::nullopt, {}, {none, 0, 0});
             } else {
                 w.answer("nid0", protocol::Status::ok, "forged");
             }

@@ -122,3 +122,17 @@ TEST_CASE("request headers carry priority and fairness_key, and refuse bad ones"
     }
     REQUIRE_THAT(error, Catch::Contains("fairness_key"));
 }
+
+TEST_CASE("request headers carry idempotency_key, and refuse an empty or long one") {
+    RequestHeaders headers;
+    headers.idempotency_key = "order-1";
+    std::string error;
+    const auto parsed = parse_request_headers(encode_request_headers(headers), &error);
+    REQUIRE(parsed);
+    REQUIRE(parsed->idempotency_key == "order-1");
+    REQUIRE(parsed->fairness_key.empty());
+    headers.idempotency_key = std::string(256, 'k');
+    REQUIRE_FALSE(parse_request_headers(encode_request_headers(headers), &error));
+    REQUIRE_THAT(error, Catch::Contains("idempotency_key"));
+    REQUIRE_FALSE(parse_request_headers(std::string("\x81\xaf") + "idempotency_key\xa0", &error));
+}

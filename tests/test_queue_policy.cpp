@@ -128,7 +128,7 @@ TEST_CASE("fair: a named fairness key groups connections into one tenant") {
         RequestRecord& record = q.table.allocate();
         record.state = RequestState::queued;
         record.client = client;
-        record.fairness_key = "tenant";
+        record.set_keys("tenant", {});
         q.policy->push(record);
     }
     q.push("other");

@@ -132,8 +132,8 @@ TEST_CASE("every record kind goes through Writer, frames and parse unchanged") {
         REQUIRE(records[0].credit == 7);
     }
     SECTION("JOB with and without a deadline") {
-        writer.job("tok-0123456", 250u, Writer::FramesBody{source, 0, 1, true});
-        writer.job("tok-2", std::nullopt, Writer::FramesBody{source, 0, 1, true});
+        writer.job("tok-0123456", 250u, {}, Writer::FramesBody{source, 0, 1, true});
+        writer.job("tok-2", std::nullopt, {}, Writer::FramesBody{source, 0, 1, true});
         const Frames frames = take(writer);
         REQUIRE(frames.size() == 1);  // small bodies travel inline
         const auto records = parse_ok(frames);
@@ -265,7 +265,7 @@ TEST_CASE("a FramesBody of one large frame goes as a frame, moved or shared") {
     CAPTURE(share);
     Frames source = frames_of({"keep", big});
     Writer writer;
-    writer.job("t", std::nullopt, Writer::FramesBody{source, 1, 1, share});
+    writer.job("t", std::nullopt, {}, Writer::FramesBody{source, 1, 1, share});
     const Frames frames = take(writer);
     REQUIRE(frames.size() == 2);
     REQUIRE(view(frames[1]) == big);
@@ -405,8 +405,8 @@ TEST_CASE("an envelope cut short at any byte is rejected") {
     add([](Writer& w) { w.answer("id", Status::ok, "body"); });
     add([](Writer& w) { w.answer("id", Status::deadline_exceeded); });
     add([](Writer& w) { w.ready("echo", 4); });
-    add([&](Writer& w) { w.job("token", 99u, Writer::FramesBody{source, 0, 2, true}); });
-    add([&](Writer& w) { w.job("token", std::nullopt, Writer::FramesBody{source, 0, 1, true}); });
+    add([&](Writer& w) { w.job("token", 99u, {}, Writer::FramesBody{source, 0, 2, true}); });
+    add([&](Writer& w) { w.job("token", std::nullopt, {}, Writer::FramesBody{source, 0, 1, true}); });
     add([](Writer& w) { w.reply("token", "result"); });
     add([](Writer& w) { w.credit(3); });
 
@@ -514,6 +514,34 @@ TEST_CASE("REQUEST options: deadline, priority and fairness key, each optional, 
     REQUIRE_FALSE(records[2].deadline_ms);
     REQUIRE(records[2].fairness_key == "k");
     REQUIRE(records[2].id == "k");
+}
+
+TEST_CASE("an idempotency key follows the fairness key in a REQUEST, the deadline in a JOB") {
+    RequestOptions keyed(7u);
+    keyed.fairness_key = "t";
+    keyed.idempotency_key = "order-1";
+    Writer writer;
+    writer.request("i", "s", keyed, "b");
+    Frames source = frames_of({"body"});
+    writer.job("tok", 250u, "order-1", Writer::FramesBody{source, 0, 1, true});
+    writer.job("tok", std::nullopt, "", Writer::FramesBody{source, 0, 1, true});
+    Frames frames = take(writer);
+    const std::string bytes(view(frames[0]));
+    // REQUEST flags 0x0D: deadline 7, fairness key "t", idempotency key "order-1", then id
+    REQUIRE(bytes.substr(kSignature.size(), 18) ==
+            std::string("\x11\x0D", 2) + u32(7) + "\x01t" + "\x07order-1" + "\x01i");
+    const auto records = parse_ok(frames);
+    REQUIRE(records.size() == 3);
+    REQUIRE(records[0].fairness_key == "t");
+    REQUIRE(records[0].idempotency_key == "order-1");
+    REQUIRE(records[1].deadline_ms == std::optional<std::uint32_t>(250u));
+    REQUIRE(records[1].idempotency_key == "order-1");
+    REQUIRE(records[2].idempotency_key.empty());
+    // Empty is never sent: absent is how a record says none.
+    reject(frames_of({std::string(kSignature) + "\x11\x08" + std::string("\x00", 1) +
+                      "\x01i\x01s" + std::string("\x00", 1) + u32(0)}));
+    reject(frames_of({std::string(kSignature) + "\x22\x01t\x08" + std::string("\x00", 1) +
+                      std::string("\x00", 1) + u32(0)}));
 }
 
 TEST_CASE("an empty fairness key is rejected: absent is how a REQUEST says none") {

@@ -169,7 +169,7 @@ class FakeBroker {
         wire::Writer writer;
         for (const Job& job : jobs) {
             Frames body = frames_of(job.body);
-            writer.job(job.token, std::nullopt, {body, 0, body.size()});
+            writer.job(job.token, std::nullopt, {}, {body, 0, body.size()});
         }
         Frames frames;
         writer.take(frames);
