@@ -168,7 +168,8 @@ void drive_connections(const LoadSpec& spec, std::size_t count, Budget& budget,
     std::vector<std::size_t> ready;  // connections to look at now: at first, all of them
     for (std::size_t i = 0; i < count; ++i) {
         connections.emplace_back(context, spec);
-        ready_set.add(connections.back().client.socket(), i);
+        for (const zmq::socket_ref socket : connections.back().client.sockets())
+            ready_set.add(socket, i);
         ready.push_back(i);
     }
     const std::string body(spec.size, 'x');
@@ -207,7 +208,7 @@ void drive_connections(const LoadSpec& spec, std::size_t count, Budget& budget,
             c.client.flush();  // what the replies freed goes as one message
             in_flight += c.client.in_flight();
             // Sending may have processed the commands that said a reply came: ask again.
-            if ((c.client.socket().get(zmq::sockopt::events) & ZMQ_POLLIN) != 0) again.push_back(i);
+            if (c.client.readable()) again.push_back(i);
         }
         tally.answered.store(answered, std::memory_order_relaxed);
         ready.swap(again);

@@ -46,14 +46,18 @@ inline std::optional<std::uint32_t> deadline_ms(std::chrono::milliseconds deadli
 // once (std::invalid_argument), not a 400 from the broker later.
 inline wire::RequestOptions request_options(std::chrono::milliseconds deadline,
                                             std::optional<std::uint8_t> priority,
-                                            std::string_view fairness_key) {
+                                            std::string_view fairness_key,
+                                            std::string_view idempotency_key = {}) {
     if (priority && *priority > protocol::kMaxPriority)
         throw std::invalid_argument("priority must be 0 to 9, higher first");
     if (fairness_key.size() > protocol::kMaxFairnessKeySize)
         throw std::invalid_argument("fairness key longer than 255 bytes");
+    if (idempotency_key.size() > protocol::kMaxIdempotencyKeySize)
+        throw std::invalid_argument("idempotency key longer than 255 bytes");
     wire::RequestOptions options(deadline_ms(deadline));
     options.priority = priority;
     options.fairness_key = fairness_key;
+    options.idempotency_key = idempotency_key;
     return options;
 }
 
@@ -62,6 +66,12 @@ struct Answer {
     protocol::Status status = protocol::Status::no_reply;
     Frames body;
 };
+
+// A draining broker's refusal of a new request: a client with other brokers sends it there.
+inline bool is_draining(const Answer& answer) {
+    return answer.status == protocol::Status::unavailable && answer.body.size() == 1 &&
+           view(answer.body.front()) == protocol::kDrainingBody;
+}
 
 // Holds one message from the broker and hands out its ANSWER records in order.
 class AnswerReader {

@@ -9,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "client/answer_reader.hpp"
+#include "client/broker_links.hpp"
 #include "shared/clock.hpp"
 
 namespace zbroker {
@@ -69,34 +70,66 @@ bool RequestIdSet::erase(std::uint64_t id) {
 
 AsyncClient::AsyncClient(std::string endpoint, std::size_t window,
                          std::optional<CurveClientKeys> curve)
-    : endpoint_(std::move(endpoint)),
-      window_(window),
-      context_(std::make_unique<zmq::context_t>(1)),
-      in_flight_(window) {
-    open(*context_, curve);
+    : AsyncClient(detail::split_endpoints(endpoint), window, std::move(curve)) {}
+
+AsyncClient::AsyncClient(std::vector<std::string> endpoints, std::size_t window,
+                         std::optional<CurveClientKeys> curve)
+    : window_(window), context_(std::make_unique<zmq::context_t>(1)), in_flight_(window) {
+    open(*context_, std::move(endpoints), std::move(curve));
 }
 
 AsyncClient::AsyncClient(zmq::context_t& context, std::string endpoint, std::size_t window,
                          std::optional<CurveClientKeys> curve)
-    : endpoint_(std::move(endpoint)), window_(window), in_flight_(window) {
-    open(context, curve);
+    : AsyncClient(context, detail::split_endpoints(endpoint), window, std::move(curve)) {}
+
+AsyncClient::AsyncClient(zmq::context_t& context, std::vector<std::string> endpoints,
+                         std::size_t window, std::optional<CurveClientKeys> curve)
+    : window_(window), in_flight_(window) {
+    open(context, std::move(endpoints), std::move(curve));
 }
 
-void AsyncClient::open(zmq::context_t& context, const std::optional<CurveClientKeys>& curve) {
+void AsyncClient::open(zmq::context_t& context, std::vector<std::string> endpoints,
+                       std::optional<CurveClientKeys> curve) {
     if (window_ == 0) throw std::invalid_argument("AsyncClient window must be at least 1");
-    socket_ = zmq::socket_t(context, zmq::socket_type::dealer);
-    socket_.set(zmq::sockopt::linger, 0);
-    // The window already bounds both queues (one reply per request at most), so a high-water
-    // mark could only turn a send inside the window into a spurious would-block.
-    socket_.set(zmq::sockopt::sndhwm, 0);
-    socket_.set(zmq::sockopt::rcvhwm, 0);
-    if (curve) apply_curve_client(socket_, *curve);
-    socket_.connect(endpoint_);
+    links_ = std::make_unique<detail::BrokerLinks>(context, std::move(endpoints), std::move(curve),
+                                                   true);
+    if (links_->watched()) resends_ = std::make_unique<detail::ResendBook>();
 }
 
 AsyncClient::~AsyncClient() = default;
 AsyncClient::AsyncClient(AsyncClient&&) noexcept = default;
 AsyncClient& AsyncClient::operator=(AsyncClient&&) noexcept = default;
+
+std::vector<zmq::socket_ref> AsyncClient::sockets() {
+    std::vector<zmq::socket_ref> all;
+    for (std::size_t i = 0; i < links_->size(); ++i) {
+        detail::BrokerLinks::Link& link = (*links_)[i];
+        all.push_back(link.socket);
+        if (link.monitor) all.push_back(link.monitor->socket());
+    }
+    return all;
+}
+
+std::size_t AsyncClient::brokers_up() const {
+    return links_->up_count();
+}
+
+bool AsyncClient::readable() {
+    const auto has_input = [](zmq::socket_ref socket) {
+        return (socket.get(zmq::sockopt::events) & ZMQ_POLLIN) != 0;
+    };
+    for (std::size_t i = 0; i < links_->size(); ++i) {
+        detail::BrokerLinks::Link& link = (*links_)[i];
+        if (has_input(link.socket) || (link.monitor && has_input(link.monitor->socket())))
+            return true;
+    }
+    return false;
+}
+
+bool AsyncClient::cancel(std::uint64_t id) {
+    if (resends_) resends_->forget(id);
+    return in_flight_.erase(id);
+}
 
 std::optional<std::uint64_t> AsyncClient::send(std::string_view service, std::string_view body,
                                                const SendOptions& options) {
@@ -108,28 +141,76 @@ std::optional<std::uint64_t> AsyncClient::send(std::string_view service, std::st
 std::optional<std::uint64_t> AsyncClient::queue(std::string_view service, std::string_view body,
                                                 const SendOptions& options) {
     const std::chrono::milliseconds deadline = options.deadline;
-    const auto checked = detail::request_options(deadline, options.priority, options.fairness_key);
+    const auto checked = detail::request_options(deadline, options.priority, options.fairness_key,
+                                                 options.idempotency_key);
     if (in_flight_.size() >= window_) return std::nullopt;
     const std::uint64_t id = next_request_id_++;
-    const detail::RequestIdBytes id_bytes = detail::encode_request_id(id);
-    pending_.request({id_bytes.data(), id_bytes.size()}, service, checked, body);
     in_flight_.insert(id);
+    std::optional<TimePoint> sent_at;
     if (deadline.count() > 0) {
-        give_up_.emplace_back(now() + deadline + detail::reply_grace(deadline), id);
+        sent_at = now();
+        give_up_.emplace_back(*sent_at + deadline + detail::reply_grace(deadline), id);
         std::push_heap(give_up_.begin(), give_up_.end(), std::greater<>{});
     }
-    if (pending_.size() >= wire::kBatchBytes) flush();
+    if (resends_) {
+        // Kept until answered, to be sent again if its broker goes.
+        detail::ResendBook::Entry entry{0,
+                                        std::string(service),
+                                        std::string(body),
+                                        options.priority,
+                                        std::string(options.fairness_key),
+                                        std::string(options.idempotency_key),
+                                        TimePoint::max()};
+        if (sent_at) entry.deadline_at = *sent_at + deadline;
+        resends_->remember(id, std::move(entry));
+        route(id, sent_at.value_or(now()));
+        return id;
+    }
+    detail::BrokerLinks::Link& link = (*links_)[0];
+    const detail::RequestIdBytes id_bytes = detail::encode_request_id(id);
+    link.pending.request({id_bytes.data(), id_bytes.size()}, service, checked, body);
+    if (link.pending.size() >= wire::kBatchBytes) flush();
     return id;
 }
 
+void AsyncClient::route(std::uint64_t id, TimePoint at) {
+    detail::ResendBook::Entry* entry = resends_->find(id);
+    if (entry == nullptr) return;  // answered or cancelled meanwhile
+    const auto link = links_->pick();
+    if (!link) {
+        entry->link = detail::ResendBook::kParked;
+        parked_.push_back(id);
+        return;
+    }
+    entry->link = *link;
+    detail::BrokerLinks::Link& chosen = (*links_)[*link];
+    // Past its deadline it is not sent again: it completes as no_reply at its give-up time.
+    if (!detail::ResendBook::write(chosen, id, *entry, at)) return;
+    if (chosen.pending.size() >= wire::kBatchBytes) links_->flush();
+}
+
+void AsyncClient::handle_broker_events() {
+    went_down_.clear();
+    const bool came_up = links_->handle_events(went_down_);
+    if (went_down_.empty() && !(came_up && !parked_.empty())) return;
+    const TimePoint at = now();
+    for (const std::size_t link : went_down_) {
+        for (const std::uint64_t id : resends_->on_link(link)) {
+            ++resent_;
+            route(id, at);
+        }
+    }
+    if (links_->any_up() && !parked_.empty()) {
+        std::vector<std::uint64_t> parked;
+        parked.swap(parked_);
+        for (const std::uint64_t id : parked)
+            route(id, at);
+    }
+    links_->flush();
+}
+
 void AsyncClient::flush() {
-    if (pending_.empty()) return;
-    request_.clear();
-    pending_.take(request_);
-    // With no high-water mark a DEALER queues whatever it is given while it connects, so this
-    // cannot would-block; were it ever to, the requests complete as no_reply at their deadline.
-    if (send_frames(socket_, request_, zmq::send_flags::dontwait) != SendResult::sent)
-        spdlog::warn("could not queue requests to {}: they get no answer", endpoint_);
+    links_->flush();
 }
 
 std::optional<Completion> AsyncClient::give_up_due(TimePoint at) {
@@ -144,7 +225,9 @@ std::optional<Completion> AsyncClient::give_up_due(TimePoint at) {
         const std::uint64_t id = give_up_.back().second;
         give_up_.pop_back();
         if (in_flight_.erase(id)) {
-            spdlog::debug("no answer from {} for request {} past its deadline", endpoint_, id);
+            if (resends_) resends_->forget(id);
+            spdlog::debug("no answer from {} for request {} past its deadline", links_->describe(),
+                          id);
             return Completion{id, protocol::Status::no_reply, {}};
         }
     }
@@ -156,14 +239,16 @@ std::optional<Completion> AsyncClient::receive(std::chrono::milliseconds timeout
     std::optional<TimePoint> give_up;  // read the clock only when we have to wait
     while (true) {
         if (auto done = next_awaited()) return done;
-        if (recv_frames(socket_, answers_.message(), zmq::recv_flags::dontwait)) {
+        if (const auto from = links_->receive(answers_.message())) {
+            answers_from_ = *from;
             const char* why = "";
             if (!answers_.start(why)) {
-                spdlog::warn("ignoring a malformed reply from {}: {}: {}", endpoint_, why,
-                             describe(answers_.message()));
+                spdlog::warn("ignoring a malformed reply from {}: {}: {}",
+                             (*links_)[*from].endpoint, why, describe(answers_.message()));
             }
             continue;
         }
+        if (resends_) handle_broker_events();
         const TimePoint at = now();
         if (auto lost = give_up_due(at)) return lost;
         if (!give_up) give_up = at + timeout;
@@ -171,20 +256,26 @@ std::optional<Completion> AsyncClient::receive(std::chrono::milliseconds timeout
         // Wake for the caller's timeout, or for the next request to give up on if sooner.
         TimePoint wake = *give_up;
         if (!give_up_.empty()) wake = std::min(wake, give_up_.front().first);
-        const auto left = std::chrono::ceil<std::chrono::milliseconds>(wake - at);
-        zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
-        try {
-            zmq::poll(&item, 1, left);
-        } catch (const zmq::error_t& e) {
-            if (e.num() != EINTR) throw;
-        }
+        links_->wait(std::chrono::ceil<std::chrono::milliseconds>(wake - at));
     }
 }
 
 std::optional<Completion> AsyncClient::next_awaited() {
     while (auto answer = answers_.next()) {
-        if (in_flight_.erase(answer->id))
+        if (resends_ && detail::is_draining(*answer)) {
+            // Not an answer: this broker takes nothing new. Another one gets the request.
+            links_->draining(answers_from_);
+            if (in_flight_.contains(answer->id)) {
+                ++resent_;
+                route(answer->id, now());
+                links_->flush();
+            }
+            continue;
+        }
+        if (in_flight_.erase(answer->id)) {
+            if (resends_) resends_->forget(answer->id);
             return Completion{answer->id, answer->status, std::move(answer->body)};
+        }
         spdlog::debug("ignoring a reply for request {} that is not in flight", answer->id);
     }
     return std::nullopt;

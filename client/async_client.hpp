@@ -28,6 +28,9 @@ struct SendOptions {
     std::optional<std::uint8_t> priority{};
     // The tenant this request shares its service with others as; empty: this connection.
     std::string_view fairness_key{};
+    // Names the request across resends (through any broker), so that a worker that has just
+    // run it can answer from its recent replies instead of running it again. Empty: none.
+    std::string_view idempotency_key{};
 };
 
 // One answered request: the id send() returned, the broker's status, the reply frames.
@@ -60,23 +63,37 @@ class RequestIdSet {
     std::size_t size_ = 0;
 };
 
+class BrokerLinks;
+class ResendBook;
+
 }  // namespace detail
 
-// Keeps up to `window` requests in flight on one DEALER socket and hands back replies in
-// the order they arrive, which need not be the order sent. Nothing is retried: a request
-// that should not wait forever carries a deadline, and the broker answers 504 or 503 at it.
-// If that answer is lost too (the broker restarted, or dropped it), the request completes
-// as no_reply a grace after its deadline, and its place in the window is free again.
+// Keeps up to `window` requests in flight and hands back replies in the order they arrive,
+// which need not be the order sent. A request that should not wait forever carries a deadline,
+// and the broker answers 504 or 503 at it. If that answer is lost too (the broker restarted,
+// or dropped it), the request completes as no_reply a grace after its deadline, and its place
+// in the window is free again.
+//
+// With several brokers ("tcp://a:5555,tcp://b:5555", or a list), requests go round robin to
+// those that are up. One whose connection drops (it died; ZMTP heartbeats find a silent one)
+// or that answers 503 "draining" gets nothing more until it is back, and the requests it held
+// are sent at once, under the same ids, to another: at least once, since a request its worker
+// had already run runs again. Until some broker is up, requests wait in the client.
 // Not thread-safe: one AsyncClient per thread.
 class AsyncClient {
   public:
-    // Throws std::invalid_argument when window is 0 or a `curve` key is not 40-character Z85,
-    // zmq::error_t on a bad endpoint. With `curve`, talks CURVE to the broker.
+    // Throws std::invalid_argument when window is 0, the endpoint list is empty or repeats one,
+    // or a `curve` key is not 40-character Z85; zmq::error_t on a bad endpoint. `endpoint` may
+    // list several brokers, separated by commas. With `curve`, talks CURVE to the brokers.
     AsyncClient(std::string endpoint, std::size_t window,
+                std::optional<CurveClientKeys> curve = std::nullopt);
+    AsyncClient(std::vector<std::string> endpoints, std::size_t window,
                 std::optional<CurveClientKeys> curve = std::nullopt);
     // The same on a context of the caller's, which must outlive the client: many clients in
     // one process then share its I/O thread instead of starting one each.
     AsyncClient(zmq::context_t& context, std::string endpoint, std::size_t window,
+                std::optional<CurveClientKeys> curve = std::nullopt);
+    AsyncClient(zmq::context_t& context, std::vector<std::string> endpoints, std::size_t window,
                 std::optional<CurveClientKeys> curve = std::nullopt);
     ~AsyncClient();
     AsyncClient(AsyncClient&&) noexcept;
@@ -87,7 +104,7 @@ class AsyncClient {
     // if no answer ever comes.
     std::optional<std::uint64_t> send(std::string_view service, std::string_view body,
                                       std::chrono::milliseconds deadline = {}) {
-        return send(service, body, SendOptions{deadline, std::nullopt, {}});
+        return send(service, body, SendOptions{deadline, std::nullopt, {}, {}});
     }
     std::optional<std::uint64_t> send(std::string_view service, std::string_view body,
                                       const SendOptions& options);
@@ -98,7 +115,7 @@ class AsyncClient {
     // receive().
     std::optional<std::uint64_t> queue(std::string_view service, std::string_view body,
                                        std::chrono::milliseconds deadline = {}) {
-        return queue(service, body, SendOptions{deadline, std::nullopt, {}});
+        return queue(service, body, SendOptions{deadline, std::nullopt, {}, {}});
     }
     std::optional<std::uint64_t> queue(std::string_view service, std::string_view body,
                                        const SendOptions& options);
@@ -112,30 +129,44 @@ class AsyncClient {
 
     // Stops waiting for a request: its place in the window is free, a later answer is ignored.
     // False when `id` is not in flight.
-    bool cancel(std::uint64_t id) { return in_flight_.erase(id); }
+    bool cancel(std::uint64_t id);
 
     std::size_t in_flight() const { return in_flight_.size(); }
     std::size_t window() const { return window_; }
+    // How many requests were sent again through another broker (several brokers only).
+    std::uint64_t resent() const { return resent_; }
+    // Brokers connected and not draining, as of the last receive() (one broker: always 1).
+    std::size_t brokers_up() const;
 
-    // To poll many clients from one thread: when it is readable, receive(0ms) has a reply.
-    zmq::socket_ref socket() noexcept { return socket_; }
+    // To poll many clients from one thread: when one of these is readable, receive(0ms) has
+    // a reply or news of a broker. One socket per broker, and with several a monitor each.
+    std::vector<zmq::socket_ref> sockets();
+    // Whether one of sockets() has something to read now (ZMQ_EVENTS): an edge-triggered
+    // poller that was told to look asks this after sending, which may have read the news.
+    bool readable();
 
   private:
-    void open(zmq::context_t& context, const std::optional<CurveClientKeys>& curve);
+    void open(zmq::context_t& context, std::vector<std::string> endpoints,
+              std::optional<CurveClientKeys> curve);
     // The next answer read that is awaited, or nullopt when none is left in the message.
     std::optional<Completion> next_awaited();
     // A no_reply completion for the first request in flight whose give-up time is past.
     std::optional<Completion> give_up_due(std::chrono::steady_clock::time_point at);
+    // Several brokers: sends `id` (remembered) through a broker that is up, or parks it.
+    void route(std::uint64_t id, std::chrono::steady_clock::time_point at);
+    // Several brokers: moves the requests of brokers gone or draining, and the parked ones.
+    void handle_broker_events();
 
-    std::string endpoint_;
     std::size_t window_;
     std::unique_ptr<zmq::context_t> context_;  // its own, unless it was given one
-    zmq::socket_t socket_;
+    std::unique_ptr<detail::BrokerLinks> links_;
+    std::unique_ptr<detail::ResendBook> resends_;  // with several brokers only
+    std::vector<std::uint64_t> parked_;            // remembered, waiting for a broker to be up
+    std::vector<std::size_t> went_down_;           // reused
+    std::uint64_t resent_ = 0;
+    std::size_t answers_from_ = 0;  // the link the message in answers_ came from
     std::uint64_t next_request_id_ = 1;
     detail::RequestIdSet in_flight_;
-    // Reused for every message, so the hot path allocates nothing for small bodies.
-    wire::Writer pending_;  // requests queued since the last flush
-    Frames request_;
     detail::AnswerReader answers_;
     // When to stop waiting for requests sent with a deadline, earliest first. Entries of
     // answered requests stay until due, or until there are many (see give_up_due()).

@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "client/answer_reader.hpp"
+#include "client/broker_links.hpp"
 #include "shared/clock.hpp"
 
 namespace zbroker {
@@ -21,22 +22,19 @@ std::string_view Response::body_view() const {
 }
 
 Client::Client(std::string endpoint, std::optional<CurveClientKeys> curve)
-    : endpoint_(std::move(endpoint)),
-      curve_(std::move(curve)),
-      context_(std::make_unique<zmq::context_t>(1)) {
-    reconnect();
-}
+    : Client(detail::split_endpoints(endpoint), std::move(curve)) {}
+
+Client::Client(std::vector<std::string> endpoints, std::optional<CurveClientKeys> curve)
+    : context_(std::make_unique<zmq::context_t>(1)),
+      links_(std::make_unique<detail::BrokerLinks>(*context_, std::move(endpoints),
+                                                   std::move(curve), false)) {}
 
 Client::~Client() = default;
 Client::Client(Client&&) noexcept = default;
 Client& Client::operator=(Client&&) noexcept = default;
 
-void Client::reconnect() {
-    socket_ = zmq::socket_t(*context_, zmq::socket_type::dealer);
-    // Unsent or unanswered requests die with the socket: a closed Client never blocks exit.
-    socket_.set(zmq::sockopt::linger, 0);
-    if (curve_) apply_curve_client(socket_, *curve_);
-    socket_.connect(endpoint_);
+std::string Client::endpoint() const {
+    return links_->describe();
 }
 
 Response Client::call(std::string_view service, std::string_view body, const CallOptions& options) {
@@ -49,62 +47,95 @@ Response Client::call(std::string_view service, Frames body, const CallOptions& 
     auto backoff = options.backoff;
     const int attempts = 1 + std::max(options.retries, 0);
     for (int attempt_number = 1;; ++attempt_number) {
-        Response response = attempt(service, body, options);
+        // A new id per attempt, so that nothing of an attempt given up on is taken for an answer
+        // to the next. Within an attempt, a move to another broker keeps the id.
+        Response response = attempt(next_request_id_++, service, body, options);
         if (response.status != protocol::Status::no_reply) return response;
-        spdlog::debug("no reply from {} for '{}' within {} ms (attempt {} of {})", endpoint_,
+        spdlog::debug("no reply from {} for '{}' within {} ms (attempt {} of {})", endpoint(),
                       service, options.timeout.count(), attempt_number, attempts);
-        // A fresh socket, so a late reply to this attempt cannot be taken for the next one's.
-        reconnect();
         if (attempt_number >= attempts) return response;
         std::this_thread::sleep_for(backoff);
         backoff = std::min(backoff * 2, kMaxBackoff);
     }
 }
 
-Response Client::attempt(std::string_view service, Frames& body, const CallOptions& options) {
-    const std::chrono::milliseconds timeout = options.timeout;
-    const std::uint64_t id = next_request_id_++;
-    const detail::RequestIdBytes id_bytes = detail::encode_request_id(id);
-    // Shared, not moved: a retry sends the same body again (large bodies are refcounted).
-    request_writer_.request(
-        {id_bytes.data(), id_bytes.size()}, service,
-        detail::request_options(timeout, options.priority, options.fairness_key),
-        {body, 0, body.size(), true});
-    request_.clear();
-    request_writer_.take(request_);
-
-    const TimePoint give_up = now() + timeout + detail::reply_grace(timeout);
-    // A DEALER queues while it connects; the send only fails when that queue is full.
-    socket_.set(zmq::sockopt::sndtimeo, static_cast<int>(timeout.count()));
-    if (send_frames(socket_, request_) != SendResult::sent) {
-        spdlog::debug("could not queue a request to {} within {} ms", endpoint_, timeout.count());
-        return {};
-    }
-
+std::optional<std::size_t> Client::send_to_one(std::uint64_t id, std::string_view service,
+                                               Frames& body, const CallOptions& options,
+                                               TimePoint give_up) {
     while (true) {
-        const auto left = std::chrono::ceil<std::chrono::milliseconds>(give_up - now());
-        if (left.count() <= 0) return {};
-        zmq::pollitem_t item{socket_.handle(), 0, ZMQ_POLLIN, 0};
-        try {
-            zmq::poll(&item, 1, left);
-        } catch (const zmq::error_t& e) {
-            if (e.num() != EINTR) throw;
-            continue;  // a signal handler ran; the deadline still holds
+        const TimePoint at = now();
+        if (const auto link = links_->pick()) {
+            // What is left of the attempt's deadline, so that the broker answers 504 in time.
+            const TimePoint deadline = give_up - detail::reply_grace(options.timeout);
+            const auto left = std::max(Millis{1}, std::chrono::ceil<Millis>(deadline - at));
+            const detail::RequestIdBytes id_bytes = detail::encode_request_id(id);
+            // Shared, not moved: a retry sends the same body again (large bodies are refcounted).
+            (*links_)[*link].pending.request(
+                {id_bytes.data(), id_bytes.size()}, service,
+                detail::request_options(left, options.priority, options.fairness_key,
+                                        options.idempotency_key),
+                {body, 0, body.size(), true});
+            links_->flush();
+            spdlog::debug("request {} for '{}' sent to {}", id, service, (*links_)[*link].endpoint);
+            return link;
         }
-        if ((item.revents & ZMQ_POLLIN) == 0) continue;
-        if (!recv_frames(socket_, answers_.message(), zmq::recv_flags::dontwait)) continue;
-
-        const char* why = "";
-        if (!answers_.start(why)) {
-            spdlog::warn("ignoring a malformed reply from {}: {}: {}", endpoint_, why,
-                         describe(answers_.message()));
-            continue;
+        // Several brokers and none up yet: wait for one, ignoring stale answers meanwhile.
+        if (at >= give_up) return std::nullopt;
+        links_->wait(std::chrono::ceil<Millis>(give_up - at));
+        while (links_->receive(answers_.message())) {
         }
-        while (auto answer = answers_.next()) {
-            if (answer->id == id) return Response{answer->status, std::move(answer->body)};
-            spdlog::debug("ignoring a reply for request {} that is no longer awaited", answer->id);
-        }
+        went_down_.clear();
+        links_->handle_events(went_down_);
     }
+}
+
+Response Client::attempt(std::uint64_t id, std::string_view service, Frames& body,
+                         const CallOptions& options) {
+    const TimePoint give_up = now() + options.timeout + detail::reply_grace(options.timeout);
+    auto link = send_to_one(id, service, body, options, give_up);
+    while (link) {
+        const auto left = std::chrono::ceil<Millis>(give_up - now());
+        if (left.count() <= 0) {
+            // A fresh socket, so a late reply to this attempt cannot arrive with the next one's.
+            links_->reopen(*link);
+            return {};
+        }
+        links_->wait(left);
+        if (links_->watched()) {
+            went_down_.clear();
+            links_->handle_events(went_down_);
+            if (std::find(went_down_.begin(), went_down_.end(), *link) != went_down_.end()) {
+                spdlog::debug("broker {} went away holding request {}: sending it to another",
+                              (*links_)[*link].endpoint, id);
+                link = send_to_one(id, service, body, options, give_up);
+                continue;
+            }
+        }
+        bool redirected = false;
+        while (const auto from = links_->receive(answers_.message())) {
+            const char* why = "";
+            if (!answers_.start(why)) {
+                spdlog::warn("ignoring a malformed reply from {}: {}: {}",
+                             (*links_)[*from].endpoint, why, describe(answers_.message()));
+                continue;
+            }
+            while (auto answer = answers_.next()) {
+                if (answer->id != id) {
+                    spdlog::debug("ignoring a reply for request {} that is no longer awaited",
+                                  answer->id);
+                    continue;
+                }
+                if (links_->watched() && detail::is_draining(*answer)) {
+                    links_->draining(*from);
+                    redirected = true;
+                    continue;
+                }
+                return Response{answer->status, std::move(answer->body)};
+            }
+        }
+        if (redirected) link = send_to_one(id, service, body, options, give_up);
+    }
+    return {};
 }
 
 }  // namespace zbroker

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 // Relative: installed under include/zbroker/, these headers find each other by path alone.
 #include "../shared/curve_keys.hpp"
@@ -15,6 +16,9 @@
 #include "answer_reader.hpp"
 
 namespace zbroker {
+namespace detail {
+class BrokerLinks;
+}
 
 // What came back for one request: a broker status and, for 200, the worker's reply frames.
 struct Response {
@@ -35,18 +39,30 @@ struct CallOptions {
     std::optional<std::uint8_t> priority{};
     // The tenant this request shares its service with others as; empty: this connection.
     std::string fairness_key{};
+    // Names the request across its attempts (through any broker), so that a worker that has
+    // just run it can answer from its recent replies instead of running it again.
+    std::string idempotency_key{};
 };
 
 // Lazy Pirate (zguide ch. 4): when an attempt gets no reply in time, the socket is closed
 // with linger 0 and a new one connected, so nothing of the dead attempt lingers, and the
 // request is sent again under a new id. Broker statuses (503, 504, 429, 500, ...) are
 // answers, not silence: they are returned as they are, never retried and never thrown.
+//
+// With several brokers (Freelance, zguide ch. 4) each call goes to the next one that is up,
+// and a retry to the one after. When the broker holding the request drops its connection or
+// answers 503 "draining", the request goes at once to another under the same id, without
+// waiting for the timeout and without using up a retry: at least once, as after a worker's
+// death.
 // Not thread-safe: one Client per thread.
 class Client {
   public:
-    // Throws zmq::error_t when `endpoint` is not a valid ZeroMQ endpoint, std::invalid_argument
-    // when a `curve` key is not 40-character Z85. With `curve`, talks CURVE to the broker.
+    // Throws zmq::error_t when an endpoint is not a valid ZeroMQ endpoint, std::invalid_argument
+    // when the list is empty or repeats one, or a `curve` key is not 40-character Z85.
+    // `endpoint` may list several brokers, separated by commas. With `curve`, talks CURVE.
     explicit Client(std::string endpoint, std::optional<CurveClientKeys> curve = std::nullopt);
+    explicit Client(std::vector<std::string> endpoints,
+                    std::optional<CurveClientKeys> curve = std::nullopt);
     ~Client();
     Client(Client&&) noexcept;
     Client& operator=(Client&&) noexcept;
@@ -54,20 +70,23 @@ class Client {
     Response call(std::string_view service, std::string_view body, const CallOptions& = {});
     Response call(std::string_view service, Frames body, const CallOptions& = {});
 
-    const std::string& endpoint() const { return endpoint_; }
+    // The brokers, separated by commas.
+    std::string endpoint() const;
 
   private:
-    void reconnect();
     // Sends one attempt and waits for its answer; no_reply when none came in time.
-    Response attempt(std::string_view service, Frames& body, const CallOptions& options);
+    Response attempt(std::uint64_t id, std::string_view service, Frames& body,
+                     const CallOptions& options);
+    // Writes the request to a broker that is up, waiting for one until `give_up`; the link, or
+    // nullopt when none came up in time.
+    std::optional<std::size_t> send_to_one(std::uint64_t id, std::string_view service,
+                                           Frames& body, const CallOptions& options,
+                                           std::chrono::steady_clock::time_point give_up);
 
-    std::string endpoint_;
-    std::optional<CurveClientKeys> curve_;     // applied to every socket reconnect() opens
     std::unique_ptr<zmq::context_t> context_;  // one per client: nothing shared across threads
-    zmq::socket_t socket_;
+    std::unique_ptr<detail::BrokerLinks> links_;
+    std::vector<std::size_t> went_down_;  // reused
     std::uint64_t next_request_id_ = 1;
-    wire::Writer request_writer_;
-    Frames request_;  // reused between attempts
     detail::AnswerReader answers_;
 };
 

@@ -61,18 +61,28 @@ constexpr const char* kExitCodesHelp =
     "  zclient --curve-server-key 'BROKER-PUBLIC-KEY' --curve-secret client.key call echo 1";
 
 struct Settings {
-    std::string broker{zbroker::protocol::kDefaultBrokerConnect};
+    std::vector<std::string> brokers{std::string(zbroker::protocol::kDefaultBrokerConnect)};
     long long timeout_ms = 2500;
     int retries = 2;
     std::optional<zbroker::CurveClientKeys> curve;
     std::optional<unsigned> priority;
     std::string fairness_key;
+    std::string idempotency_key;
+
+    // The brokers, comma-separated, for messages.
+    std::string broker() const {
+        std::string text;
+        for (const std::string& endpoint : brokers)
+            text += (text.empty() ? "" : ",") + endpoint;
+        return text;
+    }
 
     zbroker::CallOptions call_options() const {
         zbroker::CallOptions options{.timeout = std::chrono::milliseconds(timeout_ms),
                                      .retries = retries};
         if (priority) options.priority = static_cast<std::uint8_t>(*priority);
         options.fairness_key = fairness_key;
+        options.idempotency_key = idempotency_key;
         return options;
     }
 };
@@ -91,7 +101,7 @@ int report_status(Status status, const Settings& settings, const std::string& se
         case Status::ok:
             return kOk;
         case Status::no_reply:
-            return fail(kNoReply, "no reply from " + settings.broker + " after " +
+            return fail(kNoReply, "no reply from " + settings.broker() + " after " +
                                       std::to_string(settings.retries + 1) + " attempt(s) of " +
                                       timeout +
                                       ": check that zbroker is running and reachable there "
@@ -229,7 +239,7 @@ int run_call(const Settings& settings, const std::string& service,
                   << " input byte(s) as they are (--raw)\n";
     }
 
-    zbroker::Client client(settings.broker, settings.curve);
+    zbroker::Client client(settings.brokers, settings.curve);
     const zbroker::Response response = client.call(service, body, settings.call_options());
     if (!response.ok()) return report_status(response.status, settings, service, body.size());
     if (forbidden(service, response)) return report_forbidden(service);
@@ -293,7 +303,7 @@ void print_service_table(const json& services) {
 
 // The broker's counters from mmi.stats, as a summary and a service table (or raw JSON).
 int run_stats(const Settings& settings, bool as_json) {
-    zbroker::Client client(settings.broker, settings.curve);
+    zbroker::Client client(settings.brokers, settings.curve);
     const zbroker::Response response =
         client.call(zbroker::protocol::kMmiStats, "", settings.call_options());
     if (!response.ok()) {
@@ -304,7 +314,7 @@ int run_stats(const Settings& settings, bool as_json) {
         return report_forbidden(std::string(zbroker::protocol::kMmiStats));
     const std::optional<json> stats = decode_msgpack(response.body_view());
     if (!stats || !stats->is_object()) {
-        return fail(kNoReply, "the answer to mmi.stats from " + settings.broker +
+        return fail(kNoReply, "the answer to mmi.stats from " + settings.broker() +
                                   " is not a msgpack map (" +
                                   zbroker::printable(response.body_view()) +
                                   "); is that a zbroker, and are you allowed to ask?");
@@ -339,7 +349,7 @@ int run_stats(const Settings& settings, bool as_json) {
 
 // With names: mmi.service for each. Without: the mmi.services table.
 int run_services(const Settings& settings, const std::vector<std::string>& names) {
-    zbroker::Client client(settings.broker, settings.curve);
+    zbroker::Client client(settings.brokers, settings.curve);
     if (!names.empty()) {
         std::size_t width = 0;
         for (const std::string& name : names)
@@ -373,7 +383,7 @@ int run_services(const Settings& settings, const std::vector<std::string>& names
     }
     const std::optional<json> services = decode_msgpack(response.body_view());
     if (!services || !services->is_object()) {
-        return fail(kNoReply, "the answer to mmi.services from " + settings.broker +
+        return fail(kNoReply, "the answer to mmi.services from " + settings.broker() +
                                   " is not a msgpack map; is that a zbroker (mmi.services is "
                                   "its extension)? Ask per name: zclient services NAME");
     }
@@ -395,7 +405,11 @@ int main(int argc, char** argv) {
         "An attempt without a reply within --timeout is sent again, --retries more times.",
         "zclient"};
     app.set_version_flag("--version", std::string("zclient ") + zbroker::kVersion);
-    app.add_option("-b,--broker", settings.broker, "Broker endpoint to connect to")
+    app.add_option("-b,--broker", settings.brokers,
+                   "Broker endpoint to connect to. Several (comma-separated or repeated): each\n"
+                   "call goes to one that is up, and moves at once to another if that broker\n"
+                   "drops or drains; `services` and `stats` ask every one")
+        ->delimiter(',')
         ->capture_default_str();
     app.add_option("-t,--timeout", settings.timeout_ms,
                    "Milliseconds to wait for each attempt; also the deadline the broker enforces")
@@ -439,6 +453,15 @@ int main(int argc, char** argv) {
                 return "a fairness key has 1 to 255 bytes";
             return {};
         });
+    call->add_option("--idempotency-key", settings.idempotency_key,
+                     "Names this request across its attempts and brokers (1 to 255 bytes): a "
+                     "worker that has just run it answers from its recent replies instead of "
+                     "running it again")
+        ->check([](const std::string& key) -> std::string {
+            if (key.empty() || key.size() > zbroker::protocol::kMaxIdempotencyKeySize)
+                return "an idempotency key has 1 to 255 bytes";
+            return {};
+        });
 
     std::vector<std::string> names;
     CLI::App* services = app.add_subcommand(
@@ -474,10 +497,19 @@ int main(int argc, char** argv) {
             if (json_option->count() > 0) argument = json_argument;
             return run_call(settings, service, argument, raw, verbose);
         }
-        if (stats->parsed()) return run_stats(settings, stats_json);
-        return run_services(settings, names);
+        // Brokers do not share state: ask each one, under a line naming it.
+        int worst = kOk;
+        for (const std::string& endpoint : settings.brokers) {
+            Settings one = settings;
+            one.brokers = {endpoint};
+            if (settings.brokers.size() > 1) std::cout << "== " << endpoint << '\n';
+            const int code = stats->parsed() ? run_stats(one, stats_json) : run_services(one, names);
+            if (worst == kOk) worst = code;
+            if (settings.brokers.size() > 1) std::cout << '\n';
+        }
+        return worst;
     } catch (const zmq::error_t& e) {
-        return fail(kUsage, "cannot use broker endpoint '" + settings.broker + "': " + e.what() +
+        return fail(kUsage, "cannot use broker endpoint '" + settings.broker() + "': " + e.what() +
                                 "; give one like tcp://localhost:5555 (--broker)");
     }
 }

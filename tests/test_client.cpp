@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "client/async_client.hpp"
+#include "client/broker_links.hpp"
 #include "client/client.hpp"
 #include "process_helpers.hpp"
 #include "shared/wire.hpp"
@@ -816,4 +817,180 @@ TEST_CASE("the in-flight id set finds, erases and refills ids across wrap-around
         REQUIRE(ids.size() <= 5);
         REQUIRE(ids.contains(id));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several brokers
+
+namespace {
+
+// Drives `client` (receive with a short timeout, so its broker events are handled) until one
+// of `brokers` has a request; which one, and the request. Completions meanwhile go to `done`.
+std::pair<std::size_t, Received> next_request(AsyncClient& client,
+                                              std::vector<std::unique_ptr<FakeBroker>>& brokers,
+                                              std::vector<Completion>* done = nullptr) {
+    const auto give_up = std::chrono::steady_clock::now() + kPatience;
+    while (std::chrono::steady_clock::now() < give_up) {
+        if (auto completion = client.receive(5ms); completion && done != nullptr)
+            done->push_back(std::move(*completion));
+        for (std::size_t i = 0; i < brokers.size(); ++i) {
+            if (brokers[i] == nullptr) continue;
+            if (auto request = brokers[i]->receive(5ms)) return {i, std::move(*request)};
+        }
+    }
+    FAIL("no request reached a broker " << kTooSlow);
+    return {};
+}
+
+std::vector<std::string> endpoints_of(const std::vector<std::unique_ptr<FakeBroker>>& brokers) {
+    std::vector<std::string> endpoints;
+    for (const auto& broker : brokers)
+        endpoints.push_back(broker->endpoint());
+    return endpoints;
+}
+
+// Receives until the client has seen every broker come up.
+void until_all_up(AsyncClient& client, std::size_t count) {
+    REQUIRE(in_time([&] {
+        (void)client.receive(5ms);
+        return client.brokers_up() == count;
+    }));
+}
+
+std::vector<std::unique_ptr<FakeBroker>> fake_brokers(int count) {
+    std::vector<std::unique_ptr<FakeBroker>> brokers;
+    for (int i = 0; i < count; ++i)
+        brokers.push_back(std::make_unique<FakeBroker>());
+    return brokers;
+}
+
+}  // namespace
+
+TEST_CASE("an endpoint list splits on commas and refuses an empty or repeated endpoint") {
+    REQUIRE(detail::split_endpoints("tcp://a:1") == std::vector<std::string>{"tcp://a:1"});
+    REQUIRE(detail::split_endpoints("tcp://a:1,tcp://b:2") ==
+            std::vector<std::string>{"tcp://a:1", "tcp://b:2"});
+    REQUIRE_THROWS_AS(AsyncClient("tcp://127.0.0.1:1,", 1), std::invalid_argument);
+    REQUIRE_THROWS_AS(AsyncClient("tcp://127.0.0.1:1,tcp://127.0.0.1:1", 1),
+                      std::invalid_argument);
+    REQUIRE_THROWS_AS(Client(std::vector<std::string>{}), std::invalid_argument);
+}
+
+TEST_CASE("an AsyncClient with several brokers sends round robin to those that are up") {
+    auto brokers = fake_brokers(2);
+    AsyncClient client(endpoints_of(brokers), 10);
+    // Sent before any broker is known to be up: it waits in the client until one is.
+    REQUIRE(client.send("echo", "early"));
+    REQUIRE(next_request(client, brokers).second.body == std::vector<std::string>{"early"});
+
+    until_all_up(client, 2);
+    std::map<std::size_t, int> per_broker;
+    for (int i = 0; i < 4; ++i)
+        REQUIRE(client.send("echo", "x"));
+    for (int i = 0; i < 4; ++i)
+        ++per_broker[next_request(client, brokers).first];
+    REQUIRE(per_broker[0] == 2);
+    REQUIRE(per_broker[1] == 2);
+}
+
+TEST_CASE("requests held by a broker that goes away are sent to another under the same ids") {
+    auto brokers = fake_brokers(2);
+    AsyncClient client(endpoints_of(brokers), 10);
+    until_all_up(client, 2);  // so that each gets one
+    REQUIRE(client.send("echo", "a"));
+    REQUIRE(client.send("echo", "b"));
+    auto [first, request] = next_request(client, brokers);
+    auto [second, other] = next_request(client, brokers);
+    REQUIRE(first != second);
+
+    brokers[first].reset();  // closes its connection, as a killed broker's kernel does
+    auto [to, resent] = next_request(client, brokers);
+    REQUIRE(to == second);
+    REQUIRE(resent.request_id() == request.request_id());
+    REQUIRE(resent.body == request.body);
+    REQUIRE(client.resent() == 1);
+    brokers[second]->reply(resent, Status::ok, {"A"});
+    brokers[second]->reply(other, Status::ok, {"B"});
+    std::set<std::string> answers;
+    for (int i = 0; i < 2; ++i) {
+        const auto done = client.receive(kPatience);
+        REQUIRE(done);
+        REQUIRE(done->status == Status::ok);
+        answers.insert(std::string(view(done->body.at(0))));
+    }
+    REQUIRE(answers == std::set<std::string>{"A", "B"});
+}
+
+TEST_CASE("a broker that answers 503 draining gets nothing more; the request goes elsewhere") {
+    auto brokers = fake_brokers(2);
+    AsyncClient client(endpoints_of(brokers), 10);
+    until_all_up(client, 2);
+    REQUIRE(client.send("echo", "a"));
+    REQUIRE(client.send("echo", "b"));
+    auto [draining, request] = next_request(client, brokers);
+    auto [other, request_b] = next_request(client, brokers);
+    REQUIRE(draining != other);
+    brokers[draining]->reply(request, Status::unavailable, {std::string(protocol::kDrainingBody)});
+    auto [to, again] = next_request(client, brokers);
+    REQUIRE(to == other);
+    REQUIRE(again.request_id() == request.request_id());
+    brokers[other]->reply(again, Status::ok, {"done"});
+    brokers[other]->reply(request_b, Status::ok, {"done"});
+    for (int i = 0; i < 2; ++i) {
+        const auto done = client.receive(kPatience);
+        REQUIRE(done);
+        REQUIRE(done->status == Status::ok);  // the draining 503 is never handed out
+    }
+    // New requests avoid the draining broker.
+    for (int i = 0; i < 3; ++i) {
+        REQUIRE(client.send("echo", "c"));
+        REQUIRE(next_request(client, brokers).first == other);
+    }
+}
+
+TEST_CASE("with one broker, a 503 draining is an answer like any other") {
+    FakeBroker broker;
+    AsyncClient client(broker.endpoint(), 10);
+    REQUIRE(client.send("echo", "a"));
+    const auto request = broker.receive();
+    REQUIRE(request);
+    broker.reply(*request, Status::unavailable, {std::string(protocol::kDrainingBody)});
+    const auto done = client.receive(kPatience);
+    REQUIRE(done);
+    REQUIRE(done->status == Status::unavailable);
+}
+
+TEST_CASE("a Client call moves to another broker when its broker goes away, without a retry") {
+    auto brokers = fake_brokers(2);
+    const std::vector<std::string> endpoints = endpoints_of(brokers);
+    std::atomic<std::size_t> served_by{99};
+    BrokerThread serve([&] {
+        // The first broker to get the request goes away; the other answers the same id.
+        const auto give_up = std::chrono::steady_clock::now() + kPatience;
+        std::optional<std::string> id;
+        while (std::chrono::steady_clock::now() < give_up) {
+            for (std::size_t i = 0; i < brokers.size(); ++i) {
+                if (brokers[i] == nullptr) continue;
+                const auto request = brokers[i]->receive(5ms);
+                if (!request) continue;
+                if (!id) {
+                    id = request->id;
+                    brokers[i].reset();
+                    continue;
+                }
+                if (request->id == *id) {
+                    brokers[i]->reply(*request, Status::ok, {"moved"});
+                    served_by = i;
+                    return;
+                }
+            }
+        }
+    });
+    Client client(endpoints);
+    // No retries: only the move can get the answer.
+    const Response response = client.call("echo", "x", {.timeout = kPatience, .retries = 0});
+    serve.join();
+    REQUIRE(response.status == Status::ok);
+    REQUIRE(response.body_view() == "moved");
+    REQUIRE(served_by != 99);
 }
