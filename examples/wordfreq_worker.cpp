@@ -37,7 +37,7 @@ zbroker::Worker* g_worker = nullptr;
 
 int main(int argc, char** argv) {
     zbroker::WorkerOptions options;
-    options.endpoint = argc > 1 ? argv[1] : "tcp://localhost:5555";
+    options.endpoints = {argc > 1 ? argv[1] : "tcp://localhost:5555"};
     options.threads = 2;
     zbroker::Worker worker(options);
     worker.handle("wordfreq", [](zbroker::Request& request) {

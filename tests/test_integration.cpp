@@ -92,7 +92,7 @@ class WorkerThreads {
     template <typename Setup>
     void start(const std::string& endpoint, std::chrono::milliseconds heartbeat, Setup setup) {
         WorkerOptions options;
-        options.endpoint = endpoint;
+        options.endpoints = {endpoint};
         options.heartbeat_interval = heartbeat;
         Worker* worker = workers_.emplace_back(std::make_unique<Worker>(options)).get();
         setup(*worker);

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <stdexcept>
@@ -23,7 +24,9 @@
 #include "shared/wire.hpp"
 #include "wire_bytes.hpp"
 #include "worker/builtin_services.hpp"
+#include "worker/credit_share.hpp"
 #include "worker/payload.hpp"
+#include "worker/recent_replies.hpp"
 #include "worker/worker.hpp"
 
 using namespace zbroker;
@@ -92,6 +95,29 @@ class FakeBroker {
     }
 
     const std::string& endpoint() const { return endpoint_; }
+
+    // What a broker that stops and starts again does to its workers: its ROUTER closes (and
+    // with it every TCP connection to it), and a new one binds the same endpoint. Records not
+    // yet handed out are forgotten.
+    void restart() {
+        router_.close();
+        queue_.clear();
+        unechoed_.clear();
+        router_ = zmq::socket_t(context_, zmq::socket_type::router);
+        router_.set(zmq::sockopt::linger, 0);
+        // libzmq closes the old listener on its own thread, a moment after close(): until then
+        // the port is taken.
+        const bool bound = eventually([this] {
+            try {
+                router_.bind(endpoint_);
+                return true;
+            } catch (const zmq::error_t&) {
+                return false;
+            }
+        });
+        INFO("could not bind " << endpoint_ << " again");
+        REQUIRE(bound);
+    }
 
     // On (the default), every CREDIT read is echoed at once, as the broker does. Off, the echoes
     // are held back until echo_credit(true), which sends them.
@@ -162,6 +188,7 @@ class FakeBroker {
     struct Job {
         std::string token;
         std::vector<std::string> body;
+        std::string idempotency_key{};  // empty: none
     };
 
     // One message holding a JOB record for each of `jobs`, in order.
@@ -169,7 +196,7 @@ class FakeBroker {
         wire::Writer writer;
         for (const Job& job : jobs) {
             Frames body = frames_of(job.body);
-            writer.job(job.token, std::nullopt, {}, {body, 0, body.size()});
+            writer.job(job.token, std::nullopt, job.idempotency_key, {body, 0, body.size()});
         }
         Frames frames;
         writer.take(frames);
@@ -263,11 +290,12 @@ class FakeBroker {
 
 // Runs a worker on its own thread; the destructor always stops and joins it, even when a
 // REQUIRE fails, so that no test leaves a thread behind. A stopping worker waits for the
-// broker's echo of its CREDIT 0, so while it waits the fake broker reads and echoes.
+// brokers' echoes of its CREDIT 0, so while it waits the fake brokers read and echo.
 class RunningWorker {
   public:
-    RunningWorker(Worker& worker, FakeBroker& broker)
-        : worker_(worker), broker_(broker), thread_([this] {
+    RunningWorker(Worker& worker, FakeBroker& broker) : RunningWorker(worker, {&broker}) {}
+    RunningWorker(Worker& worker, std::vector<FakeBroker*> brokers)
+        : worker_(worker), brokers_(std::move(brokers)), thread_([this] {
               try {
                   worker_.run();
               } catch (const std::exception& e) {
@@ -281,16 +309,19 @@ class RunningWorker {
 
     void stop_and_join() {
         worker_.stop();
-        broker_.echo_credit(true);
-        while (!finished_)
-            broker_.pump(10ms);
+        for (FakeBroker* broker : brokers_)
+            broker->echo_credit(true);
+        while (!finished_) {
+            for (FakeBroker* broker : brokers_)
+                broker->pump(5ms);
+        }
         if (thread_.joinable()) thread_.join();
     }
     const std::string& error() const { return error_; }
 
   private:
     Worker& worker_;
-    FakeBroker& broker_;
+    std::vector<FakeBroker*> brokers_;
     std::string error_;
     std::atomic<bool> finished_{false};
     std::thread thread_;  // last: starts once the rest is in place
@@ -301,10 +332,19 @@ class RunningWorker {
 // liveness ever see the broker declared dead, however slow the machine.
 WorkerOptions options_for(const FakeBroker& broker) {
     WorkerOptions options;
-    options.endpoint = broker.endpoint();
+    options.endpoints = {broker.endpoint()};
     options.heartbeat_interval = 50ms;
     options.liveness = static_cast<int>(2 * kPatience / options.heartbeat_interval);
     options.reconnect_delay = 50ms;
+    return options;
+}
+
+// The same, attached to every one of `brokers`, in that order.
+WorkerOptions options_for(const std::vector<FakeBroker*>& brokers) {
+    WorkerOptions options = options_for(*brokers.front());
+    options.endpoints.clear();
+    for (const FakeBroker* broker : brokers)
+        options.endpoints.push_back(broker->endpoint());
     return options;
 }
 
@@ -343,6 +383,26 @@ TEST_CASE("a worker rejects options out of range with the value in the message")
     REQUIRE_THROWS_AS(Worker(options), std::invalid_argument);
 }
 
+TEST_CASE("a worker needs at least one broker endpoint, none empty and none twice") {
+    WorkerOptions options;
+    options.endpoints.clear();
+    REQUIRE_THROWS_WITH(Worker(options), Catch::Contains("endpoints is empty"));
+    options.endpoints = {"tcp://127.0.0.1:5555", ""};
+    REQUIRE_THROWS_WITH(Worker(options), Catch::Contains("endpoints[1] is empty"));
+    options.endpoints = {"tcp://127.0.0.1:5555", "tcp://127.0.0.1:5556", "tcp://127.0.0.1:5555"};
+    REQUIRE_THROWS_WITH(Worker(options), Catch::Contains("'tcp://127.0.0.1:5555' twice"));
+    options.endpoints = {"tcp://127.0.0.1:5555", "tcp://127.0.0.1:5556"};
+    REQUIRE_NOTHROW(Worker(options));
+}
+
+TEST_CASE("a worker rejects a negative number of recent replies") {
+    WorkerOptions options;
+    options.recent_replies = -1;
+    REQUIRE_THROWS_WITH(Worker(options), Catch::Contains("recent_replies is -1"));
+    options.recent_replies = 0;
+    REQUIRE_NOTHROW(Worker(options));
+}
+
 TEST_CASE("a worker refuses mmi. services, empty names and duplicates") {
     Worker worker(WorkerOptions{});
     REQUIRE_THROWS_AS(worker.handle("mmi.service", echo_handler), std::invalid_argument);
@@ -355,6 +415,91 @@ TEST_CASE("Reply::error is a msgpack map with the message under \"error\"") {
     const Reply reply = Reply::error("it broke");
     REQUIRE(reply.body.size() == 1);
     REQUIRE(error_of(std::string(view(reply.body[0]))) == "it broke");
+}
+
+// ---- Credit split and recent replies, on their own ----------------------------------------
+
+TEST_CASE("split_credit gives each broker credit / N, the remainder to the first ones") {
+    using detail::split_credit;
+    REQUIRE(split_credit(4, 3, 0) == 2);
+    REQUIRE(split_credit(4, 3, 1) == 1);
+    REQUIRE(split_credit(4, 3, 2) == 1);
+    REQUIRE(split_credit(6, 3, 0) == 2);
+    REQUIRE(split_credit(6, 3, 2) == 2);
+    REQUIRE(split_credit(7, 2, 0) == 4);
+    REQUIRE(split_credit(7, 2, 1) == 3);
+    REQUIRE(split_credit(10, 1, 0) == 10);
+}
+
+TEST_CASE("split_credit gives every broker at least 1, even when the credit is smaller") {
+    using detail::split_credit;
+    REQUIRE(split_credit(1, 3, 0) == 1);
+    REQUIRE(split_credit(1, 3, 1) == 1);
+    REQUIRE(split_credit(1, 3, 2) == 1);
+    REQUIRE(split_credit(2, 5, 4) == 1);
+}
+
+TEST_CASE("split_credit shares add up to max(credit, brokers)") {
+    for (std::uint32_t brokers = 1; brokers <= 7; ++brokers) {
+        for (std::uint32_t total = 1; total <= 40; ++total) {
+            std::uint32_t sum = 0;
+            for (std::uint32_t index = 0; index < brokers; ++index)
+                sum += detail::split_credit(total, brokers, index);
+            INFO(total << " over " << brokers);
+            REQUIRE(sum == std::max(total, brokers));
+        }
+    }
+}
+
+namespace {
+
+std::vector<std::string> kept(const detail::RecentReplies& replies, std::string_view key) {
+    Frames frames;
+    if (!replies.find(key, frames)) return {};
+    std::vector<std::string> parts;
+    for (const zmq::message_t& part : frames)
+        parts.emplace_back(view(part));
+    return parts;
+}
+
+}  // namespace
+
+TEST_CASE("recent replies keep the latest keys and forget the oldest first") {
+    detail::RecentReplies replies(2);
+    Frames body = frames_of({"one", "frame two"});
+    replies.remember("a", body);
+    body = frames_of({"b"});
+    replies.remember("b", body);
+    REQUIRE(kept(replies, "a") == std::vector<std::string>{"one", "frame two"});
+    body = frames_of({"c"});
+    replies.remember("c", body);
+    REQUIRE(replies.size() == 2);
+    REQUIRE(kept(replies, "a").empty());
+    REQUIRE(kept(replies, "b") == std::vector<std::string>{"b"});
+    REQUIRE(kept(replies, "c") == std::vector<std::string>{"c"});
+    // A key already kept keeps its first reply, and its place in the order.
+    body = frames_of({"c again"});
+    replies.remember("c", body);
+    REQUIRE(kept(replies, "c") == std::vector<std::string>{"c"});
+    REQUIRE(kept(replies, "b") == std::vector<std::string>{"b"});
+}
+
+TEST_CASE("recent replies keep no reply over 64 KiB, none without a key, none when off") {
+    detail::RecentReplies replies(10);
+    const std::string half(detail::RecentReplies::kMaxReplyBytes / 2, 'x');
+    Frames at_limit = frames_of({half, half});
+    replies.remember("at limit", at_limit);
+    Frames over = frames_of({half, half + "!"});
+    replies.remember("over", over);
+    Frames body = frames_of({"b"});
+    replies.remember("", body);
+    REQUIRE(kept(replies, "at limit").size() == 2);
+    REQUIRE(kept(replies, "over").empty());
+    REQUIRE(replies.size() == 1);
+
+    detail::RecentReplies off(0);
+    off.remember("k", body);
+    REQUIRE(kept(off, "k").empty());
 }
 
 // ---- The ZB/1 conversation ---------------------------------------------------------------
@@ -756,6 +901,261 @@ TEST_CASE("a job queued for a connection that was replaced before it started is 
     REQUIRE(worker.stats().dropped_replies == 1);  // the first job's reply, as above
 }
 
+// ---- Several brokers ---------------------------------------------------------------------
+
+TEST_CASE("a worker attached to three brokers sends each a READY with its share of the credit") {
+    const auto [credit, shares] = GENERATE(table<int, std::vector<std::uint32_t>>({
+        {4, {2, 1, 1}},
+        {6, {2, 2, 2}},
+        {1, {1, 1, 1}},  // at least 1 each: three requests may come, one more than promised
+    }));
+    INFO("--credit " << credit);
+    FakeBroker first;
+    FakeBroker second;
+    FakeBroker third;
+    const std::vector<FakeBroker*> brokers{&first, &second, &third};
+    WorkerOptions options = options_for(brokers);
+    options.credit = credit;
+    Worker worker(options);
+    worker.handle("svc", echo_handler);
+    RunningWorker running(worker, brokers);
+
+    std::vector<std::uint32_t> announced;
+    for (FakeBroker* broker : brokers) {
+        const auto ready = broker->expect(Command::ready);
+        REQUIRE(ready);
+        REQUIRE(ready->service == "svc");
+        announced.push_back(ready->credit);
+    }
+    REQUIRE(announced == shares);
+}
+
+TEST_CASE("a job from each of three brokers is replied on the session it came from") {
+    const Execution execution = GENERATE(Execution::pool, Execution::io_thread);
+    INFO((execution == Execution::pool ? "on the pool" : "on the socket thread"));
+    FakeBroker first;
+    FakeBroker second;
+    FakeBroker third;
+    const std::vector<FakeBroker*> brokers{&first, &second, &third};
+    WorkerOptions options = options_for(brokers);
+    options.credit = 3;
+    Worker worker(options);
+    worker.handle("svc", echo_handler, execution);
+    RunningWorker running(worker, brokers);
+    std::vector<std::string> identities;
+    for (FakeBroker* broker : brokers) {
+        const auto ready = broker->expect(Command::ready);
+        REQUIRE(ready);
+        identities.push_back(ready->identity);
+    }
+
+    for (std::size_t i = 0; i < brokers.size(); ++i)
+        brokers[i]->send_job(identities[i], "t" + std::to_string(i), {"from " + std::to_string(i)});
+    for (std::size_t i = 0; i < brokers.size(); ++i) {
+        const auto reply = brokers[i]->expect(Command::reply);
+        REQUIRE(reply);
+        REQUIRE(reply->identity == identities[i]);
+        REQUIRE(reply->token == "t" + std::to_string(i));
+        REQUIRE(reply->body == std::vector<std::string>{"from " + std::to_string(i)});
+    }
+    running.stop_and_join();
+    REQUIRE(worker.stats().served == 3);
+}
+
+TEST_CASE("a worker attached to three brokers holds what its credit allows, and counts it") {
+    FakeBroker first;
+    FakeBroker second;
+    FakeBroker third;
+    const std::vector<FakeBroker*> brokers{&first, &second, &third};
+    WorkerOptions options = options_for(brokers);
+    options.threads = 4;
+    options.credit = 4;
+    Worker worker(options);
+    std::atomic<int> started{0};
+    Gate finish;
+    worker.handle("slow", [&](Request& request) {
+        ++started;
+        finish.wait();
+        return Reply::raw(request.body());
+    });
+    RunningWorker running(worker, brokers);
+
+    // Each fake broker sends as many jobs as the credit it was given, as a broker does: all of
+    // them together are the worker's credit, not three times it.
+    std::uint32_t sent = 0;
+    for (FakeBroker* broker : brokers) {
+        const auto ready = broker->expect(Command::ready);
+        REQUIRE(ready);
+        for (std::uint32_t i = 0; i < ready->credit; ++i, ++sent)
+            broker->send_job(ready->identity, "t" + std::to_string(sent), {"j"});
+    }
+    REQUIRE(sent == 4);
+    REQUIRE(in_time([&] { return started == 4; }));
+    REQUIRE(worker.stats().most_held == 4);
+    finish.open();
+    for (FakeBroker* broker : brokers) {
+        const auto reply = broker->expect(Command::reply);
+        REQUIRE(reply);
+    }
+    running.stop_and_join();
+    REQUIRE(worker.stats().most_held == 4);
+    REQUIRE(worker.stats().served == 4);
+}
+
+TEST_CASE("every JOB of one message counts as held at once") {
+    FakeBroker broker;
+    WorkerOptions options = options_for(broker);
+    options.credit = 5;
+    Worker worker(options);
+    worker.handle("svc", echo_handler, Execution::io_thread);
+    RunningWorker running(worker, broker);
+    const auto ready = broker.expect(Command::ready);
+    REQUIRE(ready);
+
+    broker.send_jobs(ready->identity,
+                     {{"a", {"a"}}, {"b", {"b"}}, {"c", {"c"}}, {"d", {"d"}}, {"e", {"e"}}});
+    REQUIRE(broker.until(Command::reply, 5).size() == 5);
+    running.stop_and_join();
+    // Run one after the other on the socket thread, yet the broker sent them all at once.
+    REQUIRE(worker.stats().most_held == 5);
+}
+
+TEST_CASE("a broker that restarts gets the worker's READY again at once, not after liveness") {
+    FakeBroker steady;
+    FakeBroker restarting;
+    WorkerOptions options = options_for({&steady, &restarting});
+    // Silence alone would be noticed only after four times the longest wait below: a READY
+    // within that wait comes from the closed connection being noticed.
+    options.liveness = static_cast<int>(4 * kPatience / options.heartbeat_interval);
+    options.credit = 2;
+    Worker worker(options);
+    worker.handle("svc", echo_handler);
+    RunningWorker running(worker, {&steady, &restarting});
+    REQUIRE(steady.expect(Command::ready));
+    const auto before = restarting.expect(Command::ready);
+    REQUIRE(before);
+    REQUIRE(before->credit == 1);
+
+    restarting.restart();
+    const auto after = restarting.expect(Command::ready);
+    REQUIRE(after);
+    REQUIRE(after->service == "svc");
+    REQUIRE(after->credit == 1);  // its share, as before
+    restarting.send_job(after->identity, "t", {"after the restart"});
+    const auto reply = restarting.expect(Command::reply);
+    REQUIRE(reply);
+    REQUIRE(reply->identity == after->identity);
+    REQUIRE(reply->body == std::vector<std::string>{"after the restart"});
+    // The other broker's session went on untouched. (A short window: a slow machine can only
+    // make this pass.)
+    REQUIRE_FALSE(steady.next(Command::ready, 300ms));
+    running.stop_and_join();
+    REQUIRE(worker.stats().reconnects == 1);
+}
+
+// ---- Idempotency keys --------------------------------------------------------------------
+
+TEST_CASE("a request sent again with the same idempotency key runs once and gets the same reply") {
+    const Execution execution = GENERATE(Execution::pool, Execution::io_thread);
+    INFO((execution == Execution::pool ? "on the pool" : "on the socket thread"));
+    FakeBroker first;
+    FakeBroker second;
+    WorkerOptions options = options_for({&first, &second});
+    options.credit = 4;
+    Worker worker(options);
+    std::atomic<int> calls{0};
+    std::mutex keys_mutex;
+    std::vector<std::string> keys;  // as each call saw Request::idempotency_key
+    worker.handle(
+        "svc",
+        [&](Request& request) {
+            const int call = ++calls;
+            {
+                std::lock_guard lock(keys_mutex);
+                keys.emplace_back(request.idempotency_key);
+            }
+            return Reply::raw("run " + std::to_string(call));
+        },
+        execution);
+    RunningWorker running(worker, {&first, &second});
+    const auto ready_first = first.expect(Command::ready);
+    const auto ready_second = second.expect(Command::ready);
+    REQUIRE(ready_first);
+    REQUIRE(ready_second);
+
+    first.send_jobs(ready_first->identity, {{"t1", {"order"}, "order-17"}});
+    const auto reply = first.expect(Command::reply);
+    REQUIRE(reply);
+    REQUIRE(reply->body == std::vector<std::string>{"run 1"});
+
+    // The client's first broker went away before it answered: the client sends the request
+    // again through the second, which hands it to the same worker.
+    second.send_jobs(ready_second->identity, {{"t2", {"order"}, "order-17"}});
+    const auto again = second.expect(Command::reply);
+    REQUIRE(again);
+    REQUIRE(again->identity == ready_second->identity);
+    REQUIRE(again->token == "t2");
+    REQUIRE(again->body == std::vector<std::string>{"run 1"});
+    REQUIRE(worker.stats().duplicates_skipped == 1);
+
+    // Another key, and no key at all, run.
+    second.send_jobs(ready_second->identity, {{"t3", {"order"}, "order-18"}, {"t4", {"order"}}});
+    REQUIRE(second.until(Command::reply, 2).size() == 2);
+    running.stop_and_join();
+    REQUIRE(calls == 3);
+    REQUIRE(worker.stats().duplicates_skipped == 1);
+    REQUIRE(worker.stats().served == 3);
+    REQUIRE(keys == std::vector<std::string>{"order-17", "order-18", ""});
+}
+
+TEST_CASE("with recent replies off, a request sent again with its key runs again") {
+    FakeBroker broker;
+    WorkerOptions options = options_for(broker);
+    options.recent_replies = 0;
+    Worker worker(options);
+    std::atomic<int> calls{0};
+    worker.handle("svc", [&](Request&) { return Reply::raw("run " + std::to_string(++calls)); });
+    RunningWorker running(worker, broker);
+    const auto ready = broker.expect(Command::ready);
+    REQUIRE(ready);
+
+    for (const char* token : {"t1", "t2"}) {
+        broker.send_jobs(ready->identity, {{token, {}, "k"}});
+        REQUIRE(broker.expect(Command::reply));
+    }
+    running.stop_and_join();
+    REQUIRE(calls == 2);
+    REQUIRE(worker.stats().duplicates_skipped == 0);
+}
+
+TEST_CASE("a request sent again while its first run is still going runs again") {
+    // Its reply is not known yet: the window only answers what has been answered.
+    FakeBroker broker;
+    WorkerOptions options = options_for(broker);
+    options.threads = 2;
+    options.credit = 2;
+    Worker worker(options);
+    std::atomic<int> started{0};
+    Gate finish;
+    worker.handle("slow", [&](Request&) {
+        ++started;
+        finish.wait();
+        return Reply::raw("done");
+    });
+    RunningWorker running(worker, broker);
+    const auto ready = broker.expect(Command::ready);
+    REQUIRE(ready);
+
+    broker.send_jobs(ready->identity, {{"t1", {}, "k"}});
+    REQUIRE(in_time([&] { return started == 1; }));
+    broker.send_jobs(ready->identity, {{"t2", {}, "k"}});
+    REQUIRE(in_time([&] { return started == 2; }));
+    finish.open();
+    REQUIRE(broker.until(Command::reply, 2).size() == 2);
+    running.stop_and_join();
+    REQUIRE(worker.stats().duplicates_skipped == 0);
+}
+
 // ---- Stopping ----------------------------------------------------------------------------
 
 TEST_CASE("stop() lets the running job finish and reply, then sends DISCONNECT") {
@@ -893,7 +1293,7 @@ TEST_CASE("a worker stopped before it runs returns at once") {
 
 TEST_CASE("run() with an unusable endpoint throws and leaves no thread behind") {
     WorkerOptions options;
-    options.endpoint = "nonsense://nowhere";
+    options.endpoints = {"nonsense://nowhere"};
     options.threads = 2;
     Worker worker(options);
     worker.handle("svc", echo_handler);

@@ -9,18 +9,25 @@
 
 namespace zbroker::detail {
 
-BrokerConnection::BrokerConnection(std::string service, std::uint32_t credit,
+BrokerConnection::BrokerConnection(std::string service, std::string endpoint, std::uint32_t credit,
                                    ConnectionTiming timing)
-    : service_(std::move(service)), credit_(credit), timing_(timing) {}
+    : service_(std::move(service)),
+      endpoint_(std::move(endpoint)),
+      credit_(credit),
+      timing_(timing) {}
 
-void BrokerConnection::connect(zmq::context_t& context, const std::string& endpoint,
-                               std::uint64_t id, TimePoint now,
+void BrokerConnection::connect(zmq::context_t& context, std::uint64_t id, TimePoint now,
                                const std::optional<CurveClientKeys>& curve) {
+    close_socket();
     zmq::socket_t socket(context, zmq::socket_type::dealer);
     socket.set(zmq::sockopt::linger, 0);
     if (curve) apply_curve_client(socket, *curve);
-    socket.connect(endpoint);
-    socket_ = std::move(socket);
+    // Watched before it connects, so that no event of its link is missed.
+    auto monitor = std::make_unique<ConnectionMonitor>(context, socket);
+    socket.connect(endpoint_);
+    socket_ = std::move(socket);  // the handle the monitor watches moves with it
+    monitor_ = std::move(monitor);
+    link_up_ = false;
     id_ = id;
     heartbeat_at_ = now + timing_.heartbeat_interval;
     stop_acknowledged_ = false;
@@ -30,8 +37,29 @@ void BrokerConnection::connect(zmq::context_t& context, const std::string& endpo
     send_now();  // a fresh socket queues it until the TCP connection is up
 }
 
-void BrokerConnection::drop(TimePoint now) {
+void BrokerConnection::close_socket() noexcept {
+    monitor_.reset();
     socket_.reset();
+}
+
+bool BrokerConnection::link_lost() {
+    if (!monitor_) return false;
+    try {
+        while (const std::optional<ConnectionMonitor::Event> event = monitor_->next()) {
+            if (*event == ConnectionMonitor::Event::up) {
+                link_up_ = true;
+            } else if (link_up_) {
+                return true;
+            }
+        }
+    } catch (const zmq::error_t& e) {
+        if (e.num() != EINTR) throw;  // a signal (SIGINT for stop()): read the rest next round
+    }
+    return false;
+}
+
+void BrokerConnection::drop(TimePoint now) {
+    close_socket();
     pending_.clear();
     reconnect_at_ = now + timing_.reconnect_delay;
 }
@@ -40,10 +68,10 @@ void BrokerConnection::disconnect(Millis linger) {
     if (!socket_) return;
     pending_.command(wire::Command::disconnect);
     if (!send_now())
-        spdlog::warn("could not send DISCONNECT for '{}': the queue to the broker is full",
-                     service_);
+        spdlog::warn("could not send DISCONNECT for '{}' to {}: the queue to it is full", service_,
+                     endpoint_);
     socket_->set(zmq::sockopt::linger, static_cast<int>(linger.count()));
-    socket_.reset();
+    close_socket();
 }
 
 void BrokerConnection::heard_from_broker(TimePoint now) noexcept {
@@ -54,7 +82,8 @@ void BrokerConnection::send_heartbeat_if_due(TimePoint now) {
     if (!connected() || now < heartbeat_at_) return;
     pending_.command(wire::Command::heartbeat);
     if (!send_now())
-        spdlog::debug("HEARTBEAT for '{}' not queued: the queue to the broker is full", service_);
+        spdlog::debug("HEARTBEAT for '{}' not queued: the queue to {} is full", service_,
+                      endpoint_);
     // From now, not from the missed due time: after a stall, one heartbeat is enough.
     heartbeat_at_ = now + timing_.heartbeat_interval;
 }
@@ -65,6 +94,9 @@ TimePoint BrokerConnection::next_timer() const noexcept {
 }
 
 void BrokerConnection::change_credit(std::uint32_t credit) {
+    // Several brokers split a service's credit: a change of the whole may leave this share as
+    // it was.
+    if (credit == credit_) return;
     credit_ = credit;
     if (connected()) pending_.credit(credit);
 }
@@ -74,8 +106,8 @@ void BrokerConnection::stop_taking_work() {
     stop_acknowledged_ = false;  // only an echo of this CREDIT 0 counts
     pending_.credit(0);
     if (!send_now())
-        spdlog::warn("could not tell the broker to stop sending work on '{}': its queue is full",
-                     service_);
+        spdlog::warn("could not tell {} to stop sending work on '{}': the queue to it is full",
+                     endpoint_, service_);
 }
 
 void BrokerConnection::reply(std::string_view token, Frames& body) {

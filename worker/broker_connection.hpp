@@ -1,14 +1,16 @@
-// One ZB/1 worker session for one service: its DEALER to the broker, heartbeats and liveness,
-// and the replies of one loop round gathered into one message.
+// One ZB/1 worker session for one service at one broker: its DEALER, heartbeats and liveness,
+// the state of its TCP link, and the replies of one loop round gathered into one message.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 
 #include "shared/clock.hpp"
+#include "shared/connection_monitor.hpp"
 #include "shared/curve_keys.hpp"
 #include "shared/frames.hpp"
 #include "shared/wire.hpp"
@@ -25,12 +27,16 @@ struct ConnectionTiming {
 // computed for an old socket is recognised and never sent on its successor.
 class BrokerConnection {
   public:
-    BrokerConnection(std::string service, std::uint32_t credit, ConnectionTiming timing);
+    // `credit` is this session's share of the service's credit.
+    BrokerConnection(std::string service, std::string endpoint, std::uint32_t credit,
+                     ConnectionTiming timing);
 
-    // Opens a new DEALER to `endpoint` (CURVE when `curve` is set) and sends READY with our
-    // credit.
-    void connect(zmq::context_t& context, const std::string& endpoint, std::uint64_t id,
-                 TimePoint now, const std::optional<CurveClientKeys>& curve = std::nullopt);
+    // Opens a new DEALER to the broker (CURVE when `curve` is set), watched by a
+    // ConnectionMonitor, and sends READY with our credit: queued until the TCP link is up, so a
+    // broker that is not back yet gets it once it is (libzmq retries the connect at its
+    // reconnect interval). Replaces the current socket, if any, without a word to the broker.
+    void connect(zmq::context_t& context, std::uint64_t id, TimePoint now,
+                 const std::optional<CurveClientKeys>& curve = std::nullopt);
     // Closes at once (linger 0: whatever is queued belongs to a dead session) and schedules
     // the next connect after the reconnect delay.
     void drop(TimePoint now);
@@ -40,7 +46,17 @@ class BrokerConnection {
     bool connected() const noexcept { return socket_.has_value(); }
     std::uint64_t id() const noexcept { return id_; }
     const std::string& service() const noexcept { return service_; }
+    const std::string& endpoint() const noexcept { return endpoint_; }
     zmq::socket_t& socket() { return *socket_; }
+
+    // Readable when the TCP link to the broker came up or went down; only while connected().
+    zmq::socket_ref link_events() noexcept { return monitor_->socket(); }
+    // Reads the waiting link events; true when a link that was up (handshake done) went down:
+    // the broker closed it, died or restarted, and this session is over. A link that never
+    // came up is left to libzmq, which retries the connect by itself.
+    bool link_lost();
+    // Whether the link is known to be up: link_lost() has read its `up` and no `down` since.
+    bool link_up() const noexcept { return connected() && link_up_; }
 
     // Any message at all, even a malformed one, shows that the broker is alive.
     void heard_from_broker(TimePoint now) noexcept;
@@ -52,7 +68,8 @@ class BrokerConnection {
     // The earliest moment a timer of this connection needs attention.
     TimePoint next_timer() const noexcept;
 
-    // Asks the broker for a new credit with the next flush(), and in every later READY.
+    // Asks the broker for a new credit with the next flush(), and in every later READY; nothing
+    // is sent when it is the credit already asked for.
     void change_credit(std::uint32_t credit);
 
     // Tells the broker at once to send nothing more (CREDIT 0). The broker echoes it; from then
@@ -72,11 +89,18 @@ class BrokerConnection {
 
   private:
     bool send_now();
+    // The monitor first: it must never outlive the socket it watches.
+    void close_socket() noexcept;
 
     std::string service_;
+    std::string endpoint_;
     std::uint32_t credit_;
     ConnectionTiming timing_;
     std::optional<zmq::socket_t> socket_;
+    // Watches socket_; declared after it so that it is destroyed first. A pointer, because a
+    // ConnectionMonitor cannot move and a BrokerConnection must (it lives in a vector).
+    std::unique_ptr<ConnectionMonitor> monitor_;
+    bool link_up_ = false;  // the monitor said up, and not down since
     std::uint64_t id_ = 0;
     TimePoint heartbeat_at_{};
     TimePoint expires_at_{};

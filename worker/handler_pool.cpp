@@ -1,4 +1,5 @@
-// Handler threads: take a job, run its handler, push [origin, token, reply...] to the I/O thread.
+// Handler threads: take a job, run its handler, push [origin, token, key, reply...] to the I/O
+// thread.
 #include "worker/handler_pool.hpp"
 
 #include <cerrno>
@@ -17,22 +18,25 @@ constexpr std::chrono::milliseconds kSendPatience{100};
 
 }  // namespace
 
-Frames encode_result(const ResultHead& head, zmq::message_t token, Frames body) {
+Frames encode_result(const ResultHead& head, zmq::message_t token, zmq::message_t idempotency_key,
+                     Frames body) {
     Frames frames;
-    frames.reserve(body.size() + 2);
+    frames.reserve(body.size() + 3);
     frames.emplace_back(&head, sizeof head);
     frames.push_back(std::move(token));
+    frames.push_back(std::move(idempotency_key));
     for (zmq::message_t& part : body)
         frames.push_back(std::move(part));
     return frames;
 }
 
 std::optional<JobResult> decode_result(Frames& frames) {
-    if (frames.size() < 2 || frames[0].size() != sizeof(ResultHead)) return std::nullopt;
+    if (frames.size() < 3 || frames[0].size() != sizeof(ResultHead)) return std::nullopt;
     JobResult result;
     std::memcpy(&result.head, frames[0].data(), sizeof(ResultHead));
     result.token = std::move(frames[1]);
-    for (std::size_t i = 2; i < frames.size(); ++i)
+    result.idempotency_key = std::move(frames[2]);
+    for (std::size_t i = 3; i < frames.size(); ++i)
         result.body.push_back(std::move(frames[i]));
     return result;
 }
@@ -110,12 +114,13 @@ void HandlerPool::serve() {
             job.current_connection->load(std::memory_order_relaxed) != job.origin.connection_id) {
             head.skipped = true;
         } else {
-            Request request{job.service, job.body};
+            Request request{job.service, job.body, view(job.idempotency_key)};
             const auto start = std::chrono::steady_clock::now();
             reply = run_handler(*job.handler, request, counters_);
             head.ran_for_ns = (std::chrono::steady_clock::now() - start).count();
         }
-        Frames frames = encode_result(head, std::move(job.token), std::move(reply.body));
+        Frames frames = encode_result(head, std::move(job.token), std::move(job.idempotency_key),
+                                      std::move(reply.body));
         send_result(results, frames);
     }
 }

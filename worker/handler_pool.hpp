@@ -32,6 +32,7 @@ struct Job {
     const Handler* handler = nullptr;
     std::string_view service;  // the Worker's registered name: outlives the pool
     zmq::message_t token;
+    zmq::message_t idempotency_key;  // empty: none; comes back with the result, to be kept
     Frames body;
 };
 
@@ -42,13 +43,15 @@ struct ResultHead {
     bool skipped = false;         // not run: its connection was replaced first
 };
 
-// A finished job; on the inproc pipe it is [head, token, reply body...].
+// A finished job; on the inproc pipe it is [head, token, idempotency key, reply body...].
 struct JobResult {
     ResultHead head;
     zmq::message_t token;
+    zmq::message_t idempotency_key;
     Frames body;
 };
-Frames encode_result(const ResultHead& head, zmq::message_t token, Frames body);
+Frames encode_result(const ResultHead& head, zmq::message_t token, zmq::message_t idempotency_key,
+                     Frames body);
 // Empty when the frames are not an encoded result (cannot happen unless the pipe is misused).
 std::optional<JobResult> decode_result(Frames& frames);
 

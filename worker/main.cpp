@@ -49,14 +49,20 @@ int main(int argc, char** argv) {
 
     CLI::App app{
         "zworker: a zbroker worker offering built-in services (it speaks ZB/1, zbroker's native\n"
-        "protocol). Each service gets its own connection to the broker, announced with a credit:\n"
-        "how many requests it may hold at once. Handlers run on --threads threads; heartbeats\n"
-        "never wait for them, so a long job is not taken for a dead worker. On SIGTERM it tells\n"
-        "the broker at once to send nothing more, finishes its jobs, then disconnects.",
+        "protocol). Each service gets its own connection to each broker, announced with a credit:\n"
+        "how many requests it may hold at once. With several brokers a service's credit is split\n"
+        "over them, so that together they never send more than it. Handlers run on --threads\n"
+        "threads; heartbeats never wait for them, so a long job is not taken for a dead worker.\n"
+        "On SIGTERM it tells the brokers at once to send nothing more, finishes its jobs, then\n"
+        "disconnects.",
         "zworker"};
     app.set_version_flag("--version", std::string("zworker ") + kVersion);
     add_config_file_flag(app);
-    app.add_option("-b,--broker", options.endpoint, "Broker endpoint to connect to")
+    app.add_option("-b,--broker", options.endpoints,
+                   "Broker endpoint to connect to. Repeat it, or give a comma-separated list,\n"
+                   "to serve several brokers: each gets its own connection per service, and a\n"
+                   "fixed share of the credit (see --credit)")
+        ->delimiter(',')
         ->capture_default_str();
     app.add_option("-s,--service", services,
                    "Service to offer (repeatable): " +
@@ -70,7 +76,11 @@ int main(int argc, char** argv) {
                    "Requests each service may hold at once. 0: adaptive, one per handler plus\n"
                    "about 1 ms of work (hundreds for microsecond jobs, about one per handler\n"
                    "for jobs of a millisecond or more), so that handlers never wait for the\n"
-                   "broker and long jobs do not queue here while another worker is idle")
+                   "broker and long jobs do not queue here while another worker is idle.\n"
+                   "With N brokers, broker i (in --broker order, from 0) gets credit / N, plus\n"
+                   "1 when i < credit % N, and at least 1: --credit 4 over 3 brokers is 2,1,1,\n"
+                   "so a service holds at most max(credit, N) requests. The split is fixed: a\n"
+                   "broker that is down keeps its share unused")
         ->check(CLI::Range(0, 10'000))
         ->capture_default_str();
     app.add_option("--heartbeat-ms", heartbeat_ms, "Heartbeat interval, milliseconds")
@@ -83,6 +93,14 @@ int main(int argc, char** argv) {
     app.add_option("--reconnect-ms", reconnect_ms,
                    "Wait before reconnecting after the broker disconnected or went silent")
         ->check(CLI::Range(0, 3'600'000))
+        ->capture_default_str();
+    app.add_option("--recent-replies", options.recent_replies,
+                   "Per service, keep the replies of this many of the latest requests that\n"
+                   "carried an idempotency key (replies over 64 KiB are not kept): a request\n"
+                   "sent again with the same key, through any broker, gets the kept reply\n"
+                   "without running again. One that comes while the first still runs runs\n"
+                   "again. 0: off")
+        ->check(CLI::Range(0, 1'000'000))
         ->capture_default_str();
     app.add_option("--log-level", log_level, "Log level")
         ->check(CLI::IsMember(log_level_names()))
@@ -126,17 +144,22 @@ int main(int argc, char** argv) {
         install_signal_handlers();
         const std::string credit =
             options.credit > 0 ? std::to_string(options.credit) : std::string("adaptive");
-        spdlog::info("zworker {} serving {} for {} with {} thread(s), credit {} per service",
-                     kVersion, fmt::join(services, ", "), options.endpoint, options.threads,
-                     credit);
+        spdlog::info(
+            "zworker {} serving {} for {} broker(s) ({}) with {} thread(s), credit {} per service",
+            kVersion, fmt::join(services, ", "), options.endpoints.size(),
+            fmt::join(options.endpoints, ", "), options.threads, credit);
         worker.run();
         g_worker.store(nullptr);
         const WorkerStats stats = worker.stats();
-        spdlog::info("stopped: {} request(s) served, {} handler failure(s), {} reconnect(s)",
-                     stats.served, stats.failed, stats.reconnects);
+        spdlog::info(
+            "stopped: {} request(s) served, {} answered from recent replies, {} handler "
+            "failure(s), {} reconnect(s), at most {} held at once",
+            stats.served, stats.duplicates_skipped, stats.failed, stats.reconnects,
+            stats.most_held);
     } catch (const zmq::error_t& e) {
-        spdlog::error("cannot connect to broker at {}: {}. Check --broker (e.g. tcp://host:5555).",
-                      options.endpoint, e.what());
+        spdlog::error(
+            "cannot connect to the brokers at {}: {}. Check --broker (e.g. tcp://host:5555).",
+            fmt::join(options.endpoints, ", "), e.what());
         return EXIT_FAILURE;
     } catch (const std::exception& e) {
         spdlog::error("{}", e.what());

@@ -1,7 +1,10 @@
 // Worker: validates options and handlers, then hands them to a WorkerLoop for one run().
 #include "worker/worker.hpp"
 
+#include <algorithm>
+#include <cstddef>
 #include <stdexcept>
+#include <string>
 
 #include <spdlog/spdlog.h>
 
@@ -18,7 +21,18 @@ void require(bool condition, const std::string& message) {
 }  // namespace
 
 Worker::Worker(WorkerOptions options) : options_(std::move(options)) {
-    require(!options_.endpoint.empty(), "WorkerOptions.endpoint is empty: give the broker address");
+    require(!options_.endpoints.empty(),
+            "WorkerOptions.endpoints is empty: give at least one broker address");
+    for (std::size_t i = 0; i < options_.endpoints.size(); ++i) {
+        const std::string& endpoint = options_.endpoints[i];
+        require(!endpoint.empty(), "WorkerOptions.endpoints[" + std::to_string(i) +
+                                       "] is empty: give a broker address (e.g. tcp://host:5555)");
+        // Twice the same broker would make two sessions there, each with a share of the credit.
+        const auto first =
+            std::find(options_.endpoints.begin(), options_.endpoints.end(), endpoint);
+        require(first == options_.endpoints.begin() + static_cast<std::ptrdiff_t>(i),
+                "WorkerOptions.endpoints lists '" + endpoint + "' twice: give each broker once");
+    }
     require(options_.threads >= 1, "WorkerOptions.threads is " + std::to_string(options_.threads) +
                                        ": a worker needs at least one handler thread");
     require(options_.credit >= 0, "WorkerOptions.credit is " + std::to_string(options_.credit) +
@@ -32,6 +46,9 @@ Worker::Worker(WorkerOptions options) : options_(std::move(options)) {
     require(options_.reconnect_delay.count() >= 0,
             "WorkerOptions.reconnect_delay must not be negative, got " +
                 std::to_string(options_.reconnect_delay.count()) + " ms");
+    require(options_.recent_replies >= 0,
+            "WorkerOptions.recent_replies is " + std::to_string(options_.recent_replies) +
+                ": use 0 (off) or how many replies to keep per service");
 }
 
 Worker::~Worker() = default;
@@ -60,9 +77,16 @@ void Worker::stop() noexcept {
 }
 
 WorkerStats Worker::stats() const {
-    return {counters_.served.load(),          counters_.failed.load(),
-            counters_.reconnects.load(),      counters_.malformed.load(),
-            counters_.dropped_replies.load(), counters_.skipped_jobs.load()};
+    WorkerStats stats;
+    stats.served = counters_.served.load();
+    stats.failed = counters_.failed.load();
+    stats.reconnects = counters_.reconnects.load();
+    stats.malformed = counters_.malformed.load();
+    stats.dropped_replies = counters_.dropped_replies.load();
+    stats.skipped_jobs = counters_.skipped_jobs.load();
+    stats.duplicates_skipped = counters_.duplicates_skipped.load();
+    stats.most_held = counters_.most_held.load();
+    return stats;
 }
 
 }  // namespace zbroker

@@ -1,4 +1,5 @@
-// The worker library: register handlers per service, then run() serves them for a broker (7/MDP).
+// The worker library: register handlers per service, then run() serves them for one or more
+// brokers (ZB/1).
 #pragma once
 
 #include <atomic>
@@ -23,6 +24,10 @@ namespace zbroker {
 struct Request {
     std::string_view service;
     Frames& frames;
+    // The key the client gave the request so that a resend (through any broker) is known for
+    // the same request; empty when none. A worker answers a key it has just replied to from
+    // memory (WorkerOptions::recent_replies), without calling the handler.
+    std::string_view idempotency_key{};
 
     // The first body frame, or empty when the request has no body.
     std::string_view body() const noexcept;
@@ -62,10 +67,15 @@ struct Registration {
 };
 
 struct WorkerOptions {
-    std::string endpoint{protocol::kDefaultBrokerConnect};
+    // The brokers to serve: one session per service per broker, all sharing the handlers.
+    // Worker's constructor throws std::invalid_argument for an empty list, an empty endpoint or
+    // one given twice.
+    std::vector<std::string> endpoints{std::string(protocol::kDefaultBrokerConnect)};
     int threads = 1;  // handler threads shared by all services
-    // Requests one service socket may hold at once. 0: adaptive, from how long jobs take (one
-    // per handler plus about 1 ms of work; see worker/adaptive_credit.hpp).
+    // Requests one service may hold at once, over all brokers. 0: adaptive, from how long jobs
+    // take (one per handler plus about 1 ms of work; see worker/adaptive_credit.hpp). With N
+    // brokers each gets a fixed share, credit / N, the remainder to the first ones, and at
+    // least 1 (worker/credit_share.hpp): so a worker holds at most max(credit, N) requests.
     int credit = 0;
     std::chrono::milliseconds heartbeat_interval{protocol::kHeartbeatInterval};
     int liveness = protocol::kHeartbeatLiveness;  // intervals of broker silence before reconnect
@@ -73,10 +83,14 @@ struct WorkerOptions {
     // CURVE to a broker run with --curve-secret; nullopt: plain TCP. run() throws
     // std::invalid_argument when a key is not 40-character Z85.
     std::optional<CurveClientKeys> curve;
+    // Per service, the replies of this many of the latest jobs that carried an idempotency key
+    // (replies over 64 KiB are not kept): a job whose key is among them is answered with the
+    // kept reply instead of being run again. 0: off.
+    int recent_replies = 10'000;
 };
 
-// The credit a service socket announces in READY, before its job times are known:
-// WorkerOptions.credit, or when that is 0 (adaptive), this many per handler thread.
+// A service's credit (over all its brokers) before its job times are known: WorkerOptions.credit,
+// or when that is 0 (adaptive), this many per handler thread.
 inline constexpr int kDefaultCreditPerThread = 4;
 inline int default_credit(const WorkerOptions& options) {
     return options.credit > 0 ? options.credit : kDefaultCreditPerThread * options.threads;
@@ -84,12 +98,16 @@ inline int default_credit(const WorkerOptions& options) {
 
 // A snapshot of what a worker has done so far.
 struct WorkerStats {
-    std::uint64_t served = 0;           // handler returned a reply
-    std::uint64_t failed = 0;           // handler threw; the client got Reply::error
-    std::uint64_t reconnects = 0;       // new broker connections after a DISCONNECT or silence
-    std::uint64_t malformed = 0;        // broker messages ignored as malformed
-    std::uint64_t dropped_replies = 0;  // results of a previous connection, never sent
-    std::uint64_t skipped_jobs = 0;     // queued from a connection replaced before they started
+    std::uint64_t served = 0;  // handler returned a reply
+    std::uint64_t failed = 0;  // handler threw; the client got Reply::error
+    std::uint64_t reconnects =
+        0;  // new broker sessions after a DISCONNECT, silence or a closed link
+    std::uint64_t malformed = 0;           // broker messages ignored as malformed
+    std::uint64_t dropped_replies = 0;     // results of a previous connection, never sent
+    std::uint64_t skipped_jobs = 0;        // queued from a connection replaced before they started
+    std::uint64_t duplicates_skipped = 0;  // answered from the recent replies, not run again
+    // The most jobs held at once: received from any broker, not yet replied or finished.
+    std::uint64_t most_held = 0;
 };
 
 namespace detail {
@@ -101,11 +119,14 @@ struct WorkerCounters {
     std::atomic<std::uint64_t> malformed{0};
     std::atomic<std::uint64_t> dropped_replies{0};
     std::atomic<std::uint64_t> skipped_jobs{0};
+    std::atomic<std::uint64_t> duplicates_skipped{0};
+    std::atomic<std::uint64_t> most_held{0};  // written by the I/O thread only
 };
 }  // namespace detail
 
-// A zbroker worker: one DEALER per registered service (each one ZB/1 worker session with
-// its credit), heartbeats on the I/O thread in run(), handlers on a pool of `threads` threads.
+// A zbroker worker: one DEALER per registered service per broker (each one ZB/1 worker session
+// with its share of the service's credit), heartbeats on the I/O thread in run(), handlers on a
+// pool of `threads` threads shared by every session.
 // A Worker runs once: handle() every service, then run() until stop().
 class Worker {
   public:
@@ -120,7 +141,7 @@ class Worker {
     void handle(std::string service, Handler handler, Execution execution = Execution::pool);
 
     // Serves until stop(): then finishes the jobs already accepted, replies, sends DISCONNECT on
-    // every socket and returns. Throws zmq::error_t if the endpoint is unusable, and
+    // every socket and returns. Throws zmq::error_t if an endpoint is unusable, and
     // std::logic_error with no service registered or when called a second time.
     void run();
 

@@ -6,6 +6,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "worker/credit_share.hpp"
+
 namespace zbroker::detail {
 
 namespace {
@@ -48,32 +50,53 @@ WorkerLoop::WorkerLoop(zmq::context_t& context, const WorkerOptions& options,
       handlers_(handlers),
       stop_requested_(stop_requested),
       counters_(counters),
+      brokers_(options.endpoints.size()),
       results_(bind_results(context)),
       pool_(context, kResultsEndpoint, options.threads, counters) {
     const ConnectionTiming timing{options.heartbeat_interval, options.liveness,
                                   options.reconnect_delay};
-    connections_.reserve(handlers.size());
+    const std::size_t sessions = handlers.size() * brokers_;
+    connections_.reserve(sessions);
     credits_.reserve(handlers.size());
-    current_connection_ = std::make_unique<std::atomic<std::uint64_t>[]>(handlers.size());
-    for (const Registration& registration : handlers) {
+    recent_replies_.reserve(handlers.size());
+    current_connection_ = std::make_unique<std::atomic<std::uint64_t>[]>(sessions);
+    for (std::size_t service = 0; service < handlers.size(); ++service) {
+        const Registration& registration = handlers[service];
         // An io_thread handler runs one job at a time; pool handlers as many as there are threads.
         const auto handlers_per_job =
             registration.execution == Execution::io_thread ? 1 : options.threads;
-        const AdaptiveCredit& credit =
-            credits_.emplace_back(static_cast<std::uint32_t>(handlers_per_job));
-        const auto announced =
-            options.credit > 0 ? static_cast<std::uint32_t>(options.credit) : credit.credit();
-        connections_.emplace_back(registration.service, announced, timing);
+        credits_.emplace_back(static_cast<std::uint32_t>(handlers_per_job));
+        recent_replies_.emplace_back(static_cast<std::size_t>(options.recent_replies));
+        const std::uint32_t credit = total_credit(service);
+        for (std::uint32_t broker = 0; broker < brokers_; ++broker) {
+            connections_.emplace_back(
+                registration.service, options.endpoints[broker],
+                split_credit(credit, static_cast<std::uint32_t>(brokers_), broker), timing);
+        }
     }
 }
 
+std::uint32_t WorkerLoop::total_credit(std::size_t service) const noexcept {
+    return options_.credit > 0 ? static_cast<std::uint32_t>(options_.credit)
+                               : credits_[service].credit();
+}
+
 void WorkerLoop::run() {
+    for (std::size_t service = 0; service < handlers_.size(); ++service) {
+        const std::uint32_t credit = total_credit(service);
+        if (credit >= brokers_) continue;
+        spdlog::warn(
+            "credit {} for '{}' is less than the {} brokers it is split over: each broker still "
+            "gets 1, so up to {} requests may be held",
+            credit, handlers_[service].service, brokers_, brokers_);
+    }
     const TimePoint start = now();
     for (BrokerConnection& connection : connections_)
         connect(connection, start);
 
     std::vector<zmq::pollitem_t> items;
-    std::vector<std::uint32_t> item_slots;  // the slot of items[i + 1]
+    // The slot of items[2i + 1] (its DEALER) and items[2i + 2] (its link events).
+    std::vector<std::uint32_t> item_slots;
     while (true) {
         if (!draining_ && stop_requested_.load()) begin_stopping(now());
         if (draining_ && jobs_in_flight_ == 0 && stop_settled(now())) break;
@@ -82,8 +105,10 @@ void WorkerLoop::run() {
         item_slots.clear();
         items.push_back({results_.handle(), 0, ZMQ_POLLIN, 0});
         for (std::uint32_t slot = 0; slot < connections_.size(); ++slot) {
-            if (!connections_[slot].connected()) continue;
-            items.push_back({connections_[slot].socket().handle(), 0, ZMQ_POLLIN, 0});
+            BrokerConnection& connection = connections_[slot];
+            if (!connection.connected()) continue;
+            items.push_back({connection.socket().handle(), 0, ZMQ_POLLIN, 0});
+            items.push_back({connection.link_events().handle(), 0, ZMQ_POLLIN, 0});
             item_slots.push_back(slot);
         }
         try {
@@ -94,7 +119,10 @@ void WorkerLoop::run() {
         }
         if ((items[0].revents & ZMQ_POLLIN) != 0) read_results();
         for (std::size_t i = 0; i < item_slots.size(); ++i) {
-            if ((items[i + 1].revents & ZMQ_POLLIN) != 0) read_broker(item_slots[i]);
+            // What the broker sent before its link went down is read first: replies to it
+            // would be lost anyway, but its CREDIT echoes and DISCONNECT still count.
+            if ((items[2 * i + 1].revents & ZMQ_POLLIN) != 0) read_broker(item_slots[i]);
+            if ((items[2 * i + 2].revents & ZMQ_POLLIN) != 0) watch_link(item_slots[i]);
         }
         if (options_.credit == 0 && !draining_) adapt_credit();
         flush_replies();  // what this round produced, one message per service socket
@@ -108,7 +136,7 @@ void WorkerLoop::run() {
         connection.disconnect(kDisconnectLinger);
         ++disconnected;
     }
-    spdlog::info("stopped: sent DISCONNECT on {} of {} service socket(s)", disconnected,
+    spdlog::info("stopped: sent DISCONNECT on {} of {} session(s)", disconnected,
                  connections_.size());
 }
 
@@ -128,6 +156,25 @@ void WorkerLoop::read_results() {
     }
 }
 
+void WorkerLoop::watch_link(std::uint32_t slot) {
+    BrokerConnection& connection = connections_[slot];
+    if (!connection.connected() || !connection.link_lost()) return;
+    if (draining_) {
+        connection.drop(now());
+        spdlog::info("the link to {} closed on '{}' while stopping", connection.endpoint(),
+                     connection.service());
+        return;
+    }
+    // At once, not after liveness runs out: a broker that restarted knows nothing of us, and
+    // one that is gone gets the READY when it comes back, queued in the new DEALER while libzmq
+    // retries the connect at its reconnect interval. The jobs of the old session are dropped
+    // as after a DISCONNECT: their broker gave them to another worker, or is gone with them.
+    spdlog::warn("the link to {} closed on '{}' (the broker stopped or restarted): reconnecting",
+                 connection.endpoint(), connection.service());
+    ++counters_.reconnects;
+    connect(connection, now());
+}
+
 void WorkerLoop::on_broker_message(std::uint32_t slot, Frames& frames) {
     BrokerConnection& connection = connections_[slot];
     const TimePoint arrived = now();
@@ -135,14 +182,21 @@ void WorkerLoop::on_broker_message(std::uint32_t slot, Frames& frames) {
     const char* problem = nullptr;
     if (!wire::parse(frames, 0, records_, problem)) {
         ++counters_.malformed;
-        spdlog::warn("ignoring a malformed message from the broker on '{}' ({}): {}",
+        spdlog::warn("ignoring a malformed message from {} on '{}' ({}): {}", connection.endpoint(),
                      connection.service(), problem, describe(frames));
         return;
     }
     io_thread_jobs_ = 0;
+    // Every job of the message is held from now on: the broker counts them all against our
+    // credit until they are replied.
+    std::size_t unstarted = static_cast<std::size_t>(std::count_if(
+        records_.begin(), records_.end(),
+        [](const wire::Record& record) { return record.command == wire::Command::job; }));
+    hold(unstarted);
     for (const wire::Record& record : records_) {
         switch (record.command) {
             case wire::Command::job:
+                --unstarted;
                 on_job(slot, frames, record);
                 break;
             case wire::Command::heartbeat:
@@ -152,12 +206,14 @@ void WorkerLoop::on_broker_message(std::uint32_t slot, Frames& frames) {
                 break;
             case wire::Command::disconnect:
                 connection.drop(now());
+                finished_holding(unstarted);  // never started: the session they came on is over
                 if (draining_) {
-                    spdlog::info("broker sent DISCONNECT on '{}' while stopping",
-                                 connection.service());
+                    spdlog::info("broker sent DISCONNECT on '{}' at {} while stopping",
+                                 connection.service(), connection.endpoint());
                 } else {
-                    spdlog::warn("broker sent DISCONNECT on '{}': reconnecting in {} ms",
-                                 connection.service(), options_.reconnect_delay.count());
+                    spdlog::warn("broker sent DISCONNECT on '{}' at {}: reconnecting in {} ms",
+                                 connection.service(), connection.endpoint(),
+                                 options_.reconnect_delay.count());
                 }
                 return;  // the rest belongs to a session that is over
             case wire::Command::request:
@@ -165,30 +221,43 @@ void WorkerLoop::on_broker_message(std::uint32_t slot, Frames& frames) {
             case wire::Command::ready:
             case wire::Command::reply:
                 ++counters_.malformed;
-                spdlog::warn("ignoring a {} record from the broker on '{}': only workers send it",
-                             wire::command_name(record.command), connection.service());
+                spdlog::warn("ignoring a {} record from {} on '{}': only workers send it",
+                             wire::command_name(record.command), connection.endpoint(),
+                             connection.service());
                 break;
         }
     }
     if (io_thread_jobs_ > 0) {
         // Timed per message, not per job: two clock reads per microsecond job were an eighth
         // of the worker's time.
-        credits_[slot].ran((now() - arrived) / io_thread_jobs_);
+        credits_[service_of(slot)].ran((now() - arrived) / io_thread_jobs_);
     }
 }
 
 void WorkerLoop::on_job(std::uint32_t slot, Frames& frames, const wire::Record& record) {
     BrokerConnection& connection = connections_[slot];
+    const std::size_t service = service_of(slot);
+    // A request sent again (its client went through another broker after the first died, or
+    // the broker retried it) that this worker has just answered: the same reply, not a second
+    // run. One that comes while the first run is still going runs again: no reply is known yet.
+    if (recent_replies_[service].find(record.idempotency_key, kept_reply_)) {
+        ++counters_.duplicates_skipped;
+        connection.reply(record.token, kept_reply_);
+        finished_holding();
+        return;
+    }
     // A job the broker sent before it read our CREDIT 0 is run all the same: dropping it would
     // cost the request an attempt. The broker echoes CREDIT 0, and nothing follows the echo.
-    const Registration& registration = handlers_[slot];
+    const Registration& registration = handlers_[service];
     if (registration.execution == Execution::io_thread) {
         inline_body_.clear();
         wire::move_body(frames, record.body, inline_body_);
-        Request request{registration.service, inline_body_};
+        Request request{registration.service, inline_body_, record.idempotency_key};
         Reply reply = run_handler(registration.handler, request, counters_);
         ++io_thread_jobs_;
+        recent_replies_[service].remember(record.idempotency_key, reply.body);
         connection.reply(record.token, reply.body);
+        finished_holding();
         return;
     }
     Job job;
@@ -197,6 +266,7 @@ void WorkerLoop::on_job(std::uint32_t slot, Frames& frames, const wire::Record& 
     job.handler = &registration.handler;
     job.service = registration.service;  // outlives the pool, unlike the connection
     job.token = zmq::message_t(record.token.data(), record.token.size());
+    if (!record.idempotency_key.empty()) job.idempotency_key = frame(record.idempotency_key);
     wire::move_body(frames, record.body, job.body);
     pool_.submit(std::move(job));
     ++jobs_in_flight_;
@@ -209,9 +279,11 @@ void WorkerLoop::on_result(Frames& frames) {
         return;
     }
     --jobs_in_flight_;
+    finished_holding();
     const JobOrigin& origin = result->head.origin;
     if (origin.slot >= connections_.size()) return;
     BrokerConnection& connection = connections_[origin.slot];
+    const std::size_t service = service_of(origin.slot);
     if (result->head.skipped) {
         ++counters_.skipped_jobs;
         spdlog::info(
@@ -220,12 +292,15 @@ void WorkerLoop::on_result(Frames& frames) {
             connection.service());
         return;
     }
-    credits_[origin.slot].ran(std::chrono::nanoseconds(result->head.ran_for_ns));
+    credits_[service].ran(std::chrono::nanoseconds(result->head.ran_for_ns));
+    // Kept even when its session is gone: when the client sends the request again through
+    // another broker, this is the answer.
+    recent_replies_[service].remember(view(result->idempotency_key), result->body);
     if (!connection.connected() || connection.id() != origin.connection_id) {
         // The broker has already given this request to another worker, or will.
         ++counters_.dropped_replies;
-        spdlog::info("dropping a reply for '{}': its connection to the broker was replaced",
-                     connection.service());
+        spdlog::info("dropping a reply for '{}': its connection to {} was replaced",
+                     connection.service(), connection.endpoint());
         return;
     }
     connection.reply(view(result->token), result->body);
@@ -236,18 +311,29 @@ void WorkerLoop::flush_replies() {
         std::size_t dropped = 0;
         if (connection.flush(dropped)) continue;
         counters_.dropped_replies += dropped;
-        spdlog::warn("dropping {} reply(s) for '{}': the queue to the broker is full", dropped,
-                     connection.service());
+        spdlog::warn("dropping {} reply(s) for '{}': the queue to {} is full", dropped,
+                     connection.service(), connection.endpoint());
     }
 }
 
 void WorkerLoop::adapt_credit() {
-    for (std::size_t slot = 0; slot < connections_.size(); ++slot) {
-        if (const std::uint32_t credit = credits_[slot].change()) {
-            connections_[slot].change_credit(credit);
-            spdlog::debug("credit for '{}' is now {}", connections_[slot].service(), credit);
+    for (std::size_t service = 0; service < credits_.size(); ++service) {
+        const std::uint32_t credit = credits_[service].change();
+        if (credit == 0) continue;
+        // Every broker gets its new share, down or not (see worker/credit_share.hpp).
+        for (std::uint32_t broker = 0; broker < brokers_; ++broker) {
+            connections_[slot_of(service, broker)].change_credit(
+                split_credit(credit, static_cast<std::uint32_t>(brokers_), broker));
         }
+        spdlog::debug("credit for '{}' is now {}, split over {} broker(s)",
+                      handlers_[service].service, credit, brokers_);
     }
+}
+
+void WorkerLoop::hold(std::size_t count) {
+    held_ += count;
+    if (held_ > counters_.most_held.load(std::memory_order_relaxed))
+        counters_.most_held.store(held_, std::memory_order_relaxed);
 }
 
 void WorkerLoop::publish_connections() {
@@ -271,11 +357,13 @@ void WorkerLoop::begin_stopping(TimePoint at) {
 
 bool WorkerLoop::stop_settled(TimePoint at) const {
     // Until the broker has echoed CREDIT 0, a job may still be on its way. A broker that never
-    // echoes (gone, or its queue to us full) is waited for one liveness period, no longer.
+    // echoes (gone, or its queue to us full) is waited for one liveness period, no longer. One
+    // whose link is not up (down, or not back yet) cannot send a job: nothing to wait for, so
+    // that one broker of several being down does not hold up every stop.
     if (at - stop_began_ >= options_.heartbeat_interval * options_.liveness) return true;
     return std::all_of(connections_.begin(), connections_.end(),
                        [](const BrokerConnection& connection) {
-                           return !connection.connected() || connection.stop_acknowledged();
+                           return !connection.link_up() || connection.stop_acknowledged();
                        });
 }
 
@@ -285,11 +373,11 @@ void WorkerLoop::run_timers(TimePoint at) {
             const auto silence = options_.heartbeat_interval * options_.liveness;
             connection.drop(at);
             if (draining_) {
-                spdlog::warn("broker silent for {} ms on '{}' while stopping", silence.count(),
-                             connection.service());
+                spdlog::warn("broker silent for {} ms on '{}' at {} while stopping",
+                             silence.count(), connection.service(), connection.endpoint());
             } else {
-                spdlog::warn("broker silent for {} ms on '{}': reconnecting in {} ms",
-                             silence.count(), connection.service(),
+                spdlog::warn("broker silent for {} ms on '{}' at {}: reconnecting in {} ms",
+                             silence.count(), connection.service(), connection.endpoint(),
                              options_.reconnect_delay.count());
             }
             continue;
@@ -304,9 +392,9 @@ void WorkerLoop::run_timers(TimePoint at) {
 }
 
 void WorkerLoop::connect(BrokerConnection& connection, TimePoint at) {
-    connection.connect(context_, options_.endpoint, next_connection_id_++, at, options_.curve);
+    connection.connect(context_, next_connection_id_++, at, options_.curve);
     publish_connections();
-    spdlog::debug("sent READY for '{}' to {}", connection.service(), options_.endpoint);
+    spdlog::debug("sent READY for '{}' to {}", connection.service(), connection.endpoint());
 }
 
 Millis WorkerLoop::poll_timeout(TimePoint at) const {

@@ -1,4 +1,5 @@
-// The worker's I/O thread: polls every service's DEALER and the handler results, runs the timers.
+// The worker's I/O thread: polls every session's DEALER and link events and the handler results,
+// runs the timers.
 #pragma once
 
 #include <atomic>
@@ -13,6 +14,7 @@
 #include "worker/adaptive_credit.hpp"
 #include "worker/broker_connection.hpp"
 #include "worker/handler_pool.hpp"
+#include "worker/recent_replies.hpp"
 #include "worker/worker.hpp"
 
 namespace zbroker::detail {
@@ -31,12 +33,18 @@ class WorkerLoop {
     // Each reads at most a batch of what is waiting, so that no socket starves the others.
     void read_broker(std::uint32_t slot);
     void read_results();
+    // Replaces a session at once when its broker closed the link (it stopped or restarted).
+    void watch_link(std::uint32_t slot);
     void on_broker_message(std::uint32_t slot, Frames& frames);
     void on_job(std::uint32_t slot, Frames& frames, const wire::Record& record);
     void on_result(Frames& frames);
     void flush_replies();
-    // Asks each broker connection for the credit its job times call for (unless --credit).
+    // Asks each session for its share of the credit its service's job times call for (unless
+    // --credit).
     void adapt_credit();
+    // A job was received (`count` of them): counted until it is finished, for most_held.
+    void hold(std::size_t count);
+    void finished_holding(std::size_t count = 1) noexcept { held_ -= count; }
     // Tells the handler threads which connection of each slot is current.
     void publish_connections();
     // Tells every broker connection to send nothing more; the loop ends once they echoed it
@@ -47,19 +55,32 @@ class WorkerLoop {
     void connect(BrokerConnection& connection, TimePoint now);
     Millis poll_timeout(TimePoint now) const;
 
+    // Sessions are numbered service by service: slot = service * brokers + broker, the broker
+    // being its index in options_.endpoints.
+    std::size_t service_of(std::uint32_t slot) const noexcept { return slot / brokers_; }
+    std::size_t slot_of(std::size_t service, std::uint32_t broker) const noexcept {
+        return service * brokers_ + broker;
+    }
+    // A service's credit over all its brokers: --credit, or what its job times call for.
+    std::uint32_t total_credit(std::size_t service) const noexcept;
+
     zmq::context_t& context_;
     const WorkerOptions& options_;
     const std::vector<Registration>& handlers_;
     const std::atomic<bool>& stop_requested_;
     WorkerCounters& counters_;
+    std::size_t brokers_;    // options_.endpoints.size()
     zmq::socket_t results_;  // bound before the pool starts, closed after it is joined
     // Per slot, the id of its current connection (0: none), read by the handler threads when a
     // job starts: declared before pool_, so it outlives the threads the pool joins.
     std::unique_ptr<std::atomic<std::uint64_t>[]> current_connection_;
     HandlerPool pool_;
-    std::vector<BrokerConnection> connections_;  // one per handler, same index (the slot)
-    std::vector<AdaptiveCredit> credits_;        // per slot; used unless options_.credit > 0
-    std::size_t jobs_in_flight_ = 0;             // submitted to the pool, result not yet read
+    std::vector<BrokerConnection> connections_;  // one per service per broker: see service_of()
+    // Per service, shared by its sessions at every broker:
+    std::vector<AdaptiveCredit> credits_;  // used unless options_.credit > 0
+    std::vector<RecentReplies> recent_replies_;
+    std::size_t jobs_in_flight_ = 0;  // submitted to the pool, result not yet read
+    std::size_t held_ = 0;            // received and not yet finished, from every broker
     std::uint64_t next_connection_id_ = 1;
     bool draining_ = false;
     TimePoint stop_began_{};
@@ -67,6 +88,7 @@ class WorkerLoop {
     Frames incoming_;                    // reused for every read
     std::vector<wire::Record> records_;  // of the message being read
     Frames inline_body_;                 // the body handed to an io_thread handler, reused
+    Frames kept_reply_;                  // a reply from recent_replies_, reused
 };
 
 }  // namespace zbroker::detail

@@ -14,7 +14,7 @@
 int main(int argc, char** argv) {
     if (argc != 2) return 2;
     zbroker::WorkerOptions options;
-    options.endpoint = argv[1];
+    options.endpoints = {argv[1]};
     zbroker::Worker worker(options);
     worker.handle("upper", [](zbroker::Request& request) {
         auto text = request.as<std::string>();
