@@ -1,5 +1,7 @@
-"""ZB/1 client: synchronous calls with Lazy Pirate retries, and a pipelined window of requests."""
+"""ZB/1 client: synchronous calls with Lazy Pirate retries, and a pipelined window of requests;
+to one broker, or to several with failover."""
 import collections
+import itertools
 import logging
 import struct
 import time
@@ -7,6 +9,7 @@ from typing import Any, List, NamedTuple
 
 import msgpack
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from . import protocol
 from .errors import HandlerError, Timeout, ZbrokerError, error_for_status
@@ -14,6 +17,15 @@ from .errors import HandlerError, Timeout, ZbrokerError, error_for_status
 log = logging.getLogger("zbroker.client")
 
 _MAX_BACKOFF = 5.0
+# With several brokers each connection has libzmq heartbeats, so a broker that vanishes without
+# closing its TCP connection (host down, network cut) is noticed as a disconnect within the
+# broker's own liveness period, not only by a request's timeout.
+_HEARTBEAT_IVL_MS = protocol.HEARTBEAT_INTERVAL_MS
+_HEARTBEAT_TIMEOUT_MS = protocol.HEARTBEAT_INTERVAL_MS * protocol.HEARTBEAT_LIVENESS
+_MONITOR_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
+# Monitor endpoints must be unique in a context; pyzmq's default names them after the socket's
+# file descriptor, which a socket opened right after one is closed may get again.
+_monitor_ids = itertools.count(1)
 
 
 class Response(NamedTuple):
@@ -65,6 +77,21 @@ def reply_grace(timeout):
     return min(max(timeout / 4, 0.05), 0.5)
 
 
+def endpoint_list(endpoint):
+    """The broker endpoints `endpoint` names: a str (several separated by commas, as in
+    "tcp://a:5555,tcp://b:5555") or a list of str. ValueError when it names none, an empty one
+    or one twice."""
+    if isinstance(endpoint, str):
+        endpoints = [part.strip() for part in endpoint.split(",")]
+    else:
+        endpoints = [str(part).strip() for part in endpoint]
+    if not endpoints or not all(endpoints):
+        raise ValueError(f"no broker endpoint, or an empty one, in {endpoint!r}")
+    if len(set(endpoints)) != len(endpoints):
+        raise ValueError(f"a broker endpoint given twice in {endpoint!r}")
+    return endpoints
+
+
 def _frames_of(body):
     frames = protocol.body_frames(body)
     if not frames:
@@ -72,10 +99,21 @@ def _frames_of(body):
     return frames
 
 
-def _options(priority, fairness_key):
-    """A request's priority and fairness key, checked (ValueError) before anything is sent."""
+def _options(priority, fairness_key, idempotency_key=None):
+    """A request's options, checked (ValueError) before anything is sent."""
     return {"priority": protocol.check_priority(priority),
-            "fairness_key": protocol.check_fairness_key(fairness_key)}
+            "fairness_key": protocol.check_fairness_key(fairness_key),
+            "idempotency_key": protocol.check_idempotency_key(idempotency_key)}
+
+
+def _key_function(idempotency_key):
+    """pipeline()'s idempotency_key: None, or a function of a payload that returns its key."""
+    if idempotency_key is None or callable(idempotency_key):
+        return idempotency_key
+    # One key for every request would make a worker run the first and answer the others with
+    # its reply.
+    raise ValueError(f"pipeline() takes idempotency_key as a function of each payload that "
+                     f"returns its key, not {type(idempotency_key).__name__}")
 
 
 def _too_many_frames(frames):
@@ -86,19 +124,62 @@ def _too_many_frames(frames):
     return True
 
 
+class _Broker:
+    """One broker: its DEALER and, with several brokers, the monitor that says whether it is up."""
+
+    def __init__(self, endpoint):
+        self.endpoint = endpoint
+        self.socket = None
+        self.monitor = None  # a PAIR of CONNECTED and DISCONNECTED events; None for one broker
+        self.up = False  # requests may go to it: always for one broker, else while connected
+        self.draining = False  # it answered 503 "draining": avoided until its connection drops
+
+
+class _Flight:
+    """A pipelined request until its answer: enough to send it again, unchanged (same id, same
+    idempotency key), to another broker."""
+
+    __slots__ = ("index", "id", "body", "key", "broker", "give_up", "refused")
+
+    def __init__(self, index, request_id, body, key):
+        self.index = index  # in the input
+        self.id = request_id
+        self.body = body
+        self.key = key
+        self.broker = None  # where it was sent; None while it waits for a broker to take it
+        self.give_up = 0.0
+        self.refused = None  # a draining broker's 503, the answer should no other take it
+
+
 class Client:
-    """A ZB/1 client on one DEALER socket. `call()` sends msgpack and returns the decoded
-    reply, raising a ZbrokerError subclass for any other status; `call_raw()` does the same with
-    bytes; `request()` returns the status instead of raising; `pipeline()` keeps a window of
-    requests in flight.
+    """A ZB/1 client of one broker, or of several. `call()` sends msgpack and returns the
+    decoded reply, raising a ZbrokerError subclass for any other status; `call_raw()` does the
+    same with bytes; `request()` returns the status instead of raising; `pipeline()` keeps a
+    window of requests in flight.
 
-    Lazy Pirate (zguide ch. 4): an attempt that gets no answer within `timeout` (seconds) closes
-    the socket and opens a new one, so nothing of it lingers, then retries under a new request
-    id, up to `retries` times, waiting `backoff` seconds (doubling, at most 5 s) in between.
-    Statuses such as 503 or 504 are answers: never retried. Not thread-safe: one per thread.
+    Lazy Pirate (zguide ch. 4): an attempt that gets no answer within `timeout` (seconds) is
+    retried under a new request id, up to `retries` times, waiting `backoff` seconds (doubling,
+    at most 5 s) in between. Statuses such as 503 or 504 are answers: never retried. Not
+    thread-safe: one per thread.
 
-    Every request method also takes, keyword-only, `priority` and `fairness_key`, sent with
-    each request (None, the default, sends none):
+    `endpoint` is one broker, or several: a list, or one string with commas
+    ("tcp://a:5555,tcp://b:5555"). With one broker, a silent attempt closes the socket and
+    opens a new one, so nothing of it lingers. With several, the client keeps one socket per
+    broker and watches each connection (libzmq heartbeats, every 2.5 s, 7.5 s of silence is a
+    drop): requests go round robin to the brokers that are connected, and wait (within their
+    timeout) for one when none is. A request whose broker drops, or answers that it is draining
+    (503 "draining"), goes at once to another one, under the same id and idempotency key; the
+    draining broker gets nothing more until its connection drops and comes back. A retry after
+    silence goes to the next broker. Each sending of a request waits `timeout` (plus a grace)
+    for its answer. `services()` and `stats()` ask one of the brokers.
+
+    Delivery is at least once: a request whose broker dies after handing it to a worker runs
+    again through another broker, and the answer is one of the two. Give it an
+    `idempotency_key` and a worker that has just answered that key (the same worker, within its
+    recent window) sends that reply again instead of running it twice.
+
+    Every request method also takes, keyword-only, `priority`, `fairness_key` and
+    `idempotency_key`, sent with each request (None, the default, sends none):
 
     - `priority`: an int from 0 (the default, lowest) to 9. Under the broker's default
       `--queue-policy priority`, a service's waiting requests of higher priority go to its
@@ -109,6 +190,8 @@ class Client:
       one that floods it cannot starve the others; without a key the tenant is this client's
       connection. Requests from many connections can share one key, and one connection can use
       several.
+    - `idempotency_key`: a str (UTF-8) or bytes of 1 to 255 bytes naming this request apart from
+      every other (an order id, a UUID); pipeline() takes a function of each payload instead.
 
     A priority or key outside these bounds raises ValueError, before anything is sent.
     """
@@ -117,15 +200,20 @@ class Client:
                  curve=None, context=None):
         if timeout <= 0:
             raise ValueError(f"timeout must be positive seconds, got {timeout!r}")
-        self.endpoint = endpoint
+        self.endpoints = endpoint_list(endpoint)
+        self.endpoint = ",".join(self.endpoints)
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
         self._curve = curve
         self._context = context or zmq.Context.instance()
         self._next_id = 1
-        self._socket = None
-        self._reconnect()
+        self._several = len(self.endpoints) > 1
+        self._brokers = [_Broker(e) for e in self.endpoints]
+        self._turn = 0  # the broker the round robin tries first
+        self._closed = False
+        for broker in self._brokers:
+            self._open(broker)
 
     def __enter__(self):
         return self
@@ -134,21 +222,23 @@ class Client:
         self.close()
 
     def close(self):
-        if self._socket is not None:
-            self._socket.close(linger=0)
-            self._socket = None
+        for broker in self._brokers:
+            self._close(broker)
+        self._closed = True
 
     def call(self, service, payload=None, *, timeout=None, deadline_ms=None, retries=None,
-             priority=None, fairness_key=None):
+             priority=None, fairness_key=None, idempotency_key=None):
         """Sends `payload` as msgpack and returns the decoded reply. Raises HandlerError when the
         handler answered {"error": ...}, Timeout when nothing came back, and for other statuses
         the ZbrokerError subclass named after them (Unavailable for 503, ...).
 
         `priority` (0 to 9, higher first in the service's queue under the broker's default
-        --queue-policy priority) and `fairness_key` (the tenant whose requests share the service
-        fairly with others'; default this connection): see the class docstring."""
+        --queue-policy priority), `fairness_key` (the tenant whose requests share the service
+        fairly with others'; default this connection) and `idempotency_key` (lets a worker
+        answer a resent request without running it again): see the class docstring."""
         frames = self.call_raw(service, pack(payload), timeout=timeout, deadline_ms=deadline_ms,
-                               retries=retries, priority=priority, fairness_key=fairness_key)
+                               retries=retries, priority=priority, fairness_key=fairness_key,
+                               idempotency_key=idempotency_key)
         if not frames or frames == [b""]:  # no body: ZB/1 writes it as an empty one
             return None
         try:
@@ -163,12 +253,13 @@ class Client:
         return reply
 
     def call_raw(self, service, body, *, timeout=None, deadline_ms=None, retries=None,
-                 priority=None, fairness_key=None):
+                 priority=None, fairness_key=None, idempotency_key=None):
         """Sends `body` (bytes, or a list of frames) as it is; returns the reply frames.
         Raises like call(), except that an {"error": ...} reply is returned, not decoded.
-        `priority` and `fairness_key` as for call()."""
+        `priority`, `fairness_key` and `idempotency_key` as for call()."""
         response = self.request(service, body, timeout=timeout, deadline_ms=deadline_ms,
-                                retries=retries, priority=priority, fairness_key=fairness_key)
+                                retries=retries, priority=priority, fairness_key=fairness_key,
+                                idempotency_key=idempotency_key)
         if response.status == protocol.NO_REPLY:
             raise Timeout(f"no reply from {self.endpoint} for {service!r} after "
                           f"{1 + max(self._retries(retries), 0)} attempt(s) of "
@@ -179,12 +270,12 @@ class Client:
         return response.frames
 
     def request(self, service, body, *, timeout=None, deadline_ms=None, retries=None,
-                priority=None, fairness_key=None):
+                priority=None, fairness_key=None, idempotency_key=None):
         """The Response for `body` (bytes or frames), whatever its status; NO_REPLY (0) when
         every attempt went unanswered. `deadline_ms` defaults to the timeout; 0 sends none.
-        `priority` (0 to 9, higher goes first) and `fairness_key` (the tenant; default this
-        connection) go with every attempt, as for call()."""
-        options = _options(priority, fairness_key)
+        `priority` (0 to 9, higher goes first), `fairness_key` (the tenant; default this
+        connection) and `idempotency_key` go with every attempt, as for call()."""
+        options = _options(priority, fairness_key, idempotency_key)
         timeout = self._timeout(timeout)
         attempts = 1 + max(self._retries(retries), 0)
         service = self._service(service)
@@ -201,55 +292,92 @@ class Client:
                 return response
             log.debug("no reply from %s for %r within %s s (attempt %d of %d)", self.endpoint,
                       service, timeout, attempt, attempts)
-            # A fresh socket, so a late answer to this attempt cannot be taken for the next one's.
-            self._reconnect()
+            if not self._several:
+                # A fresh socket, so a late answer to this attempt cannot be taken for the next
+                # one's. (With several brokers the next attempt goes to the next broker, and a
+                # late answer is told apart by its id.)
+                self._reconnect(self._brokers[0])
             if attempt < attempts:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, _MAX_BACKOFF)
         return response
 
     def pipeline(self, service, payloads, *, window=100, timeout=None, deadline_ms=None, raw=False,
-                 priority=None, fairness_key=None):
+                 priority=None, fairness_key=None, idempotency_key=None):
         """Yields a Result(status, reply) per payload, in input order, keeping at most `window`
         requests between the oldest unanswered and the newest sent. Nothing is retried: a
         request without an answer within `timeout` (plus a grace) yields status NO_REPLY (0).
+        With several brokers, a request whose broker drops or says it is draining is sent again
+        to another, as for request(); that is not a retry.
         With raw=True payloads are bytes (or frame lists) and replies frame lists.
         Every request carries `priority` and `fairness_key`, as for call(); a ValueError for
-        them comes from the first next(), before anything is sent.
+        them comes from the first next(), before anything is sent. `idempotency_key`, if given,
+        is a function of a payload that returns that request's key (str or bytes of 1 to 255
+        bytes, or None for none); a ValueError for a key it returns comes from the next() that
+        would send that request.
 
-        The requests that fit in the window at one time go out as one message (several past
-        protocol.BATCH_BYTES of envelope), and the broker batches its answers the same way."""
+        The requests that fit in the window at one time go out as one message per broker
+        (several past protocol.BATCH_BYTES of envelope), and the broker batches its answers the
+        same way."""
         if window < 1:
             raise ValueError(f"window must be at least 1, got {window!r}")
         options = _options(priority, fairness_key)
+        del options["idempotency_key"]  # each request's own, from key_of
+        key_of = _key_function(idempotency_key)
         timeout = self._timeout(timeout)
         wait = timeout + reply_grace(timeout)
         service = self._service(service)
         deadline, refused = self._deadline(service, timeout, deadline_ms)
         payloads = iter(payloads)
         exhausted = False
-        pending = {}  # request id -> input index
-        expiries = collections.deque()  # (give up at, request id), in sending order
+        pending = {}  # request id -> _Flight, sent or waiting for a broker
+        unsent = collections.deque()  # flights waiting for a broker: new, or to send again
+        expiries = collections.deque()  # (give up at, request id), in time order
         answered = {}  # input index -> Result, until its turn to be yielded
-        writer = protocol.Writer()
-        batch = []  # (request id, input index) of the records in `writer`
         sent = yielded = 0
-        silent = False
+        silent = False  # a request went unanswered: its answer may still come
 
-        def flush():
+        def wait_for_a_broker(flight):
+            flight.broker = None
+            flight.give_up = time.monotonic() + wait
+            expiries.append((flight.give_up, flight.id))
+            unsent.append(flight)
+
+        def flush(broker, writer, batch):
             nonlocal silent
-            if writer.empty:
-                return
-            delivered = self._send(writer.take(), wait)
+            delivered = self._send(broker, writer.take(), wait)
             give_up = time.monotonic() + wait
-            for request_id, index in batch:
+            for flight in batch:
                 if delivered:
-                    pending[request_id] = index
-                    expiries.append((give_up, request_id))
+                    flight.broker, flight.give_up = broker, give_up
+                    expiries.append((give_up, flight.id))
                 else:
-                    answered[index] = Result(protocol.NO_REPLY, None)
+                    del pending[flight.id]
+                    answered[flight.index] = flight.refused or Result(protocol.NO_REPLY, None)
                     silent = True
             batch.clear()
+
+        def dispatch():
+            """Sends the flights that wait, each to the next broker up: one message per
+            broker."""
+            writers = {}  # broker -> (Writer, flights in it)
+            while unsent:
+                if unsent[0].id not in pending:  # gave up on it while it waited
+                    unsent.popleft()
+                    continue
+                broker = self._next_up()
+                if broker is None:
+                    break  # they wait for one to come up
+                flight = unsent.popleft()
+                writer, batch = writers.setdefault(broker, (protocol.Writer(), []))
+                writer.request(flight.id, service, flight.body, deadline, **options,
+                               idempotency_key=flight.key)
+                batch.append(flight)
+                if len(writer) >= protocol.BATCH_BYTES:
+                    flush(broker, writer, batch)
+            for broker, (writer, batch) in writers.items():
+                if batch:
+                    flush(broker, writer, batch)
 
         try:
             while True:
@@ -265,13 +393,13 @@ class Client:
                     elif _too_many_frames(body):
                         answered[sent] = Result(protocol.TOO_LARGE, None)
                     else:
-                        request_id = self._new_id()
-                        writer.request(request_id, service, body, deadline, **options)
-                        batch.append((request_id, sent))
-                        if len(writer) >= protocol.BATCH_BYTES:
-                            flush()
+                        key = None if key_of is None else \
+                            protocol.check_idempotency_key(key_of(payload))
+                        flight = _Flight(sent, self._new_id(), body, key)
+                        pending[flight.id] = flight
+                        wait_for_a_broker(flight)
                     sent += 1
-                flush()
+                dispatch()
                 while yielded in answered:
                     yield answered.pop(yielded)
                     yielded += 1
@@ -279,33 +407,49 @@ class Client:
                     return
                 if not exhausted and sent - yielded < window:
                     continue  # room to send more
-                while expiries and expiries[0][1] not in pending:
+                # Entries of flights answered, or sent again since, are stale.
+                while expiries and (expiries[0][1] not in pending or
+                                    pending[expiries[0][1]].give_up != expiries[0][0]):
                     expiries.popleft()
                 give_up, oldest = expiries[0]
                 left = give_up - time.monotonic()
                 if left <= 0:
                     expiries.popleft()
-                    answered[pending.pop(oldest)] = Result(protocol.NO_REPLY, None)
-                    silent = True
+                    flight = pending.pop(oldest)
+                    if flight.refused is not None:
+                        answered[flight.index] = flight.refused
+                    elif flight.broker is None:  # no broker took it
+                        answered[flight.index] = Result(self._untaken(), None)
+                    else:
+                        answered[flight.index] = Result(protocol.NO_REPLY, None)
+                        silent = True
                     continue
-                if not self._socket.poll(max(1, int(left * 1000))):
-                    continue
-                while True:
-                    try:
-                        message = self._socket.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    for record in self._answers(message):
-                        index = pending.pop(record.id, None)
-                        if index is None:
-                            log.debug("ignoring an answer to request %r, not awaited", record.id)
-                            continue
-                        answered[index] = Result(record.status,
-                                                 self._decode(record.status, record.body, raw))
+                answers, dropped = self._wait(left)
+                for broker, record in answers:
+                    flight = pending.get(record.id)
+                    if flight is None or flight.broker is not broker:
+                        log.debug("ignoring an answer to request %r, not awaited", record.id)
+                        continue
+                    if self._refused_for_draining(broker, record):
+                        flight.refused = Result(record.status, None)
+                        wait_for_a_broker(flight)
+                        continue
+                    del pending[record.id]
+                    answered[flight.index] = Result(record.status,
+                                                    self._decode(record.status, record.body, raw))
+                for broker in dropped:
+                    lost = [flight for flight in pending.values() if flight.broker is broker]
+                    if lost:
+                        log.info("sending %d request(s) again, to another broker: the "
+                                 "connection to %s dropped", len(lost), broker.endpoint)
+                    for flight in lost:
+                        wait_for_a_broker(flight)
         finally:
-            # Answers still to come belong to nobody now: a new socket never sees them.
-            if pending or silent:
-                self._reconnect()
+            # Answers still to come belong to nobody now: a new socket never sees them. (With
+            # several brokers they are told apart by their id, and a new socket would have to
+            # connect again before the next request.)
+            if (pending or silent) and not self._several and not self._closed:
+                self._reconnect(self._brokers[0])
 
     def services(self, timeout=None):
         """The broker's mmi.services map: {service: {workers, queued, in_flight, served, errors}}."""
@@ -335,7 +479,7 @@ class Client:
         return self.retries if retries is None else retries
 
     def _service(self, service):
-        if self._socket is None:
+        if self._closed:
             raise RuntimeError(f"this Client of {self.endpoint} is closed: make a new one")
         return service.encode() if isinstance(service, str) else bytes(service)
 
@@ -359,56 +503,173 @@ class Client:
         self._next_id += 1
         return request_id
 
-    def _reconnect(self):
-        self.close()
+    def _open(self, broker):
         socket = self._context.socket(zmq.DEALER)
         socket.linger = 0  # unsent or unanswered requests die with the socket
         if self._curve is not None:
             self._curve.apply(socket)
-        socket.connect(self.endpoint)
-        self._socket = socket
+        if self._several:
+            socket.setsockopt(zmq.HEARTBEAT_IVL, _HEARTBEAT_IVL_MS)
+            socket.setsockopt(zmq.HEARTBEAT_TIMEOUT, _HEARTBEAT_TIMEOUT_MS)
+            broker.monitor = socket.get_monitor_socket(
+                _MONITOR_EVENTS, f"inproc://zbroker-client-monitor-{next(_monitor_ids)}")
+        # One broker: requests go at once, the DEALER queues them while it connects. Several:
+        # only to a broker whose connection is up, so none waits on a broker that is down.
+        broker.up = not self._several
+        broker.draining = False
+        socket.connect(broker.endpoint)
+        broker.socket = socket
 
-    def _send(self, frames, wait):
+    def _close(self, broker):
+        if broker.monitor is not None:
+            broker.socket.disable_monitor()
+            broker.monitor.close(linger=0)
+            broker.monitor = None
+        if broker.socket is not None:
+            broker.socket.close(linger=0)
+            broker.socket = None
+        broker.up = False
+
+    def _reconnect(self, broker):
+        self._close(broker)
+        self._open(broker)
+
+    def _next_up(self):
+        """The next broker in the round robin that is up and not draining; None if none is."""
+        count = len(self._brokers)
+        for step in range(count):
+            broker = self._brokers[(self._turn + step) % count]
+            if broker.up and not broker.draining:
+                self._turn = (self._turn + step + 1) % count
+                return broker
+        return None
+
+    def _send(self, broker, frames, wait):
         # A DEALER queues while it connects; sending only blocks when that queue is full.
-        self._socket.sndtimeo = max(1, int(wait * 1000))
+        broker.socket.sndtimeo = max(1, int(wait * 1000))
         try:
-            self._socket.send_multipart(frames)
+            broker.socket.send_multipart(frames)
             return True
         except zmq.Again:
-            log.debug("could not queue a request to %s within %s s", self.endpoint, wait)
+            log.debug("could not queue a request to %s within %s s", broker.endpoint, wait)
             return False
+
+    def _wait(self, seconds):
+        """Waits up to `seconds` for answers or, with several brokers, for a connection to come
+        up or drop. Returns (answers, dropped): the ANSWER records that came, each with its
+        broker, and the brokers whose connection dropped. A dropped broker has a new socket
+        already, so nothing sent before comes back to it: what it held must go elsewhere."""
+        poller = zmq.Poller()
+        for broker in self._brokers:
+            poller.register(broker.socket, zmq.POLLIN)
+            if broker.monitor is not None:
+                poller.register(broker.monitor, zmq.POLLIN)
+        ready = dict(poller.poll(max(1, int(seconds * 1000))))
+        answers, dropped = [], []
+        for broker in self._brokers:
+            lost = broker.monitor in ready and self._watch(broker)
+            # Also when it dropped: answers that came before it did are answers.
+            if broker.socket in ready or lost:
+                answers += [(broker, record) for record in self._read(broker)]
+            if lost:
+                log.info("connection to broker %s dropped: reconnecting", broker.endpoint)
+                self._reconnect(broker)
+                dropped.append(broker)
+        return answers, dropped
+
+    def _watch(self, broker):
+        """Reads the broker's connection events: it is up from CONNECTED on. True on
+        DISCONNECTED."""
+        while True:
+            try:
+                event = recv_monitor_message(broker.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return False
+            if event["event"] == zmq.EVENT_CONNECTED:
+                log.debug("connected to broker %s", broker.endpoint)
+                broker.up = True
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                return True
+
+    def _read(self, broker):
+        """The ANSWER records of every message the broker's socket holds now."""
+        records = []
+        while True:
+            try:
+                message = broker.socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return records
+            records += self._answers(broker, message)
+
+    def _refused_for_draining(self, broker, record):
+        """Whether `record` is a draining broker's 503 that another broker may answer instead.
+        That broker then gets nothing more until its connection drops and comes back: it is
+        going away."""
+        if not self._several or not protocol.is_draining(record.status, record.body):
+            return False
+        if not broker.draining:
+            log.info("broker %s is draining: sending its requests to the others",
+                     broker.endpoint)
+            broker.draining = True
+        return True
+
+    def _untaken(self):
+        """What a request that no broker took in time gets: 503, as a draining broker would
+        answer, when the only brokers up are draining; else NO_REPLY."""
+        if any(broker.up and broker.draining for broker in self._brokers):
+            return protocol.UNAVAILABLE
+        return protocol.NO_REPLY
 
     def _attempt(self, service, deadline, body, timeout, options):
         request_id = self._new_id()
         writer = protocol.Writer()
         writer.request(request_id, service, body, deadline, **options)
-        give_up = time.monotonic() + timeout + reply_grace(timeout)
-        if not self._send(writer.take(), timeout):
-            return Response(protocol.NO_REPLY, [])
+        message = writer.take()
+        wait = timeout + reply_grace(timeout)
+        give_up = time.monotonic() + wait  # waiting for a broker to come up counts too
+        at = None  # the broker that has the request; None until one takes it
+        sent = False
+        refused = None  # a draining broker's 503: the answer, should no other take it in time
         while True:
+            if at is None:
+                at = self._next_up()
+                if at is not None:
+                    if sent:  # sent again: it waits its full time on its new broker
+                        give_up = time.monotonic() + wait
+                    if not self._send(at, message, timeout):
+                        return Response(protocol.NO_REPLY, [])
+                    sent = True
             left = give_up - time.monotonic()
-            if left <= 0 or not self._socket.poll(max(1, int(left * 1000))):
-                if time.monotonic() >= give_up:
-                    return Response(protocol.NO_REPLY, [])
-                continue
-            for record in self._answers(self._socket.recv_multipart()):
-                if record.id == request_id:
+            if left <= 0:
+                if refused is not None:
+                    return refused
+                return Response(self._untaken() if at is None else protocol.NO_REPLY, [])
+            answers, dropped = self._wait(left)
+            for broker, record in answers:
+                if record.id != request_id or broker is not at:
+                    log.debug("ignoring an answer to request %r, no longer awaited", record.id)
+                elif self._refused_for_draining(broker, record):
+                    refused, at = Response(record.status, []), None
+                else:
                     return Response(record.status,
                                     record.body if record.status == protocol.OK else [])
-                log.debug("ignoring an answer to request %r, no longer awaited", record.id)
+            if at in dropped:
+                log.info("sending request %r again, to another broker: the connection to %s "
+                         "dropped", request_id, at.endpoint)
+                at = None
 
-    def _answers(self, message):
+    def _answers(self, broker, message):
         """The ANSWER records of a message from the broker; none when it is malformed (it is
         then ignored whole, as the broker does with ours)."""
         try:
             records = protocol.decode(message)
         except protocol.MalformedMessage as e:
-            log.warning("ignoring a malformed message from %s (%s): %r", self.endpoint, e,
+            log.warning("ignoring a malformed message from %s (%s): %r", broker.endpoint, e,
                         [bytes(frame[:64]) for frame in message[:4]])
             return []
         if any(record.command != protocol.Command.ANSWER for record in records):
             log.warning("ignoring a message from %s with records other than ANSWER: %s",
-                        self.endpoint, [record.command.name for record in records])
+                        broker.endpoint, [record.command.name for record in records])
             return []
         return records
 

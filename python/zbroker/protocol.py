@@ -10,19 +10,21 @@ in order by the records whose body is "in frames", and every one must be claimed
 little-endian; a `short` is a u8 length and that many bytes.
 
     REQUEST    0x11  client -> broker   flags [deadline_ms u32] [priority u8] [fairness_key:short]
-                                        id:short service:short body
+                                        [idempotency_key:short] id:short service:short body
     ANSWER     0x12  broker -> client   id:short status:u16 body
     READY      0x21  worker -> broker   credit:u32 service:short
-    JOB        0x22  broker -> worker   token:short flags [deadline_ms u32] body
+    JOB        0x22  broker -> worker   token:short flags [deadline_ms u32] [idempotency_key:short]
+                                        body
     REPLY      0x23  worker -> broker   token:short body
     HEARTBEAT  0x24  worker <-> broker
     DISCONNECT 0x25  worker <-> broker
     CREDIT     0x26  worker <-> broker  credit:u32
 
     flags := which optional fields follow, in this order; any other bit makes it malformed
-             0x01 HAS_DEADLINE      deadline_ms u32                REQUEST and JOB
-             0x02 HAS_PRIORITY      priority u8 (0 lowest .. 9)    REQUEST only
-             0x04 HAS_FAIRNESS_KEY  fairness_key short, not empty  REQUEST only
+             0x01 HAS_DEADLINE         deadline_ms u32                   REQUEST and JOB
+             0x02 HAS_PRIORITY         priority u8 (0 lowest .. 9)       REQUEST only
+             0x04 HAS_FAIRNESS_KEY     fairness_key short, not empty     REQUEST only
+             0x08 HAS_IDEMPOTENCY_KEY  idempotency_key short, not empty  REQUEST and JOB
     body  := 0x00 size:u32 bytes     inline
            | 0x01 count:u16          the next `count` body frames of the message
 """
@@ -62,11 +64,19 @@ DEADLINE_EXCEEDED = 504
 HEADER_DEADLINE_MS = "deadline_ms"
 HEADER_PRIORITY = "priority"
 HEADER_FAIRNESS_KEY = "fairness_key"
+HEADER_IDEMPOTENCY_KEY = "idempotency_key"
 # Request priorities run 0 (the default, lowest) to MAX_PRIORITY; higher goes first.
 MAX_PRIORITY = 9
 # A fairness key groups requests that share a service fairly (default: the connection); 1 to
 # this many bytes.
 MAX_FAIRNESS_KEY_SIZE = 255
+# An idempotency key names a request across its resends (through another broker, after its own
+# dropped): the broker passes it on in the JOB, and a worker that has just answered a request
+# with that key sends the same reply again instead of running it twice. 1 to this many bytes.
+MAX_IDEMPOTENCY_KEY_SIZE = 255
+# The body of the 503 a draining broker (SIGTERM, mmi.drain) answers a new request with: a
+# client that knows other brokers sends the request to one of them instead.
+DRAINING_BODY = b"draining"
 MAX_REQUEST_ID_SIZE = 255
 MAX_SERVICE_NAME_SIZE = 255
 
@@ -98,8 +108,9 @@ class Command(enum.IntEnum):
 HAS_DEADLINE = 0x01  # u32 milliseconds
 HAS_PRIORITY = 0x02  # u8, REQUEST only
 HAS_FAIRNESS_KEY = 0x04  # short, never empty, REQUEST only
-REQUEST_FLAGS = HAS_DEADLINE | HAS_PRIORITY | HAS_FAIRNESS_KEY
-JOB_FLAGS = HAS_DEADLINE
+HAS_IDEMPOTENCY_KEY = 0x08  # short, never empty, REQUEST and JOB
+REQUEST_FLAGS = HAS_DEADLINE | HAS_PRIORITY | HAS_FAIRNESS_KEY | HAS_IDEMPOTENCY_KEY
+JOB_FLAGS = HAS_DEADLINE | HAS_IDEMPOTENCY_KEY
 BODY_INLINE = 0x00
 BODY_IN_FRAMES = 0x01
 # A body of one frame up to this size travels inside the envelope; larger ones, and bodies of
@@ -135,6 +146,7 @@ class Record(NamedTuple):
     deadline_ms: Optional[int] = None  # REQUEST, JOB
     priority: Optional[int] = None  # REQUEST (as sent: decode() does not check its range)
     fairness_key: bytes = b""  # REQUEST (b"": none given)
+    idempotency_key: bytes = b""  # REQUEST, JOB (b"": none given)
     status: int = 0  # ANSWER
     credit: int = 0  # READY, CREDIT
     body: Sequence[bytes] = ()  # REQUEST, ANSWER, JOB, REPLY: then a list of its own
@@ -234,6 +246,10 @@ def decode(frames):
             fields["fairness_key"] = cursor.short("fairness_key")
             if not fields["fairness_key"]:
                 raise MalformedMessage("an empty fairness_key")
+        if flags & HAS_IDEMPOTENCY_KEY:
+            fields["idempotency_key"] = cursor.short("idempotency_key")
+            if not fields["idempotency_key"]:
+                raise MalformedMessage("an empty idempotency_key")
         return fields
 
     while True:
@@ -288,8 +304,8 @@ class Writer:
 
     A record is checked before anything of it is written, so a ValueError (an id, token or
     service over 255 bytes, a credit or deadline outside u32, a priority outside 0..9, a
-    fairness key empty or over 255 bytes, a body of more than 65535 frames) leaves the message
-    as it was."""
+    fairness or idempotency key empty or over 255 bytes, a body of more than 65535 frames)
+    leaves the message as it was."""
 
     def __init__(self):
         self._envelope = bytearray(SIGNATURE)
@@ -305,13 +321,14 @@ class Writer:
         return self.records == 0
 
     def request(self, request_id, service, body, deadline_ms=None, *, priority=None,
-                fairness_key=None):
-        """A REQUEST. None leaves an option out: no deadline, priority 0, and the connection as
-        the fairness key. `priority` is an int from 0 to MAX_PRIORITY (higher goes first);
-        `fairness_key` str (UTF-8) or bytes, 1 to MAX_FAIRNESS_KEY_SIZE bytes."""
+                fairness_key=None, idempotency_key=None):
+        """A REQUEST. None leaves an option out: no deadline, priority 0, the connection as
+        the fairness key, no idempotency key. `priority` is an int from 0 to MAX_PRIORITY
+        (higher goes first); `fairness_key` and `idempotency_key` str (UTF-8) or bytes, 1 to
+        255 bytes."""
         self._add(bytes([Command.REQUEST]) +
-                  _options(deadline_ms, priority, fairness_key) + _short(request_id, "id") +
-                  _short(service, "service"), body)
+                  _options(deadline_ms, priority, fairness_key, idempotency_key) +
+                  _short(request_id, "id") + _short(service, "service"), body)
 
     def answer(self, request_id, status, body=b""):
         if status not in STATUSES:
@@ -321,8 +338,9 @@ class Writer:
     def ready(self, service, credit):
         self._add(bytes([Command.READY]) + _u32(credit, "credit") + _short(service, "service"))
 
-    def job(self, token, body, deadline_ms=None):
-        self._add(bytes([Command.JOB]) + _short(token, "token") + _options(deadline_ms), body)
+    def job(self, token, body, deadline_ms=None, *, idempotency_key=None):
+        self._add(bytes([Command.JOB]) + _short(token, "token") +
+                  _options(deadline_ms, idempotency_key=idempotency_key), body)
 
     def reply(self, token, body):
         self._add(bytes([Command.REPLY]) + _short(token, "token"), body)
@@ -389,22 +407,38 @@ def check_priority(priority):
 def check_fairness_key(fairness_key):
     """`fairness_key` as bytes (a str is UTF-8 encoded), or None; ValueError unless it is a str
     or bytes of 1 to MAX_FAIRNESS_KEY_SIZE bytes."""
-    if fairness_key is None:
+    return _check_key(fairness_key, "fairness_key", MAX_FAIRNESS_KEY_SIZE, "the connection's")
+
+
+def check_idempotency_key(idempotency_key):
+    """`idempotency_key` as bytes (a str is UTF-8 encoded), or None; ValueError unless it is a
+    str or bytes of 1 to MAX_IDEMPOTENCY_KEY_SIZE bytes."""
+    return _check_key(idempotency_key, "idempotency_key", MAX_IDEMPOTENCY_KEY_SIZE, "none")
+
+
+def _check_key(value, what, most, none_means):
+    if value is None:
         return None
-    if isinstance(fairness_key, str):
-        key = fairness_key.encode()
-    elif isinstance(fairness_key, (bytes, bytearray, memoryview)):
-        key = bytes(fairness_key)
+    if isinstance(value, str):
+        key = value.encode()
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        key = bytes(value)
     else:
-        raise ValueError(f"fairness_key must be a str or bytes, not "
-                         f"{type(fairness_key).__name__}")
-    if not 1 <= len(key) <= MAX_FAIRNESS_KEY_SIZE:
-        raise ValueError(f"fairness_key of {len(key)} bytes: it must have 1 to "
-                         f"{MAX_FAIRNESS_KEY_SIZE} (None for the connection's)")
+        raise ValueError(f"{what} must be a str or bytes, not {type(value).__name__}")
+    if not 1 <= len(key) <= most:
+        raise ValueError(f"{what} of {len(key)} bytes: it must have 1 to {most} (None for "
+                         f"{none_means})")
     return key
 
 
-def _options(deadline_ms=None, priority=None, fairness_key=None):
+def is_draining(status, body):
+    """Whether an answer is a draining broker's refusal: 503 with the body DRAINING_BODY. Not any
+    503: one at a request's deadline means no worker took it, and another broker would not
+    do better."""
+    return status == UNAVAILABLE and [bytes(frame) for frame in body] == [DRAINING_BODY]
+
+
+def _options(deadline_ms=None, priority=None, fairness_key=None, idempotency_key=None):
     """Flags, then the optional fields they name (wire.cpp's put_options)."""
     flags = 0
     fields = b""
@@ -417,5 +451,9 @@ def _options(deadline_ms=None, priority=None, fairness_key=None):
     key = check_fairness_key(fairness_key)
     if key is not None:
         flags |= HAS_FAIRNESS_KEY
+        fields += bytes([len(key)]) + key
+    key = check_idempotency_key(idempotency_key)
+    if key is not None:
+        flags |= HAS_IDEMPOTENCY_KEY
         fields += bytes([len(key)]) + key
     return bytes([flags]) + fields

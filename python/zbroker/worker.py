@@ -1,23 +1,27 @@
 """Majordomo worker over ZB/1: handlers per service; an I/O thread owns the sockets and heartbeats.
 
 Threads: run() calls the handlers in the caller's thread; a background I/O thread owns one
-DEALER per service (each one worker session), sends READY and HEARTBEAT, watches the broker's
-liveness and reconnects. ZeroMQ sockets are not thread-safe, so jobs and replies cross
-between the two over an inproc PAIR, the only socket both threads touch (each its own end).
+DEALER per service and broker (each one worker session), sends READY and HEARTBEAT, watches the
+broker's liveness and connection, and reconnects. ZeroMQ sockets are not thread-safe, so jobs
+and replies cross between the two over an inproc PAIR, the only socket both threads touch (each
+its own end).
 
 Stopping (docs/protocol.md, "Native protocol: ZB/1"): the I/O thread says CREDIT 0 on every
 session at once, runs every job the broker sent before it read that, waits for the broker's
 CREDIT echo (after it no job is on its way; a broker that never echoes is waited for one
 liveness period), and only then says DISCONNECT: a rolling restart costs no request an attempt.
 """
+import collections
+import itertools
 import logging
 import threading
 import time
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from . import protocol
-from .client import pack, unpack
+from .client import endpoint_list, pack, unpack
 
 log = logging.getLogger("zbroker.worker")
 
@@ -26,6 +30,17 @@ _DISCONNECT_LINGER_MS = 1000  # lets DISCONNECT reach the broker without hanging
 _PIPE = "inproc://zbroker-worker-jobs"  # each Worker has its own context: no collisions
 _DONE = [b"done"]  # I/O thread to handler thread: every reply is sent, DISCONNECT said
 _READ_BATCH = 64
+_MONITOR_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
+# Monitor endpoints must be unique in a context (see client.py).
+_monitor_ids = itertools.count(1)
+
+
+def credit_shares(credit, brokers):
+    """A service's credit split over its brokers, as the C++ worker splits it: broker i
+    (0-based) gets credit // brokers, plus one if i < credit % brokers, but at least 1. So the
+    worker holds at most max(credit, brokers) requests of the service at once."""
+    return [max(1, credit // brokers + (1 if i < credit % brokers else 0))
+            for i in range(brokers)]
 
 
 class _Registration:
@@ -36,14 +51,18 @@ class _Registration:
 
 
 class _Connection:
-    """One service's DEALER to the broker: its heartbeat and liveness timers, and the records
+    """One service's DEALER to one broker: its heartbeat and liveness timers, and the records
     (replies, heartbeats) to send at the end of the loop round, as one message."""
 
-    def __init__(self, slot, service, credit):
-        self.slot = slot
+    def __init__(self, index, slot, service, endpoint, credit):
+        self.index = index  # in the I/O thread's list: how a reply finds its way back
+        self.slot = slot  # the registration (handler) it serves
         self.service = service
+        self.endpoint = endpoint
         self.credit = credit
         self.socket = None
+        self.monitor = None  # a PAIR of the socket's CONNECTED and DISCONNECTED events
+        self.connected = False
         self.id = 0  # a reply is sent only on the connection its job came in on
         self.heartbeat_at = self.expires_at = self.reconnect_at = 0.0
         self.stop_acknowledged = False  # the broker echoed our CREDIT 0
@@ -51,9 +70,31 @@ class _Connection:
         self.pending_replies = 0
 
 
+class _RecentReplies:
+    """One service's idempotency window: the replies of the last `size` requests that carried
+    an idempotency key, by key; and the jobs that came with the key of a request still running,
+    to be answered with its reply."""
+
+    # A larger reply is not kept (as in the C++ worker): the window costs at most size x this.
+    MAX_REPLY_BYTES = 64 * 1024
+
+    def __init__(self, size):
+        self.size = size
+        self.replies = collections.OrderedDict()  # key -> reply frames, oldest first
+        self.running = {}  # key -> [(connection index, connection id, token)] waiting for it
+
+    def done(self, key, reply):
+        """Keeps `reply` for `key`; returns the jobs that waited for it."""
+        if sum(len(frame) for frame in reply) <= self.MAX_REPLY_BYTES:
+            self.replies[key] = reply
+            while len(self.replies) > self.size:
+                self.replies.popitem(last=False)
+        return self.running.pop(key, [])
+
+
 class Worker:
-    """Serves handlers for a broker: `handle()` each service, then `run()` (blocks) or `start()`
-    (a background thread) until `stop()`.
+    """Serves handlers for a broker, or several: `handle()` each service, then `run()` (blocks)
+    or `start()` (a background thread) until `stop()`.
 
     A handler gets the request decoded from msgpack and returns a value to encode; with raw=True
     it gets the body frames and returns bytes or a list of frames. A handler that raises answers
@@ -63,16 +104,35 @@ class Worker:
     liveness x heartbeat_ms of broker silence, or a DISCONNECT, the worker waits `reconnect_ms`
     and registers again. `credit` > 1 lets the broker send that many requests ahead; they are
     still handled one at a time, in order. `curve`: CurveKeys for a broker with CURVE on.
+    A session whose connection drops registers again at once, on a new socket: a broker that
+    restarts gets the worker back as soon as it listens.
+
+    `endpoint` is one broker, or several (a list, or one string with commas): the worker then
+    keeps a session per service with each, and splits each service's credit over them as the
+    C++ worker does: broker i (0-based) of N gets credit // N, plus 1 if i < credit % N, but at
+    least 1. So with several brokers a worker holds at most max(credit, N) requests of a
+    service: credit 1 and 3 brokers is 1 each, 3 in all.
+
+    Idempotency: a request may reach the worker twice, when a client sends it again through
+    another broker after its own dropped. For each service the worker keeps the replies of the
+    last `recent_replies` requests (default 10000; 0: none) that carried an idempotency key; a
+    job whose key is among them is answered with that reply, not run again, and so is one
+    whose key is running now, once it is done. Best effort: this worker only, within that
+    window, and replies over 64 KiB are not kept; whatever the reply was, an {"error": ...}
+    too. stats()["duplicates_skipped"] counts them.
     """
 
     def __init__(self, endpoint=protocol.DEFAULT_BROKER, *,
                  heartbeat_ms=protocol.HEARTBEAT_INTERVAL_MS, liveness=protocol.HEARTBEAT_LIVENESS,
-                 credit=1, reconnect_ms=1000, curve=None):
-        if heartbeat_ms <= 0 or liveness < 1 or credit < 1 or reconnect_ms < 0:
-            raise ValueError(f"need heartbeat_ms > 0, liveness >= 1, credit >= 1 and "
-                             f"reconnect_ms >= 0; got {heartbeat_ms}, {liveness}, {credit}, "
-                             f"{reconnect_ms}")
-        self.endpoint = endpoint
+                 credit=1, reconnect_ms=1000, curve=None, recent_replies=10000):
+        if heartbeat_ms <= 0 or liveness < 1 or credit < 1 or reconnect_ms < 0 or \
+                recent_replies < 0:
+            raise ValueError(f"need heartbeat_ms > 0, liveness >= 1, credit >= 1, "
+                             f"reconnect_ms >= 0 and recent_replies >= 0; got {heartbeat_ms}, "
+                             f"{liveness}, {credit}, {reconnect_ms}, {recent_replies}")
+        self.endpoints = endpoint_list(endpoint)
+        self.endpoint = ",".join(self.endpoints)
+        self.recent_replies = recent_replies
         self.heartbeat = heartbeat_ms / 1000
         self.liveness = liveness
         self.credit = credit
@@ -84,7 +144,9 @@ class Worker:
         self._started = False
         self._thread = None
         self._io_error = None
-        self._stats = dict(served=0, failed=0, reconnects=0, malformed=0, dropped_replies=0)
+        self._stats = dict(served=0, failed=0, reconnects=0, malformed=0, dropped_replies=0,
+                           duplicates_skipped=0)
+        self._windows = []  # a _RecentReplies per registration; the I/O thread's
 
     # -- public API -------------------------------------------------------------------------
 
@@ -158,7 +220,8 @@ class Worker:
 
     def stats(self):
         """Counts so far: served, failed (the handler raised), reconnects, malformed (broker
-        messages ignored), dropped_replies (for a connection replaced meanwhile)."""
+        messages ignored), dropped_replies (for a connection replaced meanwhile),
+        duplicates_skipped (jobs answered from the idempotency window, not run)."""
         return dict(self._stats)
 
     def __enter__(self):
@@ -170,7 +233,7 @@ class Worker:
     # -- handler thread ---------------------------------------------------------------------
 
     def _serve(self, job):
-        slot, connection_id, token, *body = job
+        slot, connection, connection_id, token, key, *body = job
         registration = self._registrations[int.from_bytes(slot, "little")]
         try:
             if registration.raw:
@@ -189,7 +252,7 @@ class Worker:
             message = f"{type(e).__name__}: {e}"
             log.warning("handler for %r failed: %s", registration.service, message)
             reply = [pack({"error": message})]
-        return [slot, connection_id, token, *reply]
+        return [slot, connection, connection_id, token, key, *reply]
 
     # -- I/O thread -------------------------------------------------------------------------
 
@@ -207,8 +270,17 @@ class Worker:
         pipe.connect(_PIPE)
         poller = zmq.Poller()
         poller.register(pipe, zmq.POLLIN)
-        connections = [_Connection(slot, registration.service, self.credit)
-                       for slot, registration in enumerate(self._registrations)]
+        connections = []
+        shares = credit_shares(self.credit, len(self.endpoints))
+        for slot, registration in enumerate(self._registrations):
+            for endpoint, credit in zip(self.endpoints, shares):
+                connections.append(_Connection(len(connections), slot, registration.service,
+                                               endpoint, credit))
+        self._windows = [_RecentReplies(self.recent_replies) for _ in self._registrations]
+        if self.credit < len(self.endpoints):
+            log.warning("credit %d is less than the %d brokers it is split over: each broker "
+                        "still gets 1, so up to %d requests may be held per service",
+                        self.credit, len(self.endpoints), len(self.endpoints))
         liveness_span = self.heartbeat * self.liveness
         next_id = 1
         in_flight = 0  # jobs sent to the handler thread whose result is not read yet
@@ -223,6 +295,9 @@ class Worker:
                 if stopping_since is None and self._stop.is_set():
                     stopping_since = now
                     self._stop_taking_work(connections, in_flight)
+                if stopping_since is not None:
+                    for connection in connections:  # an unread CONNECTED matters now
+                        self._watch(connection, poller, now)
                 if stopping_since is not None and self._stop_settled(
                         connections, now - stopping_since >= liveness_span) and (
                         in_flight == 0 or self._handlers_gone.is_set()):
@@ -239,6 +314,8 @@ class Worker:
                 for connection in connections:
                     if connection.socket is not None and connection.socket in events:
                         in_flight += self._read_broker(connection, pipe, poller)
+                    if connection.monitor is not None and connection.monitor in events:
+                        self._watch(connection, poller, now)
                 for connection in connections:
                     self._flush(connection)  # this round's replies: one message per socket
                 now = time.monotonic()
@@ -250,12 +327,13 @@ class Worker:
                             next_id += 1
                     elif now >= connection.expires_at:
                         if stopping_since is None:
-                            log.warning("broker silent for %d ms on %r: reconnecting in %d ms",
-                                        liveness_span * 1000, connection.service,
-                                        self.reconnect_delay * 1000)
+                            log.warning("broker %s silent for %d ms on %r: reconnecting in %d ms",
+                                        connection.endpoint, liveness_span * 1000,
+                                        connection.service, self.reconnect_delay * 1000)
                         else:
-                            log.warning("broker silent for %d ms on %r while stopping",
-                                        liveness_span * 1000, connection.service)
+                            log.warning("broker %s silent for %d ms on %r while stopping",
+                                        connection.endpoint, liveness_span * 1000,
+                                        connection.service)
                         self._drop(poller, connection, now)
                     elif now >= connection.heartbeat_at:
                         connection.pending.heartbeat()
@@ -268,10 +346,9 @@ class Worker:
                 if connection.socket is not None:
                     connection.pending.disconnect()
                     disconnected += self._flush(connection)
-                    connection.socket.close(linger=_DISCONNECT_LINGER_MS)
-                    connection.socket = None
+                    self._close(connection, linger=_DISCONNECT_LINGER_MS)
             if stopping_since is not None:
-                log.info("stopped: sent DISCONNECT on %d of %d service socket(s)", disconnected,
+                log.info("stopped: sent DISCONNECT on %d of %d session(s)", disconnected,
                          len(connections))
             pipe.send_multipart(_DONE)
             pipe.close()
@@ -289,17 +366,23 @@ class Worker:
     @staticmethod
     def _stop_settled(connections, waited_long_enough):
         """Until the broker has echoed CREDIT 0, a job may still be on its way. A broker that
-        never echoes (gone, or its queue to us full) is waited for one liveness period."""
-        return waited_long_enough or all(c.socket is None or c.stop_acknowledged
-                                         for c in connections)
+        never echoes (gone, or its queue to us full) is waited for one liveness period; one we
+        are not connected to has nothing on its way."""
+        return waited_long_enough or all(c.socket is None or not c.connected or
+                                         c.stop_acknowledged for c in connections)
 
     def _connect(self, context, poller, connection, connection_id, now):
         socket = context.socket(zmq.DEALER)
         socket.linger = 0
         if self._curve is not None:
             self._curve.apply(socket)
-        socket.connect(self.endpoint)
+        # Its events tell a dropped connection at once, so the session starts again on a new
+        # socket rather than after liveness x heartbeat_ms of silence or the broker's DISCONNECT.
+        connection.monitor = socket.get_monitor_socket(
+            _MONITOR_EVENTS, f"inproc://zbroker-worker-monitor-{next(_monitor_ids)}")
+        socket.connect(connection.endpoint)
         connection.socket = socket
+        connection.connected = False
         connection.id = connection_id
         connection.heartbeat_at = now + self.heartbeat
         connection.expires_at = now + self.heartbeat * self.liveness
@@ -307,17 +390,44 @@ class Worker:
         connection.pending.clear()
         connection.pending_replies = 0
         poller.register(socket, zmq.POLLIN)
+        poller.register(connection.monitor, zmq.POLLIN)
         connection.pending.ready(connection.service, connection.credit)
         self._flush(connection)  # queued until the TCP connection is up
-        log.debug("sent READY for %r to %s", connection.service, self.endpoint)
+        log.debug("sent READY for %r with credit %d to %s", connection.service, connection.credit,
+                  connection.endpoint)
+
+    @staticmethod
+    def _close(connection, linger=0):
+        connection.socket.disable_monitor()
+        connection.monitor.close(linger=0)
+        connection.socket.close(linger=linger)
+        connection.socket = connection.monitor = None
+        connection.connected = False
 
     def _drop(self, poller, connection, now):
         poller.unregister(connection.socket)
-        connection.socket.close(linger=0)
-        connection.socket = None
+        poller.unregister(connection.monitor)
+        self._close(connection)
         connection.pending.clear()
         connection.pending_replies = 0
         connection.reconnect_at = now + self.reconnect_delay
+
+    def _watch(self, connection, poller, now):
+        """Reads the session's connection events. When it drops, the session is over (a broker
+        that comes back sees a new peer): it starts again at once, on a new socket whose READY
+        waits for the connection."""
+        while connection.monitor is not None:
+            try:
+                event = recv_monitor_message(connection.monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if event["event"] == zmq.EVENT_CONNECTED:
+                connection.connected = True
+            elif event["event"] == zmq.EVENT_DISCONNECTED:
+                log.warning("connection to broker %s dropped on %r: registering again",
+                            connection.endpoint, connection.service)
+                self._drop(poller, connection, now)
+                connection.reconnect_at = now
 
     def _flush(self, connection):
         """Sends the connection's pending records as one message; False when there was nothing
@@ -325,14 +435,14 @@ class Worker:
         if connection.socket is None or connection.pending.empty:
             return False
         replies, connection.pending_replies = connection.pending_replies, 0
-        # Never block the I/O thread: the other services' heartbeats depend on it.
+        # Never block the I/O thread: the other sessions' heartbeats depend on it.
         try:
             connection.socket.send_multipart(connection.pending.take(), zmq.NOBLOCK)
             return True
         except zmq.Again:
             self._stats["dropped_replies"] += replies
-            log.warning("dropping a message with %d reply(s) for %r: the queue to the broker "
-                        "is full", replies, connection.service)
+            log.warning("dropping a message with %d reply(s) for %r to %s: the queue to the "
+                        "broker is full", replies, connection.service, connection.endpoint)
             return False
 
     def _read_broker(self, connection, pipe, poller):
@@ -357,20 +467,24 @@ class Worker:
                 if record.command == protocol.Command.JOB:
                     # Also while stopping: the broker sent it before it read our CREDIT 0, and
                     # refusing it would cost the request an attempt.
+                    if self._answered_already(connection, record):
+                        continue
                     pipe.send_multipart([connection.slot.to_bytes(4, "little"),
+                                         connection.index.to_bytes(4, "little"),
                                          connection.id.to_bytes(8, "little"), record.token,
-                                         *record.body])
+                                         record.idempotency_key, *record.body])
                     jobs += 1
                 elif record.command == protocol.Command.CREDIT:
                     if record.credit == 0:
                         connection.stop_acknowledged = True
                 elif record.command == protocol.Command.DISCONNECT:
                     if self._stop.is_set():
-                        log.info("broker sent DISCONNECT on %r while stopping",
-                                 connection.service)
+                        log.info("broker %s sent DISCONNECT on %r while stopping",
+                                 connection.endpoint, connection.service)
                     else:
-                        log.warning("broker sent DISCONNECT on %r: reconnecting in %d ms",
-                                    connection.service, self.reconnect_delay * 1000)
+                        log.warning("broker %s sent DISCONNECT on %r: reconnecting in %d ms",
+                                    connection.endpoint, connection.service,
+                                    self.reconnect_delay * 1000)
                     self._drop(poller, connection, now)
                     break  # the rest belongs to a session that is over
                 elif record.command != protocol.Command.HEARTBEAT:
@@ -378,10 +492,33 @@ class Worker:
                                     f"clients and workers send", frames)
         return jobs
 
+    def _answered_already(self, connection, job):
+        """Whether the idempotency window takes care of `job`: a key answered lately gets that
+        reply now; a key still running gets its reply when it is done. Otherwise the key (if
+        any) is marked running, and the job is for the handler."""
+        key = job.idempotency_key
+        window = self._windows[connection.slot]
+        if not key or window.size == 0:
+            return False
+        if key in window.replies:
+            self._stats["duplicates_skipped"] += 1
+            log.debug("answering a job for %r with key %r from the replies kept",
+                      connection.service, key)
+            connection.pending.reply(job.token, window.replies[key])
+            connection.pending_replies += 1
+            return True
+        if key in window.running:
+            self._stats["duplicates_skipped"] += 1
+            window.running[key].append((connection.index, connection.id, job.token))
+            return True
+        window.running[key] = []
+        return False
+
     def _malformed(self, connection, why, frames):
         self._stats["malformed"] += 1
-        log.warning("ignoring a malformed message from the broker on %r (%s): %r",
-                    connection.service, why, [bytes(frame[:64]) for frame in frames[:4]])
+        log.warning("ignoring a malformed message from broker %s on %r (%s): %r",
+                    connection.endpoint, connection.service, why,
+                    [bytes(frame[:64]) for frame in frames[:4]])
 
     def _read_results(self, pipe, connections):
         """Adds the handler thread's replies to their connection's message; returns how many."""
@@ -392,17 +529,23 @@ class Worker:
             except zmq.Again:
                 break
             results += 1
-            slot, connection_id, token, *reply = frames
-            connection = connections[int.from_bytes(slot, "little")]
-            if connection.socket is None or connection.id != int.from_bytes(connection_id,
-                                                                            "little"):
-                # The broker has given this job to another worker already, or will.
-                self._stats["dropped_replies"] += 1
-                log.info("dropping a reply for %r: its connection to the broker was replaced",
-                         connection.service)
-                continue
-            connection.pending.reply(token, reply)
-            connection.pending_replies += 1
-            if len(connection.pending) >= protocol.BATCH_BYTES:
-                self._flush(connection)
+            slot, index, connection_id, token, key, *reply = frames
+            destinations = [(int.from_bytes(index, "little"),
+                             int.from_bytes(connection_id, "little"), token)]
+            if key:  # kept for a resend of the same request, and sent to those that came already
+                destinations += self._windows[int.from_bytes(slot, "little")].done(key, reply)
+            for index, connection_id, token in destinations:
+                self._reply(connections[index], connection_id, token, reply)
         return results
+
+    def _reply(self, connection, connection_id, token, reply):
+        if connection.socket is None or connection.id != connection_id:
+            # The broker has given this job to another worker already, or will.
+            self._stats["dropped_replies"] += 1
+            log.info("dropping a reply for %r: its connection to broker %s was replaced",
+                     connection.service, connection.endpoint)
+            return
+        connection.pending.reply(token, reply)
+        connection.pending_replies += 1
+        if len(connection.pending) >= protocol.BATCH_BYTES:
+            self._flush(connection)

@@ -350,6 +350,7 @@ class ProtocolConstants(unittest.TestCase):
         self.assertIn(f"kHasDeadline = {protocol.HAS_DEADLINE:#04x};", header)
         self.assertIn(f"kHasPriority = {protocol.HAS_PRIORITY:#04x};", header)
         self.assertIn(f"kHasFairnessKey = {protocol.HAS_FAIRNESS_KEY:#04x};", header)
+        self.assertIn(f"kHasIdempotencyKey = {protocol.HAS_IDEMPOTENCY_KEY:#04x};", header)
         self.assertIn(f"kInlineBodyLimit = {protocol.INLINE_BODY_LIMIT};", header)
         self.assertIn(f"kMaxBodyFrames = 0x{protocol.MAX_BODY_FRAMES:X};", header)
         self.assertIn(f"kBatchBytes = {protocol.BATCH_BYTES // 1024} * 1024;", header)
@@ -510,7 +511,7 @@ class Wire(unittest.TestCase):
             "an unknown flag": message(b"\x22\x01t\x02" + inline(b"")),
             "a JOB with a priority": message(b"\x22\x01t\x02\x05" + inline(b"")),
             "a JOB with a fairness key": message(b"\x22\x01t\x04\x01k" + inline(b"")),
-            "a REQUEST with an unknown flag": message(b"\x11\x08\x01i\x01s" + inline(b"")),
+            "a REQUEST with an unknown flag": message(b"\x11\x10\x01i\x01s" + inline(b"")),
             "a REQUEST with an empty fairness key": message(b"\x11\x04\x00\x01i\x01s" +
                                                             inline(b"")),
             "a priority cut short": message(b"\x11\x02"),
