@@ -172,6 +172,18 @@ std::optional<std::uint32_t> next_deadline(InputReader& in) {
     return static_cast<std::uint32_t>(choice >> 1) * 8;  // 0 to 1016 ms
 }
 
+// REQUEST options: a deadline, a priority (10 is refused), the keys, each present or not.
+const std::string kKeys[] = {"tenant-a", "tenant-b", "k", std::string(255, 'k')};
+
+wire::RequestOptions next_options(InputReader& in) {
+    wire::RequestOptions options(next_deadline(in));
+    const std::uint8_t choice = in.byte();
+    if ((choice & 1) != 0) options.priority = static_cast<std::uint8_t>(in.byte() % 11);
+    if ((choice & 2) != 0) options.fairness_key = kKeys[in.byte() % std::size(kKeys)];
+    if ((choice & 4) != 0) options.idempotency_key = kKeys[in.byte() % std::size(kKeys)];
+    return options;
+}
+
 // Writes a body: inline bytes, one frame past the inline limit, or several small frames.
 template <typename Write>
 void with_body(InputReader& in, Write&& write) {
@@ -190,8 +202,8 @@ void write_record(InputReader& in, const CheckingOutbox& outbox, wire::Writer& w
         case 1: {
             const std::string id = short_field(in, kIds);
             const std::string& service = kServices[in.byte() % std::size(kServices)];
-            const auto deadline = next_deadline(in);
-            with_body(in, [&](auto body) { writer.request(id, service, deadline, body); });
+            const wire::RequestOptions options = next_options(in);
+            with_body(in, [&](auto body) { writer.request(id, service, options, body); });
             break;
         }
         case 2: {
@@ -219,7 +231,7 @@ void write_record(InputReader& in, const CheckingOutbox& outbox, wire::Writer& w
             const auto deadline = next_deadline(in);
             Frames body;
             body.push_back(frame(in.bytes(in.byte() % 8)));
-            writer.job(token, deadline, {}, {body, 0, 1});
+            writer.job(token, deadline, kKeys[in.byte() % std::size(kKeys)], {body, 0, 1});
             break;
         }
         default: {  // only the broker sends ANSWER; 0 and 201 are not statuses
