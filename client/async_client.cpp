@@ -235,6 +235,9 @@ std::optional<Completion> AsyncClient::give_up_due(TimePoint at) {
 }
 
 std::optional<Completion> AsyncClient::receive(std::chrono::milliseconds timeout) {
+    // First, so that a steady flow of answers from the other brokers does not keep the requests
+    // of one that went down waiting.
+    if (resends_) handle_broker_events();
     flush();
     std::optional<TimePoint> give_up;  // read the clock only when we have to wait
     while (true) {
