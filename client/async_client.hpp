@@ -164,6 +164,7 @@ class AsyncClient {
     std::vector<std::uint64_t> parked_;            // remembered, waiting for a broker to be up
     std::vector<std::size_t> went_down_;           // reused
     std::uint64_t resent_ = 0;
+    std::chrono::steady_clock::time_point next_event_check_{};
     std::size_t answers_from_ = 0;  // the link the message in answers_ came from
     std::uint64_t next_request_id_ = 1;
     detail::RequestIdSet in_flight_;
