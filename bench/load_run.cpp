@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench/send_times.hpp"
 #include "client/async_client.hpp"
 
 namespace zbroker::bench {
@@ -52,50 +53,6 @@ class RunningThreads {
     std::size_t running_;
 };
 
-// Send times by request id, and whether the request counts (sent after the warm-up). Ids grow
-// by one per request, so a ring indexed by id holds every request in flight as long as the
-// oldest is less than a ring's length behind the newest. One slow reply can be thousands
-// behind; the ring then doubles rather than overwrite it.
-class SendTimes {
-  public:
-    struct Sent {
-        std::uint64_t id = 0;
-        SteadyClock::time_point at;
-        bool measured = false;
-        bool live = false;
-    };
-    explicit SendTimes(std::size_t window) {
-        std::size_t size = 16;
-        while (size < 4 * window)
-            size *= 2;
-        slots_.resize(size);
-    }
-    void put(std::uint64_t id, SteadyClock::time_point at, bool measured) {
-        while (slot(id).live)
-            grow();
-        slot(id) = {id, at, measured, true};
-    }
-    // The request's entry, taken out of the ring; nullopt for an id not in flight.
-    std::optional<Sent> take(std::uint64_t id) {
-        Sent& entry = slot(id);
-        if (!entry.live || entry.id != id) return std::nullopt;
-        entry.live = false;
-        return entry;
-    }
-
-  private:
-    Sent& slot(std::uint64_t id) { return slots_[id & (slots_.size() - 1)]; }
-    void grow() {
-        std::vector<Sent> old(slots_.size() * 2);
-        old.swap(slots_);
-        for (const Sent& entry : old) {
-            if (entry.live) slot(entry.id) = entry;  // distinct ids within a ring's length
-        }
-    }
-
-    std::vector<Sent> slots_;
-};
-
 // Counts down requests left to send across all clients when the run is sized by count.
 class Budget {
   public:
@@ -113,9 +70,15 @@ class Budget {
 // One client connection: its window, and when each of its requests went out.
 struct Connection {
     Connection(zmq::context_t& context, const LoadSpec& spec)
-        : client(context, spec.endpoint, spec.inflight), send_times(spec.inflight) {}
+        : client(context, spec.endpoint, spec.inflight),
+          send_times(spec.inflight),
+          several_brokers(spec.endpoint.find(',') != std::string::npos) {}
     AsyncClient client;
     SendTimes send_times;
+    // With several brokers the client replaces a lost broker's sockets by fresh ones, whose
+    // ZMQ_FDs the ReadySet must be told of. With one, its socket never changes.
+    bool several_brokers;
+    std::vector<int> registered_fds;  // of client.sockets(), as last registered
 };
 
 // The connections that may have replies waiting: the ZMQ_FD of each socket in one epoll set,
@@ -131,13 +94,28 @@ class ReadySet {
     ReadySet(const ReadySet&) = delete;
     ReadySet& operator=(const ReadySet&) = delete;
 
-    void add(zmq::socket_ref socket, std::size_t index) {
-        epoll_event event{};
-        event.events = EPOLLIN;
-        event.data.u64 = index;
-        const int fd = socket.get(zmq::sockopt::fd);
-        if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &event) != 0)
-            throw std::system_error(errno, std::generic_category(), "epoll_ctl");
+    // Registers every socket of `c` under `index`.
+    void add(Connection& c, std::size_t index) {
+        c.registered_fds.clear();
+        for (const zmq::socket_ref socket : c.client.sockets()) {
+            const int fd = socket.get(zmq::sockopt::fd);
+            add(fd, index);
+            c.registered_fds.push_back(fd);
+        }
+    }
+    // Several brokers: registers the sockets of `c` again when they are no longer those it
+    // registered; true when they changed. A replaced socket's ZMQ_FD leaves the set by itself
+    // when libzmq closes it (epoll forgets a closed file), and the new DEALER is made before
+    // the old one is closed, so its ZMQ_FD differs from the old one's: a changed link always
+    // shows as a changed descriptor.
+    bool follow(Connection& c, std::size_t index) {
+        const auto sockets = c.client.sockets();
+        bool same = sockets.size() == c.registered_fds.size();
+        for (std::size_t k = 0; same && k < sockets.size(); ++k)
+            same = sockets[k].get(zmq::sockopt::fd) == c.registered_fds[k];
+        if (same) return false;
+        add(c, index);
+        return true;
     }
     // Appends the indices signalled within `timeout`; false when none was.
     bool wait(std::vector<std::size_t>& ready, std::chrono::milliseconds timeout) {
@@ -152,6 +130,15 @@ class ReadySet {
     }
 
   private:
+    void add(int fd, std::size_t index) {
+        epoll_event event{};
+        event.events = EPOLLIN;
+        event.data.u64 = index;
+        // EEXIST: this very file is registered already (a socket of the client kept its place).
+        if (::epoll_ctl(epoll_, EPOLL_CTL_ADD, fd, &event) != 0 && errno != EEXIST)
+            throw std::system_error(errno, std::generic_category(), "epoll_ctl");
+    }
+
     int epoll_;
 };
 
@@ -168,8 +155,7 @@ void drive_connections(const LoadSpec& spec, std::size_t count, Budget& budget,
     std::vector<std::size_t> ready;  // connections to look at now: at first, all of them
     for (std::size_t i = 0; i < count; ++i) {
         connections.emplace_back(context, spec);
-        for (const zmq::socket_ref socket : connections.back().client.sockets())
-            ready_set.add(socket, i);
+        ready_set.add(connections.back(), i);
         ready.push_back(i);
     }
     const std::string body(spec.size, 'x');
@@ -207,8 +193,10 @@ void drive_connections(const LoadSpec& spec, std::size_t count, Budget& budget,
             }
             c.client.flush();  // what the replies freed goes as one message
             in_flight += c.client.in_flight();
-            // Sending may have processed the commands that said a reply came: ask again.
-            if (c.client.readable()) again.push_back(i);
+            // Sending may have processed the commands that said a reply came: ask again. A
+            // link replaced in this round has fresh sockets: look at them at once too.
+            if ((c.several_brokers && ready_set.follow(c, i)) || c.client.readable())
+                again.push_back(i);
         }
         tally.answered.store(answered, std::memory_order_relaxed);
         ready.swap(again);
@@ -323,6 +311,7 @@ LoadResult run_load(const LoadSpec& spec, const ProgressCallback& on_progress) {
     for (auto& tally : tallies) {
         result.sent += tally.sent;
         result.ok += tally.ok;
+        result.answered_all += tally.answered.load(std::memory_order_relaxed);
         for (const auto& [status, count] : tally.errors)
             result.errors[status] += count;
         all.merge(tally.latency);

@@ -13,7 +13,7 @@
 namespace zbroker::bench {
 
 struct LoadSpec {
-    std::string endpoint;
+    std::string endpoint;  // several brokers: comma-separated
     std::string service = "echo";
     std::size_t clients = 1;
     std::size_t inflight = 1;    // per client; 1 is the sync mode
@@ -30,6 +30,7 @@ struct LoadResult {
     std::map<protocol::Status, std::uint64_t> errors;  // non-200 answers, and no_reply
     double seconds = 0;
     LatencySummary latency;
+    std::uint64_t answered_all = 0;  // warm-up included: what the processes did over the run
 
     double requests_per_second() const {
         return seconds > 0 ? static_cast<double>(ok) / seconds : 0;

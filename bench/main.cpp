@@ -16,13 +16,16 @@
 
 #include "bench/baseline_servers.hpp"
 #include "bench/baselines.hpp"
+#include "bench/failover.hpp"
 #include "bench/load_run.hpp"
 #include "bench/minimal_client.hpp"
 #include "bench/noisy_neighbour.hpp"
 #include "bench/plot.hpp"
+#include "bench/process_cpu.hpp"
 #include "bench/progress_bar.hpp"
 #include "bench/report.hpp"
 #include "bench/topology.hpp"
+#include "shared/logging.hpp"
 
 namespace {
 
@@ -36,7 +39,12 @@ std::string label_of(const zbroker::bench::Point& p) {
     // Short enough for 80 columns with the figures; the table row that follows has the rest.
     std::string label = p.target + " " + p.mode + ", " + std::to_string(p.inflight) + " in flight";
     if (p.clients > 1) label += ", " + std::to_string(p.clients) + " clients";
+    if (p.brokers > 1) label += ", " + std::to_string(p.brokers) + " brokers";
     return label;
+}
+
+std::size_t count_endpoints(const std::string& list) {
+    return static_cast<std::size_t>(std::count(list.begin(), list.end(), ',')) + 1;
 }
 
 // The bare 7/MDP echo workers' credit when --credit is 0. zworker's default credit adapts to
@@ -52,16 +60,33 @@ struct Target {
     std::optional<zbroker::bench::Prefix> minimal;
 };
 
-// Measures one point, with a progress bar on a terminal.
+// Measures one point, with a progress bar on a terminal; with `cpu_of`, the CPU per request
+// of its brokers and workers, and of zbench itself, too.
 zbroker::bench::Point measure(zbroker::bench::Point point, const zbroker::bench::LoadSpec& spec,
-                              const Target& target) {
+                              const Target& target, const zbroker::bench::Topology* cpu_of) {
     using namespace zbroker::bench;
     point.target = target.name;
     point.client = target.minimal ? "minimal" : "zbench";
+    std::vector<pid_t> brokers, workers;
+    if (cpu_of) {
+        for (std::size_t i = 0; i < cpu_of->broker_count(); ++i)
+            brokers.push_back(cpu_of->broker_pid(i));
+        workers = cpu_of->worker_pids();
+    }
+    const std::vector<pid_t> self{::getpid()};
+    const double brokers_before = cpu_seconds(brokers);
+    const double workers_before = cpu_seconds(workers);
+    const double self_before = cpu_seconds(self);
     ProgressBar bar(label_of(point));
     const auto progress = [&bar](const LoadProgress& p) { bar.show(p); };
     point.result = target.minimal ? run_minimal_load(spec, *target.minimal, progress)
                                   : run_load(spec, progress);
+    if (cpu_of && point.result.answered_all > 0) {
+        const double per_request = 1e6 / static_cast<double>(point.result.answered_all);
+        point.cpu = CpuPerRequest{(cpu_seconds(brokers) - brokers_before) * per_request,
+                                  (cpu_seconds(workers) - workers_before) * per_request,
+                                  (cpu_seconds(self) - self_before) * per_request};
+    }
     return point;
 }
 
@@ -88,6 +113,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> modes{"sync", "pipelined"};
     std::vector<std::size_t> clients{1};
     std::vector<std::size_t> workers{2};
+    std::vector<std::size_t> brokers{1};
     std::vector<std::size_t> inflight{16, 256};
     std::vector<std::size_t> sizes{32};
     std::uint64_t requests = 0;
@@ -104,11 +130,14 @@ int main(int argc, char** argv) {
 
     CLI::App app{
         "zbench: throughput and latency of zbroker request-reply.\n"
-        "Starts its own broker and echo workers on loopback (or measures --connect ENDPOINT)\n"
+        "Starts its own brokers and echo workers on loopback (or measures --connect ENDPOINTS)\n"
         "and sweeps every combination of the list options given.",
         "zbench"};
     app.set_version_flag("--version", std::string("zbench ") + zbroker::kVersion);
-    app.add_option("--connect", connect, "Measure this running broker instead of starting one");
+    auto* connect_option = app.add_option(
+        "--connect", connect,
+        "Measure these running brokers (comma-separated; the clients spread their requests\n"
+        "over them) instead of starting them");
     app.add_option("--service", service, "Service to call; its workers must echo")
         ->capture_default_str();
     app.add_option("--mode", modes, "sync (one request at a time per client) and/or pipelined")
@@ -122,6 +151,13 @@ int main(int argc, char** argv) {
     app.add_option("--workers", workers, "Worker processes to start, list (ignored with --connect)")
         ->delimiter(',')
         ->check(CLI::Range(1, 500))
+        ->capture_default_str();
+    app.add_option("--brokers", brokers,
+                   "Brokers to start, list: every worker attaches to all of them, and every\n"
+                   "client spreads its requests over them (with --connect: the endpoints listed)")
+        ->delimiter(',')
+        ->check(CLI::Range(1, 16))
+        ->excludes(connect_option)
         ->capture_default_str();
     app.add_option("--inflight", inflight, "Requests in flight per client in pipelined mode, list")
         ->delimiter(',')
@@ -149,9 +185,10 @@ int main(int argc, char** argv) {
     app.add_option("--csv", csv_path, "Write all points as CSV to this file");
     app.add_flag("--baseline", baseline,
                  "Also run each point against a direct echo server (no broker), with a minimal\n"
-                 "client (floor) and with zbench's (direct; below 0.9x the floor zbench is the\n"
-                 "bottleneck: a loud warning, exit status 3), and against a plain ROUTER-to-\n"
-                 "ROUTER relay with the minimal client (relay); print zbroker / relay");
+                 "client (floor) and with zbench's (direct: given one direct echo server per\n"
+                 "broker; below 0.9x the floor zbench is the bottleneck: a loud warning, exit\n"
+                 "status 3), and against a plain ROUTER-to-ROUTER relay with the minimal client\n"
+                 "(relay); print zbroker / relay");
     app.add_flag("--mdp", mdp,
                  "Also measure 7/MDP: the minimal client with 7/MDP frames through a zbroker of\n"
                  "its own to bare 7/MDP echo workers (mdp), and through the relay (relay-mdp);\n"
@@ -168,7 +205,18 @@ int main(int argc, char** argv) {
                            : "directory " + dir.string() + " does not exist: create it first";
             },
             "PNG");
+    bool cpu = false;
+    app.add_flag("--cpu", cpu,
+                 "Also report the CPU time (user+sys, /proc) per request of the brokers and the\n"
+                 "workers zbench started, and of zbench itself (its clients), over each zbroker\n"
+                 "point, warm-up included")
+        ->excludes(connect_option);
     app.add_option("--bin-dir", bin_dir, "Where zbroker and zworker are")->capture_default_str();
+    std::string log_level = "warn";
+    app.add_option("--log-level", log_level,
+                   "Level of zbench's clients' log on stderr (a broker lost, requests resent)")
+        ->check(CLI::IsMember(zbroker::log_level_names()))
+        ->capture_default_str();
 
     // The baselines' processes: zbench runs them as itself, so that they need no other binary.
     // Hidden (empty group): they are started by --baseline, not by people.
@@ -220,12 +268,66 @@ int main(int argc, char** argv) {
         "requests of A still unanswered 5 s after its phase are abandoned as no_reply.\n"
         "Exit status 2 when there were errors.");
 
+    // Failover (issue 12): its own topology and load, and its own options.
+    FailoverSpec failover;
+    double failover_duration_s = 20.0;
+    double failover_kill_every_s = 4.0;
+    int failover_down_for_ms = 1000;
+    std::string failover_json;
+    auto* failover_command = app.add_subcommand(
+        "failover",
+        "Several brokers, no single point of failure (issue 12): starts --brokers brokers and\n"
+        "--workers zworker echo processes attached to all of them; --clients connections, each\n"
+        "given every broker, keep --inflight requests in flight. Every --kill-every seconds the\n"
+        "next broker (round robin) gets SIGKILL (SIGTERM, a drain, with --drain) and is started\n"
+        "again on its endpoint --down-for ms later. Reports every answer by status, the requests\n"
+        "the clients resent, latency over all requests and over those a stop caught in flight\n"
+        "(sent before it, answered after it), and per restart how soon the broker had its\n"
+        "workers back (mmi.services, polled every 50 ms) and took its share of the load.");
+    failover_command->add_option("--brokers", failover.brokers, "Brokers")
+        ->check(CLI::Range(1, 16))
+        ->capture_default_str();
+    failover_command->add_option("--workers", failover.workers, "zworker processes")
+        ->check(CLI::Range(1, 100))
+        ->capture_default_str();
+    failover_command->add_option("--clients", failover.clients, "Client connections")
+        ->check(CLI::Range(1, 100))
+        ->capture_default_str();
+    failover_command->add_option("--inflight", failover.inflight, "Requests in flight per client")
+        ->check(CLI::Range(1, 100000))
+        ->capture_default_str();
+    failover_command->add_option("--size", failover.size, "Request body bytes")
+        ->check(CLI::Range(std::size_t{0}, std::size_t{1} << 20))
+        ->capture_default_str();
+    failover_command->add_option("--duration", failover_duration_s, "Seconds of load")
+        ->check(CLI::Range(0.5, 3600.0))
+        ->capture_default_str();
+    failover_command
+        ->add_option("--kill-every", failover_kill_every_s,
+                     "Seconds between stops; the first comes this long after the load starts")
+        ->check(CLI::Range(0.1, 3600.0))
+        ->capture_default_str();
+    failover_command
+        ->add_option("--down-for", failover_down_for_ms,
+                     "Milliseconds from a broker's stop to its restart (at least until it exited)")
+        ->check(CLI::Range(0, 600'000))
+        ->capture_default_str();
+    failover_command->add_flag("--drain", failover.drain,
+                               "SIGTERM instead of SIGKILL: the broker drains (refuses new "
+                               "requests with 503 draining, answers what it holds) and exits");
+    failover_command->add_option("--json", failover_json, "Write the report as JSON to this file");
+    failover_command->footer(
+        "Brokers, workers and clients keep their default heartbeats (2500 ms). Requests carry\n"
+        "no deadline: one still unanswered 15 s after the load stopped counts as no reply.\n"
+        "Exit status 2 when any request was not answered 200.");
+
     app.footer(
         "MB/s counts request payload bytes once. Latency is per request, from send to reply,\n"
         "exact percentiles over every sample. Exit status: 2 when requests went unanswered,\n"
         "3 when the client check of --baseline failed (zbench was the bottleneck). Example:\n"
         "  zbench --mode pipelined --inflight 1,16,256,1024 --size 32,1024 --duration 2");
     CLI11_PARSE(app, argc, argv);
+    zbroker::init_logging("zbench", log_level);
     try {
         if (*direct_command) serve_direct_echo();
         if (*relay_command) serve_relay(relay_workers);
@@ -251,20 +353,59 @@ int main(int argc, char** argv) {
         }
     }
 
+    if (*failover_command) {
+        failover.bin_dir = bin_dir;
+        failover.duration =
+            std::chrono::milliseconds(static_cast<long>(failover_duration_s * 1000));
+        failover.kill_every =
+            std::chrono::milliseconds(static_cast<long>(failover_kill_every_s * 1000));
+        failover.down_for = std::chrono::milliseconds(failover_down_for_ms);
+        try {
+            const FailoverResult result = run_failover(failover, std::cout);
+            if (!failover_json.empty()) write_failover_json(failover_json, failover, result);
+            return result.failed() == 0 ? EXIT_SUCCESS : 2;
+        } catch (const std::exception& e) {
+            std::cerr << "zbench: " << e.what() << '\n';
+            return EXIT_FAILURE;
+        }
+    }
+
     std::vector<Point> points;
     std::vector<ClientCheck> checks;
-    const auto topologies = connect.empty() ? workers : std::vector<std::size_t>{0};
+    // (brokers, workers) per topology: every combination asked for, or the one given.
+    std::vector<std::pair<std::size_t, std::size_t>> topologies;
+    if (connect.empty()) {
+        for (const std::size_t broker_count : brokers) {
+            for (const std::size_t worker_count : workers)
+                topologies.emplace_back(broker_count, worker_count);
+        }
+    } else {
+        topologies.emplace_back(count_endpoints(connect), 0);
+    }
     try {
         print_table_header(std::cout);
-        for (const std::size_t worker_count : topologies) {
+        for (const auto& [broker_count, worker_count] : topologies) {
             std::optional<Topology> topology;
-            if (connect.empty())
-                topology.emplace(TopologySpec{bin_dir, worker_count, credit, service, 0, {}});
+            if (connect.empty()) {
+                TopologySpec topology_spec;
+                topology_spec.bin_dir = bin_dir;
+                topology_spec.workers = worker_count;
+                topology_spec.credit = credit;
+                topology_spec.service = service;
+                topology_spec.brokers = broker_count;
+                topology.emplace(topology_spec);
+            }
             const std::string endpoint = connect.empty() ? topology->endpoint() : connect;
-            std::optional<DirectEchoServer> direct;
+            // One direct echo server per broker: zbench's client is checked on as many links
+            // as it drives zbroker over, since with several it does more per request.
+            std::vector<DirectEchoServer> direct;
+            std::string direct_endpoints;
             std::optional<FeaturelessRelay> relay;
             std::optional<MdpEchoTopology> mdp_topology;
-            if (baseline) direct.emplace(self);
+            for (std::size_t i = 0; baseline && i < broker_count; ++i) {
+                direct.emplace_back(self);
+                direct_endpoints += (i == 0 ? "" : ",") + direct.back().endpoint();
+            }
             if (baseline || mdp) relay.emplace(self, std::max<std::size_t>(worker_count, 1));
             if (mdp) {
                 mdp_topology.emplace(self, bin_dir, worker_count,
@@ -274,8 +415,8 @@ int main(int argc, char** argv) {
             // In this order, each comparison printed right after its two rows.
             std::vector<Target> targets;
             if (baseline) {
-                targets.push_back({"floor", direct->endpoint(), Prefix{}});
-                targets.push_back({"direct", direct->endpoint(), std::nullopt});
+                targets.push_back({"floor", direct.front().endpoint(), Prefix{}});
+                targets.push_back({"direct", direct_endpoints, std::nullopt});
                 targets.push_back({"relay", relay->endpoint(), Prefix{}});
             }
             targets.push_back({"zbroker", endpoint, std::nullopt});
@@ -301,10 +442,19 @@ int main(int argc, char** argv) {
                             std::map<std::string, Point> measured;
                             for (const Target& target : targets) {
                                 spec.endpoint = target.endpoint;
-                                const Point point = measure(
-                                    {{}, {}, mode, client_count, worker_count, window, size, {}},
-                                    spec, target);
+                                Point point;
+                                point.mode = mode;
+                                point.clients = client_count;
+                                point.workers = worker_count;
+                                point.inflight = window;
+                                point.size = size;
+                                point.brokers = broker_count;
+                                const bool zbroker_of_ours =
+                                    target.name == "zbroker" && topology.has_value();
+                                point = measure(point, spec, target,
+                                                cpu && zbroker_of_ours ? &*topology : nullptr);
                                 print_table_row(std::cout, point);
+                                print_cpu(std::cout, point);
                                 points.push_back(point);
                                 measured[target.name] = point;
                                 if (target.name == "direct")

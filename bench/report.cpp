@@ -34,22 +34,33 @@ double ratio(double a, double b) {
 
 void print_table_header(std::ostream& out) {
     out << std::left << std::setw(11) << "target" << std::setw(10) << "mode" << std::right
-        << std::setw(8) << "clients" << std::setw(8) << "workers" << std::setw(9) << "inflight"
-        << std::setw(7) << "size" << std::setw(10) << "requests" << std::setw(11) << "req/s"
-        << std::setw(9) << "MB/s" << std::setw(9) << "p50 us" << std::setw(9) << "p90 us"
-        << std::setw(9) << "p99 us" << std::setw(10) << "p99.9 us" << std::setw(9) << "max us"
+        << std::setw(8) << "brokers" << std::setw(8) << "clients" << std::setw(8) << "workers"
+        << std::setw(9) << "inflight" << std::setw(7) << "size" << std::setw(10) << "requests"
+        << std::setw(11) << "req/s" << std::setw(9) << "MB/s" << std::setw(9) << "p50 us"
+        << std::setw(9) << "p90 us" << std::setw(9) << "p99 us" << std::setw(10) << "p99.9 us"
+        << std::setw(9) << "max us"
         << "  errors\n";
 }
 
 void print_table_row(std::ostream& out, const Point& p) {
     const auto& r = p.result;
     out << std::left << std::setw(11) << p.target << std::setw(10) << p.mode << std::right
-        << std::setw(8) << p.clients << std::setw(8) << p.workers << std::setw(9) << p.inflight
-        << std::setw(7) << p.size << std::setw(10) << r.sent << std::setw(11) << std::fixed
-        << std::setprecision(0) << r.requests_per_second() << std::setw(9) << std::setprecision(2)
-        << p.megabytes_per_second() << std::setprecision(0) << std::setw(9) << r.latency.p50_us
-        << std::setw(9) << r.latency.p90_us << std::setw(9) << r.latency.p99_us << std::setw(10)
-        << r.latency.p999_us << std::setw(9) << r.latency.max_us << "  " << errors_text(r) << '\n'
+        << std::setw(8) << p.brokers << std::setw(8) << p.clients << std::setw(8) << p.workers
+        << std::setw(9) << p.inflight << std::setw(7) << p.size << std::setw(10) << r.sent
+        << std::setw(11) << std::fixed << std::setprecision(0) << r.requests_per_second()
+        << std::setw(9) << std::setprecision(2) << p.megabytes_per_second() << std::setprecision(0)
+        << std::setw(9) << r.latency.p50_us << std::setw(9) << r.latency.p90_us << std::setw(9)
+        << r.latency.p99_us << std::setw(10) << r.latency.p999_us << std::setw(9)
+        << r.latency.max_us << "  " << errors_text(r) << '\n'
+        << std::flush;
+}
+
+void print_cpu(std::ostream& out, const Point& p) {
+    if (!p.cpu) return;
+    out << "  CPU per request (user+sys, warm-up included): " << std::fixed << std::setprecision(2)
+        << p.cpu->brokers_us << " us in the broker" << (p.brokers > 1 ? "s" : "") << ", "
+        << p.cpu->workers_us << " us in the workers, " << p.cpu->client_us
+        << " us in zbench's client\n"
         << std::flush;
 }
 
@@ -92,6 +103,7 @@ void write_json(const std::string& path, const std::vector<Point>& points,
             {"target", p.target},
             {"client", p.client},
             {"mode", p.mode},
+            {"brokers", p.brokers},
             {"clients", p.clients},
             {"workers", p.workers},
             {"inflight", p.inflight},
@@ -110,6 +122,11 @@ void write_json(const std::string& path, const std::vector<Point>& points,
               {"max", r.latency.max_us},
               {"mean", r.latency.mean_us}}},
         });
+        if (p.cpu) {
+            doc["points"].back()["cpu_us_per_request"] = {{"brokers", p.cpu->brokers_us},
+                                                          {"workers", p.cpu->workers_us},
+                                                          {"client", p.cpu->client_us}};
+        }
     }
     // One per point with --baseline (none without): zbench's client ("direct") over the
     // minimal one ("floor") on the direct echo.
@@ -117,6 +134,7 @@ void write_json(const std::string& path, const std::vector<Point>& points,
     for (const ClientCheck& c : checks) {
         const Point& p = c.direct;
         doc["client_checks"].push_back({{"mode", p.mode},
+                                        {"brokers", p.brokers},
                                         {"clients", p.clients},
                                         {"workers", p.workers},
                                         {"inflight", p.inflight},
@@ -130,13 +148,13 @@ void write_json(const std::string& path, const std::vector<Point>& points,
 
 void write_csv(const std::string& path, const std::vector<Point>& points) {
     std::ofstream file = open_for_writing(path);
-    file << "target,mode,clients,workers,inflight,size,sent,ok,errors,seconds,req_per_s,mb_per_s,"
-            "p50_us,p90_us,p99_us,p999_us,max_us\n";
+    file << "target,mode,brokers,clients,workers,inflight,size,sent,ok,errors,seconds,"
+            "req_per_s,mb_per_s,p50_us,p90_us,p99_us,p999_us,max_us\n";
     for (const Point& p : points) {
         const auto& r = p.result;
-        file << p.target << ',' << p.mode << ',' << p.clients << ',' << p.workers << ','
-             << p.inflight << ',' << p.size << ',' << r.sent << ',' << r.ok << ','
-             << (r.sent - r.ok) << ',' << r.seconds << ',' << r.requests_per_second() << ','
+        file << p.target << ',' << p.mode << ',' << p.brokers << ',' << p.clients << ','
+             << p.workers << ',' << p.inflight << ',' << p.size << ',' << r.sent << ',' << r.ok
+             << ',' << (r.sent - r.ok) << ',' << r.seconds << ',' << r.requests_per_second() << ','
              << p.megabytes_per_second() << ',' << r.latency.p50_us << ',' << r.latency.p90_us
              << ',' << r.latency.p99_us << ',' << r.latency.p999_us << ',' << r.latency.max_us
              << '\n';

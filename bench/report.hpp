@@ -1,6 +1,7 @@
 // zbench output: an aligned table for people, JSON and CSV for machines.
 #pragma once
 
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -8,6 +9,14 @@
 #include "bench/load_run.hpp"
 
 namespace zbroker::bench {
+
+// CPU time (user + system) per request answered over a whole run, warm-up included, of the
+// processes zbench started (--cpu).
+struct CpuPerRequest {
+    double brokers_us = 0;  // all brokers together: what one request costs the broker it took
+    double workers_us = 0;  // all workers together
+    double client_us = 0;   // zbench itself: its clients, which share the machine
+};
 
 struct Point {
     std::string target;  // "zbroker", or a baseline's name (baselines.hpp)
@@ -17,7 +26,9 @@ struct Point {
     std::size_t workers = 0;  // 0 when measuring an existing broker
     std::size_t inflight = 1;
     std::size_t size = 32;
+    std::size_t brokers = 1;  // the clients spread their requests over this many
     LoadResult result;
+    std::optional<CpuPerRequest> cpu;
 
     double megabytes_per_second() const {
         return result.requests_per_second() * static_cast<double>(size) / 1e6;
@@ -37,6 +48,8 @@ struct ClientCheck {
 
 void print_table_header(std::ostream& out);
 void print_table_row(std::ostream& out, const Point& point);
+// The CPU line under a row measured with --cpu.
+void print_cpu(std::ostream& out, const Point& point);
 // A target's throughput and p50 latency as ratios of a baseline measured in the same run.
 void print_ratio(std::ostream& out, const Point& target, const Point& baseline);
 // Prints the client check, with a warning that cannot be missed when it fails.

@@ -1,6 +1,7 @@
 // zbench: exact percentiles, and tiny real runs whose counts add up. Never asserts speed.
 #include <catch2/catch.hpp>
 
+#include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -258,6 +259,130 @@ TEST_CASE("zbench --plot without gnuplot says how to install it and still runs a
     REQUIRE(output.find("gnuplot is not installed") != std::string::npos);
     REQUIRE(output.find("apt-get install gnuplot-nox") != std::string::npos);
     REQUIRE_FALSE(std::filesystem::exists(png_path));
+}
+
+TEST_CASE("zbench --brokers 1,2 spreads a tiny run over each broker count, and says so") {
+    const std::string json_path = "/tmp/zbench-brokers-" + std::to_string(::getpid()) + ".json";
+    AdoptOrphans adopt;
+    ChildProcess zbench({zbench_path(), "--brokers", "1,2", "--workers", "2", "--mode",
+                         "sync,pipelined", "--inflight", "8", "--clients", "1,3", "--requests",
+                         "200", "--cpu", "--json", json_path});
+    const auto exit_code = zbench.wait(120'000ms);
+    INFO(zbench.output());
+    REQUIRE(exit_code == 0);
+    REQUIRE(AdoptOrphans::children().empty());
+
+    std::ifstream file(json_path);
+    const auto doc = nlohmann::json::parse(file);
+    std::remove(json_path.c_str());
+    std::map<std::size_t, std::size_t> points_per_broker_count;
+    for (const auto& point : doc.at("points")) {
+        INFO(point.dump());
+        ++points_per_broker_count[point.at("brokers").get<std::size_t>()];
+        REQUIRE(point.at("sent") == 200);
+        REQUIRE(point.at("ok") == 200);
+        REQUIRE(point.at("errors").empty());
+        REQUIRE(point.at("cpu_us_per_request").at("brokers").get<double>() >= 0);
+    }
+    // {sync, pipelined} x {1, 3 clients} for each broker count.
+    REQUIRE(points_per_broker_count == std::map<std::size_t, std::size_t>{{1, 4}, {2, 4}});
+}
+
+TEST_CASE("zbench --connect takes a list of brokers and spreads its requests over them") {
+    auto [first, first_endpoint] = start_broker(testing::bin_dir());
+    auto [second, second_endpoint] = start_broker(testing::bin_dir());
+    ChildProcess worker({testing::bin_dir() + "/zworker", "--broker", first_endpoint, "--broker",
+                         second_endpoint, "--service", "echo"});
+    const std::string json_path = "/tmp/zbench-connect-" + std::to_string(::getpid()) + ".json";
+    // Timed rather than counted, so that both links are up long before the end whatever the
+    // machine's speed: a client sends only to the brokers it is connected to.
+    ChildProcess zbench({zbench_path(), "--connect", first_endpoint + "," + second_endpoint,
+                         "--mode", "pipelined", "--inflight", "8", "--warmup", "0.2", "--duration",
+                         "0.5", "--json", json_path});
+    const auto exit_code = zbench.wait(120'000ms);
+    INFO(zbench.output());
+    REQUIRE(exit_code == 0);
+    std::ifstream file(json_path);
+    const auto doc = nlohmann::json::parse(file);
+    std::remove(json_path.c_str());
+    REQUIRE(doc.at("points").size() == 1);
+    const auto& point = doc.at("points")[0];
+    INFO(point.dump());
+    REQUIRE(point.at("brokers") == 2);
+    REQUIRE(point.at("sent").get<std::uint64_t>() > 0);
+    REQUIRE(point.at("ok") == point.at("sent"));
+    REQUIRE(point.at("errors").empty());
+    // Both brokers had some: each one, drained, logs how many requests it took.
+    for (ChildProcess* broker : {&first, &second}) {
+        broker->signal(SIGTERM);
+        REQUIRE(broker->wait(testing::kPatience) == 0);
+        const std::string log = broker->output();
+        INFO(log);
+        const auto at = log.find("served ");
+        REQUIRE(at != std::string::npos);
+        REQUIRE(std::stoul(log.substr(at + 7)) > 0);
+    }
+}
+
+namespace {
+
+// Runs `zbench failover` with short settings and returns its JSON report, after checking that
+// it exited 0 and left no process behind.
+nlohmann::json run_failover(const std::vector<std::string>& options) {
+    const std::string json_path = "/tmp/zbench-failover-" + std::to_string(::getpid()) + ".json";
+    AdoptOrphans adopt;
+    std::vector<std::string> argv{zbench_path(), "failover", "--json", json_path};
+    argv.insert(argv.end(), options.begin(), options.end());
+    ChildProcess zbench(argv);
+    const auto exit_code = zbench.wait(180'000ms);
+    INFO(zbench.output());
+    REQUIRE(exit_code == 0);
+    REQUIRE(AdoptOrphans::children().empty());
+    std::ifstream file(json_path);
+    auto doc = nlohmann::json::parse(file);
+    std::remove(json_path.c_str());
+    return doc;
+}
+
+void require_every_answer_200(const nlohmann::json& doc) {
+    INFO(doc.dump(2));
+    REQUIRE(doc.at("sent").get<std::uint64_t>() > 0);
+    REQUIRE(doc.at("answers").size() == 1);
+    REQUIRE(doc.at("answers").at("200") == doc.at("sent"));
+    REQUIRE(doc.at("no_reply") == 0);
+    REQUIRE(doc.at("failed") == 0);
+    REQUIRE(doc.at("latency_us").at("all").at("count") == doc.at("sent"));
+}
+
+}  // namespace
+
+TEST_CASE("zbench failover kills and restarts brokers under load, and every request is answered") {
+    const auto doc =
+        run_failover({"--brokers", "2", "--workers", "1", "--clients", "2", "--inflight", "20",
+                      "--duration", "3", "--kill-every", "1", "--down-for", "300"});
+    require_every_answer_200(doc);
+    INFO(doc.dump(2));
+    // Stops at 1 s and 2 s, each restarted 300 ms later, before the end at 3 s.
+    const auto& restarts = doc.at("restarts");
+    REQUIRE(restarts.size() == 2);
+    REQUIRE(restarts[0].at("broker") == 0);
+    REQUIRE(restarts[1].at("broker") == 1);
+    REQUIRE(doc.at("settings").at("signal") == "SIGKILL");
+    for (const auto& restart : restarts)
+        REQUIRE(restart.at("exited_after_ms").get<double>() >= 0);
+    // A killed broker held requests: the clients sent them again through the other one.
+    REQUIRE(doc.at("resent").get<std::uint64_t>() > 0);
+    REQUIRE(doc.at("latency_us").at("caught").at("count").get<std::uint64_t>() > 0);
+}
+
+TEST_CASE("zbench failover --drain drains and restarts a broker under load, losing nothing") {
+    const auto doc =
+        run_failover({"--drain", "--brokers", "2", "--workers", "1", "--clients", "1", "--inflight",
+                      "20", "--duration", "2", "--kill-every", "1", "--down-for", "300"});
+    require_every_answer_200(doc);
+    INFO(doc.dump(2));
+    REQUIRE(doc.at("settings").at("signal") == "SIGTERM");
+    REQUIRE(doc.at("restarts").size() == 1);
 }
 
 namespace {
