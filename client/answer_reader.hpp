@@ -108,6 +108,9 @@ class AnswerReader {
         return answer;
     }
 
+    // Every answer of the message was handed out.
+    bool exhausted() const noexcept { return next_ >= records_.size(); }
+
   private:
     Frames message_;
     std::vector<wire::Record> records_;

@@ -200,21 +200,30 @@ void AsyncClient::route(std::uint64_t id, TimePoint at) {
 void AsyncClient::handle_broker_events() {
     went_down_.clear();
     const bool came_up = links_->handle_events(went_down_);
-    if (went_down_.empty() && !(came_up && !parked_.empty())) return;
+    lost_.insert(lost_.end(), went_down_.begin(), went_down_.end());
+    move_requests_of_lost_brokers();
+    if (came_up && links_->any_up() && !parked_.empty()) {
+        std::vector<std::uint64_t> parked;
+        parked.swap(parked_);
+        const TimePoint at = now();
+        for (const std::uint64_t id : parked)
+            route(id, at);
+    }
+    links_->flush();
+}
+
+void AsyncClient::move_requests_of_lost_brokers() {
+    if (lost_.empty() || links_->has_leftovers()) return;
+    const bool reading_lost = std::find(lost_.begin(), lost_.end(), answers_from_) != lost_.end();
+    if (reading_lost && !answers_.exhausted()) return;
     const TimePoint at = now();
-    for (const std::size_t link : went_down_) {
+    for (const std::size_t link : lost_) {
         for (const std::uint64_t id : resends_->on_link(link)) {
             ++resent_;
             route(id, at);
         }
     }
-    if (links_->any_up() && !parked_.empty()) {
-        std::vector<std::uint64_t> parked;
-        parked.swap(parked_);
-        for (const std::uint64_t id : parked)
-            route(id, at);
-    }
-    links_->flush();
+    lost_.clear();
 }
 
 void AsyncClient::flush() {

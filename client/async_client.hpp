@@ -154,8 +154,11 @@ class AsyncClient {
     std::optional<Completion> give_up_due(std::chrono::steady_clock::time_point at);
     // Several brokers: sends `id` (remembered) through a broker that is up, or parks it.
     void route(std::uint64_t id, std::chrono::steady_clock::time_point at);
-    // Several brokers: moves the requests of brokers gone or draining, and the parked ones.
+    // Several brokers: notes brokers gone, sends the parked requests to one that came up.
     void handle_broker_events();
+    // Sends the requests of brokers gone to others, once every answer those brokers sent
+    // before they went has been read: else those requests would run twice.
+    void move_requests_of_lost_brokers();
 
     std::size_t window_;
     std::unique_ptr<zmq::context_t> context_;  // its own, unless it was given one
@@ -163,6 +166,7 @@ class AsyncClient {
     std::unique_ptr<detail::ResendBook> resends_;  // with several brokers only
     std::vector<std::uint64_t> parked_;            // remembered, waiting for a broker to be up
     std::vector<std::size_t> went_down_;           // reused
+    std::vector<std::size_t> lost_;                // links whose requests must move
     std::uint64_t resent_ = 0;
     std::chrono::steady_clock::time_point next_event_check_{};
     std::size_t answers_from_ = 0;  // the link the message in answers_ came from

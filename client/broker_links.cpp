@@ -110,6 +110,12 @@ void BrokerLinks::flush() {
 }
 
 std::optional<std::size_t> BrokerLinks::receive(Frames& message) {
+    if (!leftovers_.empty()) {
+        auto [index, kept] = std::move(leftovers_.front());
+        leftovers_.pop_front();
+        message = std::move(kept);
+        return index;
+    }
     for (std::size_t tried = 0; tried < links_.size(); ++tried) {
         const std::size_t index = next_read_;
         next_read_ = (next_read_ + 1) % links_.size();
@@ -149,6 +155,11 @@ bool BrokerLinks::handle_events(std::vector<std::size_t>& went_down) {
             }
             spdlog::warn("lost the connection to broker {}: its requests go to another",
                          link.endpoint);
+            // What the broker sent before it closed (a drained broker's last answers) may still
+            // wait in the old socket: kept, or their requests would be sent again and run twice.
+            Frames message;
+            while (recv_frames(link.socket, message, zmq::recv_flags::dontwait))
+                leftovers_.emplace_back(index, std::move(message));
             // Requests still queued in the old socket would reach the broker's successor as
             // well as the broker they are sent to now.
             open(link);

@@ -5,11 +5,13 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "shared/clock.hpp"
@@ -58,8 +60,11 @@ class BrokerLinks {
     void flush();
 
     // Reads one message, from the link after the last one read (so none starves), into
-    // `message`; the link's index, or nullopt when nothing waits anywhere.
+    // `message`; the link's index, or nullopt when nothing waits anywhere. What a lost link's
+    // old socket still held comes first.
     std::optional<std::size_t> receive(Frames& message);
+    // Messages of lost links not read yet: their requests may not be sent elsewhere before.
+    bool has_leftovers() const noexcept { return !leftovers_.empty(); }
     // Waits until a link has a message or an event, or `timeout` passes.
     void wait(Millis timeout);
 
@@ -80,6 +85,8 @@ class BrokerLinks {
     bool unbounded_;
     bool watched_;  // known before the links are opened
     std::vector<Link> links_;
+    // Messages read from a link's socket as it was replaced, handed out by receive() first.
+    std::deque<std::pair<std::size_t, Frames>> leftovers_;
     std::size_t next_pick_ = 0;
     std::size_t next_read_ = 0;
     Frames outgoing_;

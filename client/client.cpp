@@ -101,17 +101,18 @@ Response Client::attempt(std::uint64_t id, std::string_view service, Frames& bod
             return {};
         }
         links_->wait(left);
+        bool redirected = false;
         if (links_->watched()) {
             went_down_.clear();
             links_->handle_events(went_down_);
-            if (std::find(went_down_.begin(), went_down_.end(), *link) != went_down_.end()) {
+            // Moved only after what that broker sent before it went is read (below): its answer
+            // may be there.
+            redirected = std::find(went_down_.begin(), went_down_.end(), *link) != went_down_.end();
+            if (redirected) {
                 spdlog::debug("broker {} went away holding request {}: sending it to another",
                               (*links_)[*link].endpoint, id);
-                link = send_to_one(id, service, body, options, give_up);
-                continue;
             }
         }
-        bool redirected = false;
         while (const auto from = links_->receive(answers_.message())) {
             const char* why = "";
             if (!answers_.start(why)) {

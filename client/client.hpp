@@ -79,8 +79,8 @@ class Client {
                      const CallOptions& options);
     // Writes the request to a broker that is up, waiting for one until `give_up`; the link, or
     // nullopt when none came up in time.
-    std::optional<std::size_t> send_to_one(std::uint64_t id, std::string_view service,
-                                           Frames& body, const CallOptions& options,
+    std::optional<std::size_t> send_to_one(std::uint64_t id, std::string_view service, Frames& body,
+                                           const CallOptions& options,
                                            std::chrono::steady_clock::time_point give_up);
 
     std::unique_ptr<zmq::context_t> context_;  // one per client: nothing shared across threads

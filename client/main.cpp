@@ -503,7 +503,8 @@ int main(int argc, char** argv) {
             Settings one = settings;
             one.brokers = {endpoint};
             if (settings.brokers.size() > 1) std::cout << "== " << endpoint << '\n';
-            const int code = stats->parsed() ? run_stats(one, stats_json) : run_services(one, names);
+            const int code =
+                stats->parsed() ? run_stats(one, stats_json) : run_services(one, names);
             if (worst == kOk) worst = code;
             if (settings.brokers.size() > 1) std::cout << '\n';
         }
