@@ -23,6 +23,18 @@
 using namespace zbroker;
 using namespace std::chrono_literals;
 
+namespace {
+
+// The --json file a zbench run wrote, parsed; the file is removed.
+nlohmann::json take_json(const std::string& path) {
+    std::ifstream file(path);
+    auto doc = nlohmann::json::parse(file);
+    std::remove(path.c_str());
+    return doc;
+}
+
+}  // namespace
+
 TEST_CASE("latency percentiles are exact nearest-rank values over all samples") {
     bench::LatencyRecorder recorder;
     for (int us = 1000; us >= 1; --us)
@@ -61,9 +73,7 @@ TEST_CASE("a tiny zbench run answers every request and writes the documented JSO
     INFO(zbench.output());
     REQUIRE(exit_code == 0);
 
-    std::ifstream file(json_path);
-    const auto doc = nlohmann::json::parse(file);
-    std::remove(json_path.c_str());
+    const auto doc = take_json(json_path);
     // {sync, pipelined} x {1, 9 clients}; 9 puts several connections on each driving thread.
     REQUIRE(doc.at("points").size() == 4);
     for (const auto& point : doc.at("points")) {
@@ -181,9 +191,7 @@ TEST_CASE(
     // stderr is a file here, not a terminal: no progress line.
     REQUIRE(output.find('\r') == std::string::npos);
 
-    std::ifstream file(json_path);
-    const auto doc = nlohmann::json::parse(file);
-    std::remove(json_path.c_str());
+    const auto doc = take_json(json_path);
     REQUIRE(doc.at("points").size() == 12);      // {sync, pipelined} x 6 targets
     std::map<std::string, std::string> clients;  // target -> client
     for (const auto& point : doc.at("points")) {
@@ -209,9 +217,7 @@ TEST_CASE("zbench without --baseline runs no client check and starts no baseline
     const auto exit_code = zbench.wait(60'000ms);
     INFO(zbench.output());
     REQUIRE(exit_code == 0);
-    std::ifstream file(json_path);
-    const auto doc = nlohmann::json::parse(file);
-    std::remove(json_path.c_str());
+    const auto doc = take_json(json_path);
     REQUIRE(doc.at("points").size() == 1);
     REQUIRE(doc.at("points")[0].at("target") == "zbroker");
     REQUIRE(doc.at("client_checks").empty());
@@ -272,9 +278,7 @@ TEST_CASE("zbench --brokers 1,2 spreads a tiny run over each broker count, and s
     REQUIRE(exit_code == 0);
     REQUIRE(AdoptOrphans::children().empty());
 
-    std::ifstream file(json_path);
-    const auto doc = nlohmann::json::parse(file);
-    std::remove(json_path.c_str());
+    const auto doc = take_json(json_path);
     std::map<std::size_t, std::size_t> points_per_broker_count;
     for (const auto& point : doc.at("points")) {
         INFO(point.dump());
@@ -302,9 +306,7 @@ TEST_CASE("zbench --connect takes a list of brokers and spreads its requests ove
     const auto exit_code = zbench.wait(120'000ms);
     INFO(zbench.output());
     REQUIRE(exit_code == 0);
-    std::ifstream file(json_path);
-    const auto doc = nlohmann::json::parse(file);
-    std::remove(json_path.c_str());
+    const auto doc = take_json(json_path);
     REQUIRE(doc.at("points").size() == 1);
     const auto& point = doc.at("points")[0];
     INFO(point.dump());
@@ -338,9 +340,7 @@ nlohmann::json run_failover(const std::vector<std::string>& options) {
     INFO(zbench.output());
     REQUIRE(exit_code == 0);
     REQUIRE(AdoptOrphans::children().empty());
-    std::ifstream file(json_path);
-    auto doc = nlohmann::json::parse(file);
-    std::remove(json_path.c_str());
+    auto doc = take_json(json_path);
     return doc;
 }
 

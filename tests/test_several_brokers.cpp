@@ -187,14 +187,27 @@ bool has_workers(const std::string& endpoint, int count) {
     return worker_count(client, "work") == count;
 }
 
+// Waits until every worker is attached to every broker.
+void require_attached(const Brokers& brokers, int workers) {
+    for (const std::string& endpoint : brokers.endpoints())
+        REQUIRE(in_time([&] { return has_workers(endpoint, workers); }));
+}
+
+// A finished load: every request it sent was answered 200 and ran at least once.
+void require_all_served(const Load& load, const Executions& executions) {
+    CHECK(load.still_in_flight() == 0);
+    CHECK(load.statuses().size() == 1);
+    CHECK(load.statuses().at(protocol::Status::ok) == load.sent());
+    CHECK(executions.distinct() == load.sent());
+}
+
 }  // namespace
 
 TEST_CASE("a client spreads requests over its brokers and moves them off one that dies") {
     Brokers brokers(2);
     Executions executions;
     Workers workers(2, brokers.endpoints(), executions);
-    for (const std::string& endpoint : brokers.endpoints())
-        REQUIRE(in_time([&] { return has_workers(endpoint, 2); }));
+    require_attached(brokers, 2);
 
     std::vector<std::unique_ptr<Load>> loads;
     loads.push_back(std::make_unique<Load>(0, brokers.endpoints(), 50));
@@ -204,10 +217,7 @@ TEST_CASE("a client spreads requests over its brokers and moves them off one tha
     loads[0]->finish();
 
     const Load& load = *loads[0];
-    CHECK(load.still_in_flight() == 0);
-    CHECK(load.statuses().size() == 1);
-    CHECK(load.statuses().at(protocol::Status::ok) == load.sent());
-    CHECK(executions.distinct() == load.sent());
+    require_all_served(load, executions);
     std::fprintf(stderr, "one broker killed: %llu requests, %llu resent, %zu ran twice\n",
                  static_cast<unsigned long long>(load.sent()),
                  static_cast<unsigned long long>(load.resent()), executions.ran_twice());
@@ -221,8 +231,7 @@ TEST_CASE("brokers killed and restarted under load: every request is answered 20
     Brokers brokers(kBrokers);
     Executions executions;
     Workers workers(kWorkers, brokers.endpoints(), executions);
-    for (const std::string& endpoint : brokers.endpoints())
-        REQUIRE(in_time([&] { return has_workers(endpoint, kWorkers); }));
+    require_attached(brokers, kWorkers);
 
     std::vector<std::unique_ptr<Load>> loads;
     for (int id = 0; id < 2; ++id)
@@ -272,8 +281,7 @@ TEST_CASE("a broker drained under load: no errors, nothing runs twice") {
     Brokers brokers(2);
     Executions executions;
     Workers workers(2, brokers.endpoints(), executions);
-    for (const std::string& endpoint : brokers.endpoints())
-        REQUIRE(in_time([&] { return has_workers(endpoint, 2); }));
+    require_attached(brokers, 2);
 
     std::vector<std::unique_ptr<Load>> loads;
     loads.push_back(std::make_unique<Load>(0, brokers.endpoints(), 100));
@@ -283,10 +291,7 @@ TEST_CASE("a broker drained under load: no errors, nothing runs twice") {
     loads[0]->finish();
 
     const Load& load = *loads[0];
-    CHECK(load.still_in_flight() == 0);
-    CHECK(load.statuses().size() == 1);
-    CHECK(load.statuses().at(protocol::Status::ok) == load.sent());
-    CHECK(executions.distinct() == load.sent());
+    require_all_served(load, executions);
     CHECK(executions.ran_twice() == 0);
 }
 
@@ -295,8 +300,7 @@ TEST_CASE("a worker attached to three brokers holds no more than its credit") {
     Executions executions;
     constexpr int kCredit = 3;
     Workers workers(1, brokers.endpoints(), executions, kCredit, std::chrono::milliseconds(5));
-    for (const std::string& endpoint : brokers.endpoints())
-        REQUIRE(in_time([&] { return has_workers(endpoint, 1); }));
+    require_attached(brokers, 1);
 
     // Each broker has plenty queued for it, so each would fill whatever credit it was given.
     std::vector<std::unique_ptr<Load>> loads;
