@@ -198,17 +198,16 @@ std::vector<std::uint64_t> ResendBook::on_link(std::size_t link) const {
 
 bool ResendBook::write(BrokerLinks::Link& link, std::uint64_t id, const Entry& entry,
                        TimePoint now) {
-    wire::RequestOptions options;
+    Millis left{};  // none
     if (entry.deadline_at != TimePoint::max()) {
-        const auto left = std::chrono::ceil<Millis>(entry.deadline_at - now);
+        left = std::chrono::ceil<Millis>(entry.deadline_at - now);
         if (left.count() <= 0) return false;
-        options.deadline_ms = deadline_ms(left);
     }
-    options.priority = entry.priority;
-    options.fairness_key = entry.fairness_key;
-    options.idempotency_key = entry.idempotency_key;
     const RequestIdBytes id_bytes = encode_request_id(id);
-    link.pending.request({id_bytes.data(), id_bytes.size()}, entry.service, options, entry.body);
+    link.pending.request(
+        {id_bytes.data(), id_bytes.size()}, entry.service,
+        request_options(left, entry.priority, entry.fairness_key, entry.idempotency_key),
+        entry.body);
     return true;
 }
 
