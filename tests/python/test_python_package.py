@@ -174,14 +174,28 @@ class FakeBroker(threading.Thread):
         self.join(5)
 
 
+def bind(socket, endpoint, timeout=PATIENCE):
+    """Binds, retrying while the port is still held by a socket just closed (libzmq closes its
+    listener in the background), so that a test can restart a broker on its endpoint."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.bind(endpoint)
+            return
+        except zmq.ZMQError as e:
+            if e.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class ScriptedBroker:
     """A ROUTER on an ephemeral port that a test drives itself, record by record, to see what a
     worker puts on the wire and in which order. HEARTBEATs are skipped unless asked for."""
 
-    def __init__(self, test):
+    def __init__(self, test, endpoint="tcp://127.0.0.1:*"):
         self.socket = zmq.Context.instance().socket(zmq.ROUTER)
         self.socket.linger = 0
-        self.socket.bind("tcp://127.0.0.1:*")
+        bind(self.socket, endpoint)
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
         self.messages = []  # the records of each message received, in order
         self._unread = collections.deque()  # (identity, record) not yet returned by next()

@@ -6,7 +6,6 @@ Most tests use pyzmq ROUTERs as brokers, so that they show exactly what goes on 
 not depend on the broker's timing; the others run real zbroker processes. Run:
 ZBROKER_BIN_DIR=build/release/bin PYTHONPATH=python python3 -m unittest discover -s tests/python
 -p "test_*.py" -v"""
-import collections
 import os
 import re
 import signal
@@ -26,7 +25,8 @@ sys.path.insert(0, os.path.join(ROOT, "python"))
 
 import zbroker  # noqa: E402
 from processes import PATIENCE, start_broker, too_slow  # noqa: E402
-from test_python_package import LogWatcher, eventually, inline, message, stop_process  # noqa: E402
+from test_python_package import (LogWatcher, ScriptedBroker, bind, eventually, inline,  # noqa: E402
+                                 message, stop_process)
 from zbroker import protocol  # noqa: E402
 from zbroker.client import endpoint_list  # noqa: E402
 from zbroker.protocol import Command  # noqa: E402
@@ -94,61 +94,12 @@ class FakeBroker(threading.Thread):
             self.join(PATIENCE)
 
 
-def bind(socket, endpoint, timeout=PATIENCE):
-    """Binds, retrying while the port is still held by a socket just closed (libzmq closes its
-    listener in the background)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.bind(endpoint)
-            return
-        except zmq.ZMQError as e:
-            if e.errno != zmq.EADDRINUSE or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
-
-
-class Router:
-    """A ROUTER a test drives record by record, as a broker of a worker. HEARTBEATs are
-    skipped."""
-
-    def __init__(self, test, endpoint="tcp://127.0.0.1:*"):
-        self.socket = zmq.Context.instance().socket(zmq.ROUTER)
-        self.socket.linger = 0
-        bind(self.socket, endpoint)
-        self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._unread = collections.deque()
-        test.addCleanup(self.close)
-
-    def next(self, timeout=PATIENCE):
-        deadline = time.monotonic() + timeout
-        while True:
-            while self._unread:
-                identity, record = self._unread.popleft()
-                if record.command != Command.HEARTBEAT:
-                    return identity, record
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(too_slow(f"a record from the worker at {self.endpoint}",
-                                              timeout))
-            if self.socket.poll(max(1, int(left * 1000))):
-                identity, *frames = self.socket.recv_multipart()
-                self._unread += [(identity, r) for r in protocol.decode(frames)]
-
-    def expect(self, command, timeout=PATIENCE):
-        identity, record = self.next(timeout)
-        if record.command != command:
-            raise AssertionError(f"expected {command.name} from the worker, got {record}")
-        return identity, record
-
-    def send(self, identity, write):
-        writer = protocol.Writer()
-        write(writer)
-        self.socket.send_multipart([identity, *writer.take()])
+class Router(ScriptedBroker):
+    """A broker of a worker that a test drives record by record, on an endpoint it can bind
+    again after close(), as a broker that restarts."""
 
     def close(self):
-        if not self.socket.closed:
-            self.socket.close()
+        self.socket.close()
 
 
 def stop_worker(worker, routers):
