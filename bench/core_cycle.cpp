@@ -13,7 +13,7 @@ using namespace zbroker;
 // Keeps the last REQUEST's token so the "worker" can answer it; discards everything else.
 class TokenOutbox : public broker::Outbox {
   public:
-    SendResult send(Frames& frames) override {
+    SendResult send(FrameSpan frames) override {
         if (frames.size() > 4 && frames[3].size() == 1 &&
             *static_cast<const char*>(frames[3].data()) ==
                 static_cast<char>(protocol::WorkerCommand::request)) {
@@ -48,8 +48,10 @@ int main(int argc, char** argv) {
     for (long i = 0; i < cycles; ++i) {
         in = message({"C", "", protocol::kZbcClient, "echo", "12345678", "", body});
         core.on_message(in, clock);
+        core.flush();  // the broker loop's end of a read batch: the REQUEST goes out
         in = message({"W", "", protocol::kMdpWorker, command_reply, outbox.token, "", body});
         core.on_message(in, clock);
+        core.flush();
     }
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

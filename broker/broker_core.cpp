@@ -66,7 +66,10 @@ BrokerCore::BrokerCore(BrokerConfig config, Outbox& outbox, TimePoint now)
       outbox_(outbox),
       started_(now),
       next_heartbeat_(now + config.heartbeat_interval),
-      now_(now) {}
+      now_(now) {
+    // A record counts its body in 32 bits; zbroker's --max-msg-size stops at 2 GiB anyway.
+    config_.max_msg_size = std::min<std::size_t>(config_.max_msg_size, UINT32_MAX);
+}
 
 BrokerCore::~BrokerCore() = default;
 
@@ -223,7 +226,7 @@ void BrokerCore::on_client_request(ClientRequest& request, TimePoint now, PeerRo
     record.request_id.assign(request.request_id);
     record.set_keys(request.fairness_key, request.idempotency_key);
     record.priority = request.priority;
-    table_.keep_body(record, in, request.body);
+    table_.keep_body(record, in, request.body, body_size);
     record.service = &service;
     std::optional<Millis> deadline = request.deadline;
     if (!deadline && config_.default_deadline > Millis{0}) deadline = config_.default_deadline;
@@ -513,12 +516,13 @@ void BrokerCore::send_request(Worker& worker, RequestRecord& record) {
         return;
     }
     Frames& out = batch.frames;
-    out.push_back(frame(worker.identity));
-    out.push_back(empty_frame());
-    out.push_back(frame(protocol::kMdpWorker));
-    out.push_back(frame(WorkerCommand::request));
-    out.push_back(RequestTable::token_frame(record.token()));
-    out.push_back(empty_frame());
+    add_frame(out, worker.identity);
+    add_empty_frame(out);
+    add_frame(out, protocol::kMdpWorker);
+    add_frame(out, WorkerCommand::request);
+    const auto token = RequestTable::token_bytes(record.token());
+    add_frame(out, {token.data(), token.size()});
+    add_empty_frame(out);
     for (zmq::message_t& part : record.body) {
         out.emplace_back().copy(part);  // reference-counted: the original stays for a retry
     }
@@ -711,10 +715,10 @@ void BrokerCore::send_heartbeats() {
             return;
         }
         out_.clear();
-        out_.push_back(frame(worker.identity));
-        out_.push_back(empty_frame());
-        out_.push_back(frame(protocol::kMdpWorker));
-        out_.push_back(frame(WorkerCommand::heartbeat));
+        add_frame(out_, worker.identity);
+        add_empty_frame(out_);
+        add_frame(out_, protocol::kMdpWorker);
+        add_frame(out_, WorkerCommand::heartbeat);
         if (outbox_.send(out_) == SendResult::unroutable) gone.push_back(worker.identity);
     });
     // By identity: removing one re-dispatches its requests, which may find and remove another.
@@ -795,13 +799,13 @@ void BrokerCore::send_to_client(ClientProtocol protocol, std::string_view client
     }
     PeerBatches::Batch& batch = batches_.to(client);
     Frames& out = batch.frames;
-    out.push_back(frame(client));
-    out.push_back(empty_frame());
-    out.push_back(frame(header_of(protocol)));
-    out.push_back(frame(service));
+    add_frame(out, client);
+    add_empty_frame(out);
+    add_frame(out, header_of(protocol));
+    add_frame(out, service);
     if (protocol == ClientProtocol::zbc) {
-        out.push_back(frame(request_id));
-        out.push_back(frame(protocol::status_text(status)));
+        add_frame(out, request_id);
+        add_frame(out, protocol::status_text(status));
     }
     wire::move_body(message, body, out);
     batch.end_message(std::nullopt);
@@ -833,10 +837,10 @@ void BrokerCore::send_command(std::string_view identity, bool native, WorkerComm
         return;
     }
     out_.clear();
-    out_.push_back(frame(identity));
-    out_.push_back(empty_frame());
-    out_.push_back(frame(protocol::kMdpWorker));
-    out_.push_back(frame(command));
+    add_frame(out_, identity);
+    add_empty_frame(out_);
+    add_frame(out_, protocol::kMdpWorker);
+    add_frame(out_, command);
     outbox_.send(out_);
 }
 
@@ -853,7 +857,7 @@ void BrokerCore::send_batch(PeerBatches::Batch& batch) {
     };
     if (!batch.writer.empty()) {
         out_.clear();
-        out_.push_back(frame(batch.identity));
+        add_frame(out_, batch.identity);
         batch.writer.take(out_);
         const std::size_t answers = std::exchange(batch.answers, 0);
         result = outbox_.send(out_);
@@ -865,12 +869,10 @@ void BrokerCore::send_batch(PeerBatches::Batch& batch) {
     }
     std::size_t begin = 0;
     for (const PeerBatches::Batch::Queued& queued : batch.queued) {
-        out_.clear();
-        std::move(batch.frames.begin() + static_cast<std::ptrdiff_t>(begin),
-                  batch.frames.begin() + static_cast<std::ptrdiff_t>(queued.end),
-                  std::back_inserter(out_));
+        // Sent from where they were built: moving them first cost a libzmq call per frame.
+        const SendResult sent =
+            outbox_.send(FrameSpan(batch.frames).subspan(begin, queued.end - begin));
         begin = queued.end;
-        const SendResult sent = outbox_.send(out_);
         if (sent == SendResult::sent) continue;
         result = sent;
         if (queued.job) {

@@ -82,11 +82,12 @@ constexpr std::optional<PeerRole> parse_role(std::string_view name) noexcept {
     return std::nullopt;
 }
 
-// Where the core's messages go: frames[0] is the peer's routing id. Send never blocks.
+// Where the core's messages go: frames[0] is the peer's routing id. Send never blocks; it may
+// move the frames' contents out.
 class Outbox {
   public:
     virtual ~Outbox() = default;
-    virtual SendResult send(Frames& frames) = 0;
+    virtual SendResult send(FrameSpan frames) = 0;
 };
 
 // Per-service figures, for mmi.service(s), mmi.stats and metrics.

@@ -18,7 +18,7 @@ constexpr int kBatchSize = 1024;
 
 }  // namespace
 
-SendResult BrokerLoop::SocketOutbox::send(Frames& frames) {
+SendResult BrokerLoop::SocketOutbox::send(FrameSpan frames) {
     return send_frames(socket_, frames, zmq::send_flags::dontwait);
 }
 

@@ -42,7 +42,7 @@ class BrokerLoop {
     class SocketOutbox : public Outbox {
       public:
         explicit SocketOutbox(zmq::socket_ref socket) : socket_(socket) {}
-        SendResult send(Frames& frames) override;
+        SendResult send(FrameSpan frames) override;
 
       private:
         zmq::socket_ref socket_;

@@ -19,14 +19,16 @@ RequestRecord& RequestTable::allocate() {
     return record;
 }
 
-void RequestTable::keep_body(RequestRecord& record, Frames& message, const wire::Body& body) {
-    bytes_held_ += wire::body_size(message, body);
+void RequestTable::keep_body(RequestRecord& record, Frames& message, const wire::Body& body,
+                             std::size_t bytes) {
+    record.body_bytes = static_cast<std::uint32_t>(bytes);
+    bytes_held_ += bytes;
     wire::move_body(message, body, record.body);
 }
 
 void RequestTable::release(RequestRecord& record) {
-    for (const zmq::message_t& part : record.body)
-        bytes_held_ -= part.size();
+    bytes_held_ -= record.body_bytes;
+    record.body_bytes = 0;
     record.state = RequestState::free;
     ++record.generation;
     record.attempts = 0;
@@ -58,11 +60,6 @@ RequestRecord* RequestTable::find(std::string_view token_bytes) noexcept {
     std::memcpy(&token.slot, token_bytes.data(), sizeof token.slot);
     std::memcpy(&token.generation, token_bytes.data() + sizeof token.slot, sizeof token.generation);
     return find(token);
-}
-
-zmq::message_t RequestTable::token_frame(Token token) {
-    const auto bytes = token_bytes(token);
-    return zmq::message_t(bytes.data(), bytes.size());
 }
 
 std::array<char, kTokenSize> RequestTable::token_bytes(Token token) noexcept {

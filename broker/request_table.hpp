@@ -59,6 +59,8 @@ struct RequestRecord {
     // Its worker went away while holding it: it may be what killed that worker, so it is next
     // sent to a worker that holds nothing else (see Worker::isolating).
     bool suspect = false;
+    std::uint8_t fairness_key_size = 0;  // the first bytes of `keys`
+    std::uint32_t body_bytes = 0;        // what --max-bytes counts; --max-msg-size < 4 GiB
     // Strings, not frames: a 5-byte routing id and an 8-byte request id fit in place (short
     // string optimization), where a zmq::message_t costs 64 bytes each. Memory per queued
     // request is what bounds the queue.
@@ -81,6 +83,7 @@ struct RequestRecord {
         return std::string_view(keys).substr(fairness_key_size);
     }
     void set_keys(std::string_view fairness, std::string_view idempotency) {
+        if (fairness.empty() && idempotency.empty()) return;  // most requests; `keys` is empty
         keys.assign(fairness).append(idempotency);
         fairness_key_size = static_cast<std::uint8_t>(fairness.size());  // at most 255
     }
@@ -88,15 +91,16 @@ struct RequestRecord {
     // Both keys in one string: most requests carry neither, and a second std::string would add
     // 32 bytes to every queued request.
     std::string keys;
-    std::uint8_t fairness_key_size = 0;
 };
 
 class RequestTable {
   public:
     // A cleared record in state `free`; the caller sets its state.
     RequestRecord& allocate();
-    // Moves the body into the record, counting its bytes as held.
-    void keep_body(RequestRecord& record, Frames& message, const wire::Body& body);
+    // Moves the body into the record, counting its `bytes` (wire::body_size, which the caller
+    // has checked against its limits) as held.
+    void keep_body(RequestRecord& record, Frames& message, const wire::Body& body,
+                   std::size_t bytes);
     // Clears the record and returns it to the pool; its token goes stale.
     void release(RequestRecord& record);
 
@@ -114,7 +118,6 @@ class RequestTable {
         }
     }
 
-    static zmq::message_t token_frame(Token token);
     static std::array<char, kTokenSize> token_bytes(Token token) noexcept;
 
   private:

@@ -52,7 +52,7 @@ class InputReader {
 // Checks what the core sends and keeps the tokens it hands to workers, in MDP and ZB/1.
 class CheckingOutbox : public Outbox {
   public:
-    SendResult send(Frames& frames) override {
+    SendResult send(FrameSpan frames) override {
         if (frames.size() < 2 || frames[0].size() == 0) std::abort();
         const SendResult result = fate_of(view(frames[0]));
         if (wire::is_envelope(frames[1])) {
@@ -82,7 +82,7 @@ class CheckingOutbox : public Outbox {
         if (tokens.size() > 64) tokens.erase(tokens.begin());
     }
     // A ZB/1 message from the broker parses, and holds only what a broker may send.
-    void check_native(const Frames& frames, SendResult result) {
+    void check_native(FrameSpan frames, SendResult result) {
         const char* error = nullptr;
         if (!wire::parse(frames, 1, records_, error)) std::abort();
         for (const wire::Record& record : records_) {

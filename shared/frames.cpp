@@ -7,19 +7,22 @@
 namespace zbroker {
 
 bool recv_frames(zmq::socket_ref socket, Frames& out, zmq::recv_flags flags) {
-    out.clear();
+    // Into the frames already there: libzmq closes what each one held as it receives into it,
+    // so a reused vector costs no init and close per frame (a ROUTER reads millions a second).
+    std::size_t count = 0;
     do {
-        zmq::message_t& part = out.emplace_back();
-        if (!socket.recv(part, flags)) {
-            out.pop_back();
+        if (count == out.size()) out.emplace_back();
+        if (!socket.recv(out[count], flags)) {
+            out.clear();
             return false;  // only the first part can would-block: the rest arrive atomically
         }
         flags = zmq::recv_flags::none;
-    } while (out.back().more());
+    } while (out[count++].more());
+    out.erase(out.begin() + static_cast<std::ptrdiff_t>(count), out.end());
     return true;
 }
 
-SendResult send_frames(zmq::socket_ref socket, Frames& frames, zmq::send_flags flags) {
+SendResult send_frames(zmq::socket_ref socket, FrameSpan frames, zmq::send_flags flags) {
     for (std::size_t i = 0; i < frames.size(); ++i) {
         const bool last = i + 1 == frames.size();
         const auto part_flags = last ? flags : flags | zmq::send_flags::sndmore;

@@ -96,7 +96,8 @@ bool is_envelope(const zmq::message_t& frame) noexcept {
     return view(frame).starts_with(kSignature);
 }
 
-bool parse(const Frames& frames, std::size_t at, std::vector<Record>& out, const char*& error) {
+bool parse(std::span<const zmq::message_t> frames, std::size_t at, std::vector<Record>& out,
+           const char*& error) {
     out.clear();
     if (at >= frames.size() || !is_envelope(frames[at])) {
         error = "no ZB/1 envelope";

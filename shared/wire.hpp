@@ -100,7 +100,8 @@ bool is_envelope(const zmq::message_t& frame) noexcept;
 // Parses the envelope at frames[at] and checks that its bodies use exactly the frames after it.
 // Clears `out` first. On a malformed message returns false with the reason in `error` (a
 // static string), and `out` must be ignored: nothing of such a message may be acted on.
-bool parse(const Frames& frames, std::size_t at, std::vector<Record>& out, const char*& error);
+bool parse(std::span<const zmq::message_t> frames, std::size_t at, std::vector<Record>& out,
+           const char*& error);
 
 // Appends a parsed body to `out` as frames: inline bytes as one new frame, body frames moved.
 void move_body(Frames& message, const Body& body, Frames& out);
@@ -153,8 +154,8 @@ class Writer {
     void put_u8(std::uint8_t value) { envelope_.push_back(static_cast<char>(value)); }
     void put_u16(std::uint16_t value);
     void put_u32(std::uint32_t value);
-    void put_short(std::string_view bytes);                       // u8 length, bytes (at most 255)
-    void put_options(const RequestOptions& options);              // flags, then what they name
+    void put_short(std::string_view bytes);           // u8 length, bytes (at most 255)
+    void put_options(const RequestOptions& options);  // flags, then what they name
     void put_body(std::string_view bytes);
     void put_body(FramesBody body);
 

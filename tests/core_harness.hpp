@@ -15,7 +15,7 @@ using Message = std::vector<std::string>;
 
 class RecordingOutbox : public broker::Outbox {
   public:
-    SendResult send(Frames& frames) override {
+    SendResult send(FrameSpan frames) override {
         Message message;
         for (const auto& f : frames)
             message.emplace_back(view(f));

@@ -25,7 +25,7 @@ namespace {
 // its peer gone, as on a real socket.
 class AuditingOutbox : public broker::Outbox {
   public:
-    SendResult send(Frames& frames) override {
+    SendResult send(FrameSpan frames) override {
         const SendResult result = fate();
         if (frames.size() >= 2 && wire::is_envelope(frames[1])) {
             audit_native(frames, result);
@@ -50,7 +50,7 @@ class AuditingOutbox : public broker::Outbox {
     void answered(std::string_view id) {
         if (++answers[std::string(id)] > 1 && duplicate.empty()) duplicate = id;
     }
-    void audit_native(const Frames& frames, SendResult result) {
+    void audit_native(FrameSpan frames, SendResult result) {
         const char* error = nullptr;
         if (!wire::parse(frames, 1, records_, error)) {
             if (problem.empty()) problem = std::string("unparsable: ") + error;
