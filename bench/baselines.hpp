@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/process_cpu.hpp"
 #include "shared/child_process.hpp"
 
 namespace zbroker::bench {
@@ -42,6 +43,7 @@ class FeaturelessRelay {
   public:
     FeaturelessRelay(const std::string& zbench, std::size_t workers);
     const std::string& endpoint() const noexcept { return endpoint_; }
+    CpuSubjects cpu_subjects() const { return {{relay_.pid()}, pids_of(workers_)}; }
 
   private:
     ChildProcess relay_;
@@ -56,6 +58,7 @@ class MdpEchoTopology {
     MdpEchoTopology(const std::string& zbench, const std::string& bin_dir, std::size_t workers,
                     int credit, const std::string& service);
     const std::string& endpoint() const noexcept { return broker_.second; }
+    CpuSubjects cpu_subjects() const { return {{broker_.first.pid()}, pids_of(workers_)}; }
 
   private:
     std::pair<ChildProcess, std::string> broker_;  // and its endpoint

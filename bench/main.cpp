@@ -61,18 +61,15 @@ struct Target {
 };
 
 // Measures one point, with a progress bar on a terminal; with `cpu_of`, the CPU per request
-// of its brokers and workers, and of zbench itself, too.
+// of its broker (or relay) and workers, and of zbench itself, too.
 zbroker::bench::Point measure(zbroker::bench::Point point, const zbroker::bench::LoadSpec& spec,
-                              const Target& target, const zbroker::bench::Topology* cpu_of) {
+                              const Target& target,
+                              const std::optional<zbroker::bench::CpuSubjects>& cpu_of) {
     using namespace zbroker::bench;
     point.target = target.name;
     point.client = target.minimal ? "minimal" : "zbench";
-    std::vector<pid_t> brokers, workers;
-    if (cpu_of) {
-        for (std::size_t i = 0; i < cpu_of->broker_count(); ++i)
-            brokers.push_back(cpu_of->broker_pid(i));
-        workers = cpu_of->worker_pids();
-    }
+    const std::vector<pid_t> brokers = cpu_of ? cpu_of->middle : std::vector<pid_t>{};
+    const std::vector<pid_t> workers = cpu_of ? cpu_of->workers : std::vector<pid_t>{};
     const std::vector<pid_t> self{::getpid()};
     const double brokers_before = cpu_seconds(brokers);
     const double workers_before = cpu_seconds(workers);
@@ -207,9 +204,9 @@ int main(int argc, char** argv) {
             "PNG");
     bool cpu = false;
     app.add_flag("--cpu", cpu,
-                 "Also report the CPU time (user+sys, /proc) per request of the brokers and the\n"
-                 "workers zbench started, and of zbench itself (its clients), over each zbroker\n"
-                 "point, warm-up included")
+                 "Also report the CPU time (user+sys, /proc) per request of the brokers (or the\n"
+                 "relay) and the workers zbench started, and of zbench itself (its clients),\n"
+                 "over each zbroker, relay and 7/MDP point, warm-up included")
         ->excludes(connect_option);
     app.add_option("--bin-dir", bin_dir, "Where zbroker and zworker are")->capture_default_str();
     std::string log_level = "warn";
@@ -449,10 +446,14 @@ int main(int argc, char** argv) {
                                 point.inflight = window;
                                 point.size = size;
                                 point.brokers = broker_count;
-                                const bool zbroker_of_ours =
-                                    target.name == "zbroker" && topology.has_value();
-                                point = measure(point, spec, target,
-                                                cpu && zbroker_of_ours ? &*topology : nullptr);
+                                std::optional<CpuSubjects> cpu_of;
+                                if (cpu && target.name == "zbroker" && topology)
+                                    cpu_of = topology->cpu_subjects();
+                                if (cpu && target.name.starts_with("relay"))
+                                    cpu_of = relay->cpu_subjects();
+                                if (cpu && target.name == "mdp")
+                                    cpu_of = mdp_topology->cpu_subjects();
+                                point = measure(point, spec, target, cpu_of);
                                 print_table_row(std::cout, point);
                                 print_cpu(std::cout, point);
                                 points.push_back(point);

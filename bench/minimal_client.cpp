@@ -255,6 +255,7 @@ LoadResult run_minimal_load(const LoadSpec& spec, const Prefix& prefix,
     for (auto& tally : tallies) {
         result.sent += tally.sent;
         result.ok += tally.ok;
+        result.answered_all += tally.answered.load(std::memory_order_relaxed);
         for (const auto& [status, n] : tally.errors)
             result.errors[status] += n;
         all.merge(tally.latency);

@@ -34,4 +34,11 @@ double cpu_seconds(const std::vector<pid_t>& pids) {
     return total;
 }
 
+std::vector<pid_t> pids_of(const std::vector<ChildProcess>& processes) {
+    std::vector<pid_t> pids;
+    for (const ChildProcess& process : processes)
+        pids.push_back(process.pid());
+    return pids;
+}
+
 }  // namespace zbroker::bench

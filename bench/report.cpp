@@ -58,8 +58,11 @@ void print_table_row(std::ostream& out, const Point& p) {
 void print_cpu(std::ostream& out, const Point& p) {
     if (!p.cpu) return;
     out << "  CPU per request (user+sys, warm-up included): " << std::fixed << std::setprecision(2)
-        << p.cpu->brokers_us << " us in the broker" << (p.brokers > 1 ? "s" : "") << ", "
-        << p.cpu->workers_us << " us in the workers, " << p.cpu->client_us
+        << p.cpu->brokers_us << " us in the "
+        << (p.target.starts_with("relay") ? "relay"
+            : p.brokers > 1               ? "brokers"
+                                          : "broker")
+        << ", " << p.cpu->workers_us << " us in the workers, " << p.cpu->client_us
         << " us in zbench's client\n"
         << std::flush;
 }

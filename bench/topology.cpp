@@ -94,11 +94,8 @@ Topology::Topology(const TopologySpec& spec)
     }
 }
 
-std::vector<pid_t> Topology::worker_pids() const {
-    std::vector<pid_t> pids;
-    for (const ChildProcess& worker : workers_)
-        pids.push_back(worker.pid());
-    return pids;
+CpuSubjects Topology::cpu_subjects() const {
+    return {pids_of(brokers_), pids_of(workers_)};
 }
 
 std::optional<int> Topology::stop_broker(std::size_t index, int signo,

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/process_cpu.hpp"
 #include "client/client.hpp"
 #include "shared/child_process.hpp"
 
@@ -33,8 +34,7 @@ class Topology {
     const std::string& endpoint() const noexcept { return endpoint_list_; }
     const std::vector<std::string>& endpoints() const noexcept { return endpoints_; }
     std::size_t broker_count() const noexcept { return brokers_.size(); }
-    pid_t broker_pid(std::size_t index) const { return brokers_[index].pid(); }
-    std::vector<pid_t> worker_pids() const;
+    CpuSubjects cpu_subjects() const;
 
     // Sends `signo` to broker `index` and reaps it: its exit status (128 + signal when killed),
     // or nullopt when it is still running after `patience` (it is then left running).

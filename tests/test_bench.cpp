@@ -176,7 +176,7 @@ TEST_CASE(
     "client, and reaps its processes") {
     const std::string json_path = "/tmp/zbench-baseline-" + std::to_string(::getpid()) + ".json";
     AdoptOrphans adopt;
-    ChildProcess zbench({zbench_path(), "--baseline", "--mdp", "--mode", "sync,pipelined",
+    ChildProcess zbench({zbench_path(), "--baseline", "--mdp", "--cpu", "--mode", "sync,pipelined",
                          "--inflight", "8", "--workers", "2", "--requests", "200", "--json",
                          json_path});
     const auto exit_code = zbench.wait(120'000ms);
@@ -196,10 +196,14 @@ TEST_CASE(
     std::map<std::string, std::string> clients;  // target -> client
     for (const auto& point : doc.at("points")) {
         INFO(point.dump());
-        clients[point.at("target").get<std::string>()] = point.at("client").get<std::string>();
+        const auto target = point.at("target").get<std::string>();
+        clients[target] = point.at("client").get<std::string>();
         REQUIRE(point.at("sent") == 200);
         REQUIRE(point.at("ok") == 200);
         REQUIRE(point.at("errors").empty());
+        // --cpu: for everything in the middle zbench started, the relays as well as brokers.
+        const bool has_middle = target != "floor" && target != "direct";
+        REQUIRE(point.contains("cpu_us_per_request") == has_middle);
     }
     REQUIRE(clients == std::map<std::string, std::string>{{"floor", "minimal"},
                                                           {"direct", "zbench"},
