@@ -77,6 +77,9 @@ class FairQueue final : public QueuePolicy {
     }
 
     Admission admit(std::string_view key, std::size_t limit, RequestTable& table) override {
+        // Nothing waits, so no key is over its share: the common case, and two hash lookups
+        // fewer per request.
+        if (waiting_ == 0) return {limit > 0, nullptr};
         const auto it = tenants_.find(key);
         const std::size_t waiting = it == tenants_.end() ? 0 : it->second->waiting;
         const std::uint32_t weight = it == tenants_.end() ? weight_of(key) : it->second->weight;
