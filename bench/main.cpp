@@ -202,6 +202,13 @@ int main(int argc, char** argv) {
                            : "directory " + dir.string() + " does not exist: create it first";
             },
             "PNG");
+    std::size_t rounds = 1;
+    app.add_option("--rounds", rounds,
+                   "Measure every point this many times, the targets in alternating order\n"
+                   "(forward, then backward), and print the median and range of each ratio: on a\n"
+                   "shared machine one run's ratio swings by 0.2 or more")
+        ->check(CLI::Range(1, 1000))
+        ->capture_default_str();
     bool cpu = false;
     app.add_flag("--cpu", cpu,
                  "Also report the CPU time (user+sys, /proc) per request of the brokers (or the\n"
@@ -409,7 +416,7 @@ int main(int argc, char** argv) {
                                      credit > 0 ? credit : kMdpDefaultCredit, service);
             }
 
-            // In this order, each comparison printed right after its two rows.
+            // Measured in this order (backwards in every other round); comparisons follow.
             std::vector<Target> targets;
             if (baseline) {
                 targets.push_back({"floor", direct.front().endpoint(), Prefix{}});
@@ -421,6 +428,13 @@ int main(int argc, char** argv) {
                 targets.push_back({"relay-mdp", relay->endpoint(), mdp_client_prefix(service)});
                 targets.push_back({"mdp", mdp_topology->endpoint(), mdp_client_prefix(service)});
             }
+            // Whose CPU a target's point reports: everything in the middle zbench started.
+            const auto cpu_of = [&](const std::string& name) -> std::optional<CpuSubjects> {
+                if (name == "zbroker" && topology) return topology->cpu_subjects();
+                if (name.starts_with("relay")) return relay->cpu_subjects();
+                if (name == "mdp") return mdp_topology->cpu_subjects();
+                return std::nullopt;
+            };
             for (const auto& mode : modes) {
                 const auto windows = mode == "sync" ? std::vector<std::size_t>{1} : inflight;
                 for (const std::size_t size : sizes) {
@@ -436,35 +450,48 @@ int main(int argc, char** argv) {
                                 std::chrono::milliseconds(static_cast<long>(duration_s * 1000));
                             spec.warmup =
                                 std::chrono::milliseconds(static_cast<long>(warmup_s * 1000));
-                            std::map<std::string, Point> measured;
-                            for (const Target& target : targets) {
-                                spec.endpoint = target.endpoint;
-                                Point point;
-                                point.mode = mode;
-                                point.clients = client_count;
-                                point.workers = worker_count;
-                                point.inflight = window;
-                                point.size = size;
-                                point.brokers = broker_count;
-                                std::optional<CpuSubjects> cpu_of;
-                                if (cpu && target.name == "zbroker" && topology)
-                                    cpu_of = topology->cpu_subjects();
-                                if (cpu && target.name.starts_with("relay"))
-                                    cpu_of = relay->cpu_subjects();
-                                if (cpu && target.name == "mdp")
-                                    cpu_of = mdp_topology->cpu_subjects();
-                                point = measure(point, spec, target, cpu_of);
-                                print_table_row(std::cout, point);
-                                print_cpu(std::cout, point);
-                                points.push_back(point);
-                                measured[target.name] = point;
-                                if (target.name == "direct")
-                                    checks.push_back(
-                                        print_client_check(std::cout, point, measured.at("floor")));
-                                if (target.name == "zbroker" && baseline)
-                                    print_ratio(std::cout, point, measured.at("relay"));
-                                if (target.name == "mdp")
-                                    print_ratio(std::cout, point, measured.at("relay-mdp"));
+                            // Each comparison over the rounds: "target / baseline" -> ratios.
+                            std::map<std::pair<std::string, std::string>, std::vector<Ratio>>
+                                compared;
+                            for (std::size_t round = 1; round <= rounds; ++round) {
+                                // Every other round backwards: a target measured first or last
+                                // in each round would meet the machine in another state.
+                                std::vector<Target> order = targets;
+                                if (round % 2 == 0) std::reverse(order.begin(), order.end());
+                                std::map<std::string, Point> measured;
+                                for (const Target& target : order) {
+                                    spec.endpoint = target.endpoint;
+                                    Point point;
+                                    point.mode = mode;
+                                    point.clients = client_count;
+                                    point.workers = worker_count;
+                                    point.inflight = window;
+                                    point.size = size;
+                                    point.brokers = broker_count;
+                                    point.round = round;
+                                    point = measure(point, spec, target,
+                                                    cpu ? cpu_of(target.name) : std::nullopt);
+                                    print_table_row(std::cout, point);
+                                    print_cpu(std::cout, point);
+                                    points.push_back(point);
+                                    measured[target.name] = point;
+                                }
+                                if (baseline) {
+                                    checks.push_back(print_client_check(
+                                        std::cout, measured.at("direct"), measured.at("floor")));
+                                }
+                                const auto compare = [&](const std::string& target,
+                                                         const std::string& against) {
+                                    compared[{target, against}].push_back(print_ratio(
+                                        std::cout, measured.at(target), measured.at(against)));
+                                };
+                                if (baseline) compare("zbroker", "relay");
+                                if (mdp) compare("mdp", "relay-mdp");
+                            }
+                            if (rounds > 1) {
+                                for (const auto& [names, ratios] : compared)
+                                    print_ratio_summary(std::cout, names.first, names.second,
+                                                        ratios);
                             }
                         }
                     }

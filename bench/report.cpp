@@ -1,8 +1,10 @@
 // Formats benchmark points; JSON through nlohmann_json, CSV and the table by hand.
 #include "report.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <iomanip>
+#include <sstream>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
@@ -67,13 +69,41 @@ void print_cpu(std::ostream& out, const Point& p) {
         << std::flush;
 }
 
-void print_ratio(std::ostream& out, const Point& target, const Point& baseline) {
+Ratio print_ratio(std::ostream& out, const Point& target, const Point& baseline) {
+    Ratio r{ratio(target.result.requests_per_second(), baseline.result.requests_per_second()),
+            ratio(target.result.latency.p50_us, baseline.result.latency.p50_us), std::nullopt};
+    if (target.cpu && baseline.cpu)
+        r.middle_cpu = ratio(target.cpu->brokers_us, baseline.cpu->brokers_us);
     out << "  " << target.target << " / " << baseline.target << ": throughput " << std::fixed
-        << std::setprecision(2)
-        << ratio(target.result.requests_per_second(), baseline.result.requests_per_second())
-        << "x, p50 latency " << ratio(target.result.latency.p50_us, baseline.result.latency.p50_us)
-        << "x\n"
-        << std::flush;
+        << std::setprecision(2) << r.throughput << "x, p50 latency " << r.p50_latency << "x";
+    if (r.middle_cpu) out << ", CPU per request in the middle " << *r.middle_cpu << "x";
+    out << '\n' << std::flush;
+    return r;
+}
+
+void print_ratio_summary(std::ostream& out, const std::string& target, const std::string& baseline,
+                         const std::vector<Ratio>& rounds) {
+    // Median and range of one figure over the rounds (upper median for an even count).
+    const auto summary = [&rounds](auto figure) {
+        std::vector<double> values;
+        for (const Ratio& r : rounds) {
+            if (const std::optional<double> value = figure(r)) values.push_back(*value);
+        }
+        std::sort(values.begin(), values.end());
+        std::ostringstream text;
+        text << std::fixed << std::setprecision(2) << values[values.size() / 2] << "x ("
+             << values.front() << "-" << values.back() << ")";
+        return text.str();
+    };
+    out << "  " << target << " / " << baseline << " over " << rounds.size()
+        << " rounds in alternating order, median (range): throughput "
+        << summary([](const Ratio& r) { return std::optional{r.throughput}; }) << ", p50 latency "
+        << summary([](const Ratio& r) { return std::optional{r.p50_latency}; });
+    if (rounds.front().middle_cpu) {
+        out << ", CPU per request in the middle "
+            << summary([](const Ratio& r) { return r.middle_cpu; });
+    }
+    out << '\n' << std::flush;
 }
 
 ClientCheck print_client_check(std::ostream& out, const Point& direct, const Point& floor) {
@@ -111,6 +141,7 @@ void write_json(const std::string& path, const std::vector<Point>& points,
             {"workers", p.workers},
             {"inflight", p.inflight},
             {"size", p.size},
+            {"round", p.round},
             {"sent", r.sent},
             {"ok", r.ok},
             {"errors", errors},

@@ -27,6 +27,7 @@ struct Point {
     std::size_t inflight = 1;
     std::size_t size = 32;
     std::size_t brokers = 1;  // the clients spread their requests over this many
+    std::size_t round = 1;    // with --rounds: which measurement of this point it is
     LoadResult result;
     std::optional<CpuPerRequest> cpu;
 
@@ -50,8 +51,17 @@ void print_table_header(std::ostream& out);
 void print_table_row(std::ostream& out, const Point& point);
 // The CPU line under a row measured with --cpu.
 void print_cpu(std::ostream& out, const Point& point);
-// A target's throughput and p50 latency as ratios of a baseline measured in the same run.
-void print_ratio(std::ostream& out, const Point& target, const Point& baseline);
+// A target against a baseline measured in the same run (in the same round, with --rounds).
+struct Ratio {
+    double throughput = 0;
+    double p50_latency = 0;
+    std::optional<double> middle_cpu;  // broker over relay CPU per request, when both have --cpu
+};
+// Prints a target's throughput and p50 latency (and CPU, when known) as ratios of a baseline's.
+Ratio print_ratio(std::ostream& out, const Point& target, const Point& baseline);
+// Prints the median and range of a comparison measured in several rounds.
+void print_ratio_summary(std::ostream& out, const std::string& target, const std::string& baseline,
+                         const std::vector<Ratio>& rounds);
 // Prints the client check, with a warning that cannot be missed when it fails.
 ClientCheck print_client_check(std::ostream& out, const Point& direct, const Point& floor);
 void write_json(const std::string& path, const std::vector<Point>& points,

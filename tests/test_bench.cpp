@@ -90,6 +90,7 @@ TEST_CASE("a tiny zbench run answers every request and writes the documented JSO
                                 "size", "seconds", "megabytes_per_second"}) {
             REQUIRE(point.contains(key));
         }
+        REQUIRE(point.at("round") == 1);
     }
 }
 
@@ -213,6 +214,49 @@ TEST_CASE(
                                                           {"mdp", "minimal"}});
     REQUIRE(doc.at("client_checks").size() == 2);  // one per point
     require_client_checks_agree(doc, *exit_code, output);
+}
+
+TEST_CASE("zbench --rounds measures every target in each round, every other round backwards") {
+    const std::string json_path = "/tmp/zbench-rounds-" + std::to_string(::getpid()) + ".json";
+    AdoptOrphans adopt;
+    // Its table goes to stdout: to stderr here, where ChildProcess collects it.
+    ChildProcess zbench({"/bin/sh", "-c",
+                         "exec \"$0\" --mdp --cpu --rounds 3 --mode pipelined --inflight 8 "
+                         "--requests 100 --json \"$1\" 1>&2",
+                         zbench_path(), json_path});
+    const auto exit_code = zbench.wait(120'000ms);
+    const std::string output = zbench.output();
+    INFO(output);
+    REQUIRE(exit_code == 0);
+    REQUIRE(AdoptOrphans::children().empty());
+
+    const auto doc = take_json(json_path);
+    std::vector<std::pair<std::size_t, std::string>> order;  // (round, target) as measured
+    for (const auto& point : doc.at("points")) {
+        REQUIRE(point.at("ok") == 100);
+        order.emplace_back(point.at("round").get<std::size_t>(),
+                           point.at("target").get<std::string>());
+    }
+    using Measured = std::vector<std::pair<std::size_t, std::string>>;
+    REQUIRE(order == Measured{{1, "zbroker"},
+                              {1, "relay-mdp"},
+                              {1, "mdp"},  //
+                              {2, "mdp"},
+                              {2, "relay-mdp"},
+                              {2, "zbroker"},
+                              {3, "zbroker"},
+                              {3, "relay-mdp"},
+                              {3, "mdp"}});
+    // One comparison per round, then their summary.
+    std::size_t per_round = 0;
+    for (auto at = output.find("  mdp / relay-mdp: "); at != std::string::npos;
+         at = output.find("  mdp / relay-mdp: ", at + 1)) {
+        ++per_round;
+    }
+    REQUIRE(per_round == 3);
+    REQUIRE(output.find("mdp / relay-mdp over 3 rounds in alternating order, median (range): "
+                        "throughput ") != std::string::npos);
+    REQUIRE(output.find("CPU per request in the middle") != std::string::npos);
 }
 
 TEST_CASE("zbench without --baseline runs no client check and starts no baseline") {
