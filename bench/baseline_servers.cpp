@@ -134,6 +134,55 @@ void serve_mdp_worker(const std::string& broker, const std::string& service, int
     });
 }
 
+void serve_bare_mdp_broker(std::size_t workers) {
+    using protocol::WorkerCommand;
+    zmq::context_t context(1);
+    zmq::socket_t socket = make_socket(context, zmq::socket_type::router);
+    std::cerr << kListeningMarker << bind_ephemeral(socket) << std::endl;
+    const auto is_worker_command = [](const Frames& frames, WorkerCommand command) {
+        // [worker "" MDPW01 command ...]
+        return frames.size() >= 4 && view(frames[2]) == protocol::kMdpWorker &&
+               frames[3].size() == 1 &&
+               static_cast<WorkerCommand>(*frames[3].data<char>()) == command;
+    };
+
+    std::vector<zmq::message_t> known;  // worker routing ids, round robin
+    std::string service;
+    Frames frames;
+    while (known.size() < workers) {
+        recv_frames(socket, frames);
+        if (frames.size() >= 5 && is_worker_command(frames, WorkerCommand::ready)) {
+            service = view(frames[4]);
+            known.push_back(std::move(frames[0]));
+        }
+    }
+    std::cerr << kBareMdpReadyMarker << " with " << known.size() << " workers" << std::endl;
+
+    std::size_t next = 0;
+    Frames out;
+    serve_forever(socket, [&](Frames& in) {
+        out.clear();
+        if (in.size() == 5 && view(in[2]) == protocol::kMdpClient) {
+            // [client "" MDPC01 service body] -> [worker "" MDPW01 REQUEST client "" body]
+            out.emplace_back().copy(known[next++ % known.size()]);
+            out.push_back(std::move(in[1]));
+            add_frame(out, protocol::kMdpWorker);
+            add_frame(out, WorkerCommand::request);
+            out.push_back(std::move(in[0]));
+            add_empty_frame(out);
+            out.push_back(std::move(in[4]));
+        } else if (in.size() == 7 && is_worker_command(in, WorkerCommand::reply)) {
+            // [worker "" MDPW01 REPLY client "" body] -> [client "" MDPC01 service body]
+            out.push_back(std::move(in[4]));
+            out.push_back(std::move(in[1]));
+            add_frame(out, protocol::kMdpClient);
+            add_frame(out, service);
+            out.push_back(std::move(in[6]));
+        }  // anything else, a HEARTBEAT or a DISCONNECT, is dropped
+        in.swap(out);
+    });
+}
+
 void serve_relay(std::size_t workers) {
     zmq::context_t context(1);
     zmq::socket_t frontend = make_socket(context, zmq::socket_type::router);

@@ -39,6 +39,18 @@ FeaturelessRelay::FeaturelessRelay(const std::string& zbench, std::size_t worker
     wait_for(relay_, kRelayReadyMarker, "the relay's echo workers");
 }
 
+BareMdpBroker::BareMdpBroker(const std::string& zbench, std::size_t workers, int credit,
+                             const std::string& service)
+    : broker_({zbench, "serve-bare-mdp-broker", "--workers", std::to_string(workers)}),
+      endpoint_(wait_for(broker_, kListeningMarker, "the bare 7/MDP broker")) {
+    for (std::size_t i = 0; i < workers; ++i) {
+        workers_.emplace_back(std::vector<std::string>{zbench, "mdp-worker", "--connect", endpoint_,
+                                                       "--service", service, "--credit",
+                                                       std::to_string(credit)});
+    }
+    wait_for(broker_, kBareMdpReadyMarker, "the bare 7/MDP broker's workers");
+}
+
 MdpEchoTopology::MdpEchoTopology(const std::string& zbench, const std::string& bin_dir,
                                  std::size_t workers, int credit, const std::string& service)
     : broker_(start_broker(bin_dir)) {

@@ -6,8 +6,10 @@
 //   untouched, as a user writes it from the zguide's lbbroker: a broker's two hops without any
 //   of its work, driven by the minimal client with one body frame per request (`relay`), or
 //   with the frames of a 7/MDP client (`relay-mdp`);
+// - the bare 7/MDP broker: the same client and workers as `mdp` through the least a Majordomo
+//   broker can do, translation without state (`mdp-bare`): what 7/MDP itself costs;
 // - zbroker over 7/MDP: the minimal client with 7/MDP frames, through zbroker, to bare 7/MDP
-//   echo workers (`mdp`), beside `relay-mdp`.
+//   echo workers (`mdp`), beside `relay-mdp` and `mdp-bare`.
 //
 // Every baseline runs as separate processes, zbench re-executing itself with a hidden
 // subcommand (baseline_servers.hpp), because that is how zbroker is measured: the broker is a
@@ -47,6 +49,21 @@ class FeaturelessRelay {
 
   private:
     ChildProcess relay_;
+    std::string endpoint_;
+    std::vector<ChildProcess> workers_;
+};
+
+// The bare 7/MDP broker's process and `workers` bare 7/MDP echo workers for `service`, each
+// announcing `credit`; returns once every worker has said READY.
+class BareMdpBroker {
+  public:
+    BareMdpBroker(const std::string& zbench, std::size_t workers, int credit,
+                  const std::string& service);
+    const std::string& endpoint() const noexcept { return endpoint_; }
+    CpuSubjects cpu_subjects() const { return {{broker_.pid()}, pids_of(workers_)}; }
+
+  private:
+    ChildProcess broker_;
     std::string endpoint_;
     std::vector<ChildProcess> workers_;
 };

@@ -188,8 +188,10 @@ int main(int argc, char** argv) {
                  "(relay); print zbroker / relay");
     app.add_flag("--mdp", mdp,
                  "Also measure 7/MDP: the minimal client with 7/MDP frames through a zbroker of\n"
-                 "its own to bare 7/MDP echo workers (mdp), and through the relay (relay-mdp);\n"
-                 "print mdp / relay-mdp")
+                 "its own to bare 7/MDP echo workers (mdp), through the relay to echo workers\n"
+                 "(relay-mdp), and through a bare 7/MDP broker that only translates, keeping no\n"
+                 "state, to the same workers as mdp (mdp-bare); print mdp-bare / relay-mdp (what\n"
+                 "7/MDP costs), mdp / relay-mdp and mdp / mdp-bare (what zbroker adds)")
         ->excludes("--connect");
     app.add_option("--plot", plot_path,
                    "Draw req/s and p50/p99 latency against --inflight into this PNG (needs\n"
@@ -229,6 +231,12 @@ int main(int argc, char** argv) {
     auto* direct_command = app.add_subcommand("serve-direct", "Direct echo server")->group("");
     auto* relay_command = app.add_subcommand("serve-relay", "Featureless relay")->group("");
     relay_command->add_option("--workers", relay_workers)->required()->check(CLI::Range(1, 500));
+    std::size_t bare_mdp_workers = 1;
+    auto* bare_mdp_command =
+        app.add_subcommand("serve-bare-mdp-broker", "Bare 7/MDP broker")->group("");
+    bare_mdp_command->add_option("--workers", bare_mdp_workers)
+        ->required()
+        ->check(CLI::Range(1, 500));
     auto* worker_command = app.add_subcommand("echo-worker", "The relay's echo worker")->group("");
     worker_command->add_option("--connect", relay_backend)->required();
     std::string mdp_broker;
@@ -335,6 +343,7 @@ int main(int argc, char** argv) {
     try {
         if (*direct_command) serve_direct_echo();
         if (*relay_command) serve_relay(relay_workers);
+        if (*bare_mdp_command) serve_bare_mdp_broker(bare_mdp_workers);
         if (*worker_command) serve_echo_worker(relay_backend);
         if (*mdp_command) serve_mdp_worker(mdp_broker, mdp_service, mdp_credit);
     } catch (const std::exception& e) {
@@ -405,6 +414,7 @@ int main(int argc, char** argv) {
             std::vector<DirectEchoServer> direct;
             std::string direct_endpoints;
             std::optional<FeaturelessRelay> relay;
+            std::optional<BareMdpBroker> bare_mdp;
             std::optional<MdpEchoTopology> mdp_topology;
             for (std::size_t i = 0; baseline && i < broker_count; ++i) {
                 direct.emplace_back(self);
@@ -412,8 +422,10 @@ int main(int argc, char** argv) {
             }
             if (baseline || mdp) relay.emplace(self, std::max<std::size_t>(worker_count, 1));
             if (mdp) {
-                mdp_topology.emplace(self, bin_dir, worker_count,
-                                     credit > 0 ? credit : kMdpDefaultCredit, service);
+                const int worker_credit = credit > 0 ? credit : kMdpDefaultCredit;
+                bare_mdp.emplace(self, std::max<std::size_t>(worker_count, 1), worker_credit,
+                                 service);
+                mdp_topology.emplace(self, bin_dir, worker_count, worker_credit, service);
             }
 
             // Measured in this order (backwards in every other round); comparisons follow.
@@ -426,12 +438,14 @@ int main(int argc, char** argv) {
             targets.push_back({"zbroker", endpoint, std::nullopt});
             if (mdp) {
                 targets.push_back({"relay-mdp", relay->endpoint(), mdp_client_prefix(service)});
+                targets.push_back({"mdp-bare", bare_mdp->endpoint(), mdp_client_prefix(service)});
                 targets.push_back({"mdp", mdp_topology->endpoint(), mdp_client_prefix(service)});
             }
             // Whose CPU a target's point reports: everything in the middle zbench started.
             const auto cpu_of = [&](const std::string& name) -> std::optional<CpuSubjects> {
                 if (name == "zbroker" && topology) return topology->cpu_subjects();
                 if (name.starts_with("relay")) return relay->cpu_subjects();
+                if (name == "mdp-bare") return bare_mdp->cpu_subjects();
                 if (name == "mdp") return mdp_topology->cpu_subjects();
                 return std::nullopt;
             };
@@ -450,9 +464,13 @@ int main(int argc, char** argv) {
                                 std::chrono::milliseconds(static_cast<long>(duration_s * 1000));
                             spec.warmup =
                                 std::chrono::milliseconds(static_cast<long>(warmup_s * 1000));
-                            // Each comparison over the rounds: "target / baseline" -> ratios.
-                            std::map<std::pair<std::string, std::string>, std::vector<Ratio>>
-                                compared;
+                            // Each comparison, in the order made, with its ratio in every round.
+                            struct Compared {
+                                std::string target;
+                                std::string baseline;
+                                std::vector<Ratio> ratios;
+                            };
+                            std::vector<Compared> compared;
                             for (std::size_t round = 1; round <= rounds; ++round) {
                                 // Every other round backwards: a target measured first or last
                                 // in each round would meet the machine in another state.
@@ -480,18 +498,24 @@ int main(int argc, char** argv) {
                                     checks.push_back(print_client_check(
                                         std::cout, measured.at("direct"), measured.at("floor")));
                                 }
+                                std::size_t made = 0;
                                 const auto compare = [&](const std::string& target,
                                                          const std::string& against) {
-                                    compared[{target, against}].push_back(print_ratio(
+                                    if (made == compared.size())
+                                        compared.push_back({target, against, {}});
+                                    compared[made++].ratios.push_back(print_ratio(
                                         std::cout, measured.at(target), measured.at(against)));
                                 };
                                 if (baseline) compare("zbroker", "relay");
-                                if (mdp) compare("mdp", "relay-mdp");
+                                if (mdp) {
+                                    compare("mdp-bare", "relay-mdp");  // 7/MDP's own cost
+                                    compare("mdp", "relay-mdp");
+                                    compare("mdp", "mdp-bare");  // zbroker's work beyond it
+                                }
                             }
                             if (rounds > 1) {
-                                for (const auto& [names, ratios] : compared)
-                                    print_ratio_summary(std::cout, names.first, names.second,
-                                                        ratios);
+                                for (const Compared& c : compared)
+                                    print_ratio_summary(std::cout, c.target, c.baseline, c.ratios);
                             }
                         }
                     }

@@ -193,7 +193,7 @@ TEST_CASE(
     REQUIRE(output.find('\r') == std::string::npos);
 
     const auto doc = take_json(json_path);
-    REQUIRE(doc.at("points").size() == 12);      // {sync, pipelined} x 6 targets
+    REQUIRE(doc.at("points").size() == 14);      // {sync, pipelined} x 7 targets
     std::map<std::string, std::string> clients;  // target -> client
     for (const auto& point : doc.at("points")) {
         INFO(point.dump());
@@ -211,6 +211,7 @@ TEST_CASE(
                                                           {"relay", "minimal"},
                                                           {"zbroker", "zbench"},
                                                           {"relay-mdp", "minimal"},
+                                                          {"mdp-bare", "minimal"},
                                                           {"mdp", "minimal"}});
     REQUIRE(doc.at("client_checks").size() == 2);  // one per point
     require_client_checks_agree(doc, *exit_code, output);
@@ -238,15 +239,11 @@ TEST_CASE("zbench --rounds measures every target in each round, every other roun
                            point.at("target").get<std::string>());
     }
     using Measured = std::vector<std::pair<std::size_t, std::string>>;
-    REQUIRE(order == Measured{{1, "zbroker"},
-                              {1, "relay-mdp"},
-                              {1, "mdp"},  //
-                              {2, "mdp"},
-                              {2, "relay-mdp"},
-                              {2, "zbroker"},
-                              {3, "zbroker"},
-                              {3, "relay-mdp"},
-                              {3, "mdp"}});
+    // clang-format off
+    REQUIRE(order == Measured{{1, "zbroker"}, {1, "relay-mdp"}, {1, "mdp-bare"}, {1, "mdp"},
+                              {2, "mdp"}, {2, "mdp-bare"}, {2, "relay-mdp"}, {2, "zbroker"},
+                              {3, "zbroker"}, {3, "relay-mdp"}, {3, "mdp-bare"}, {3, "mdp"}});
+    // clang-format on
     // One comparison per round, then their summary.
     std::size_t per_round = 0;
     for (auto at = output.find("  mdp / relay-mdp: "); at != std::string::npos;
@@ -254,8 +251,12 @@ TEST_CASE("zbench --rounds measures every target in each round, every other roun
         ++per_round;
     }
     REQUIRE(per_round == 3);
-    REQUIRE(output.find("mdp / relay-mdp over 3 rounds in alternating order, median (range): "
-                        "throughput ") != std::string::npos);
+    for (const char* compared : {"mdp-bare / relay-mdp", "mdp / relay-mdp", "mdp / mdp-bare"}) {
+        INFO(compared);
+        REQUIRE(output.find(std::string(compared) +
+                            " over 3 rounds in alternating order, median (range): throughput ") !=
+                std::string::npos);
+    }
     REQUIRE(output.find("CPU per request in the middle") != std::string::npos);
 }
 
@@ -516,6 +517,37 @@ TEST_CASE("the direct echo answers the minimal client, 7/MDP frames, ZBC01 and Z
             REQUIRE(view(body[0]) == expected[i].second);
         }
     }
+}
+
+TEST_CASE("the bare 7/MDP broker translates requests and replies frame for frame, keeping none") {
+    ChildProcess broker({zbench_path(), "serve-bare-mdp-broker", "--workers", "1"});
+    const auto endpoint = broker.wait_for("listening on ", kStartPatience);
+    INFO(broker.output());
+    REQUIRE(endpoint);
+    zmq::context_t context(1);
+    zmq::socket_t worker = patient_socket(context, zmq::socket_type::dealer);
+    zmq::socket_t client = patient_socket(context, zmq::socket_type::dealer);
+    client.set(zmq::sockopt::routing_id, "client-1");
+    worker.connect(*endpoint);
+    Frames out = frames_of({"", "MDPW01", "\x01", "echo", "1"});  // READY, with a credit
+    send_frames(worker, out);
+    INFO(testing::kTooSlow);
+    REQUIRE(broker.wait_for("bare 7/MDP broker ready", kStartPatience));
+    client.connect(*endpoint);
+
+    out = frames_of({"", "MDPC01", "echo", "body"});
+    send_frames(client, out);
+    Frames in;
+    REQUIRE(recv_frames(worker, in));
+    // The client's routing id is the client address: the broker keeps nothing.
+    REQUIRE(texts(in) == std::vector<std::string>{"", "MDPW01", "\x02", "client-1", "", "body"});
+
+    out = frames_of({"", "MDPW01", "\x04"});  // a HEARTBEAT is dropped, not passed on
+    send_frames(worker, out);
+    out = frames_of({"", "MDPW01", "\x03", "client-1", "", "answer"});
+    send_frames(worker, out);
+    REQUIRE(recv_frames(client, in));
+    REQUIRE(texts(in) == std::vector<std::string>{"", "MDPC01", "echo", "answer"});
 }
 
 TEST_CASE("zbench's 7/MDP echo worker registers with a credit, echoes, answers heartbeats") {
