@@ -166,7 +166,7 @@ void serve_bare_mdp_broker(std::size_t workers) {
             // [client "" MDPC01 service body] -> [worker "" MDPW01 REQUEST client "" body]
             out.emplace_back().copy(known[next++ % known.size()]);
             out.push_back(std::move(in[1]));
-            add_frame(out, protocol::kMdpWorker);
+            add_constant_frame(out, protocol::kMdpWorker);
             add_frame(out, WorkerCommand::request);
             out.push_back(std::move(in[0]));
             add_empty_frame(out);
@@ -175,7 +175,7 @@ void serve_bare_mdp_broker(std::size_t workers) {
             // [worker "" MDPW01 REPLY client "" body] -> [client "" MDPC01 service body]
             out.push_back(std::move(in[4]));
             out.push_back(std::move(in[1]));
-            add_frame(out, protocol::kMdpClient);
+            add_constant_frame(out, protocol::kMdpClient);
             add_frame(out, service);
             out.push_back(std::move(in[6]));
         }  // anything else, a HEARTBEAT or a DISCONNECT, is dropped

@@ -518,7 +518,7 @@ void BrokerCore::send_request(Worker& worker, RequestRecord& record) {
     Frames& out = batch.frames;
     add_frame(out, worker.identity);
     add_empty_frame(out);
-    add_frame(out, protocol::kMdpWorker);
+    add_constant_frame(out, protocol::kMdpWorker);
     add_frame(out, WorkerCommand::request);
     const auto token = RequestTable::token_bytes(record.token());
     add_frame(out, {token.data(), token.size()});
@@ -729,6 +729,7 @@ void BrokerCore::send_heartbeats() {
 
 void BrokerCore::forget_idle_services() {
     // A name with no workers and no queue costs memory for nothing; clients can make many.
+    last_service_ = nullptr;
     std::erase_if(services_, [](const auto& entry) {
         const Service& service = *entry.second;
         return service.workers == 0 && service.waiting() == 0;
@@ -801,7 +802,7 @@ void BrokerCore::send_to_client(ClientProtocol protocol, std::string_view client
     Frames& out = batch.frames;
     add_frame(out, client);
     add_empty_frame(out);
-    add_frame(out, header_of(protocol));
+    add_constant_frame(out, header_of(protocol));
     add_frame(out, service);
     if (protocol == ClientProtocol::zbc) {
         add_frame(out, request_id);
@@ -930,6 +931,9 @@ void BrokerCore::refuse_worker(Malformed kind, const Frames& in, std::string_vie
 // Services
 
 Service* BrokerCore::service_named(std::string_view name) {
+    // Requests in a row mostly name the same service (a broker often serves one or a few), and
+    // a comparison costs far less than hashing the name.
+    if (last_service_ != nullptr && last_service_->name == name) return last_service_;
     auto it = services_.find(name);
     if (it == services_.end()) {
         if (services_.size() >= config_.max_services) return nullptr;
@@ -938,7 +942,8 @@ Service* BrokerCore::service_named(std::string_view name) {
                           std::make_unique<Service>(std::string(name), config_.queue))
                  .first;
     }
-    return it->second.get();
+    last_service_ = it->second.get();
+    return last_service_;
 }
 
 ServiceInfo BrokerCore::info(const Service& service) const {

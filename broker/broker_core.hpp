@@ -235,6 +235,7 @@ class BrokerCore {
     WorkerRegistry workers_;
     std::unordered_map<std::string, std::unique_ptr<Service>, StringHash, std::equal_to<>>
         services_;
+    Service* last_service_ = nullptr;  // the last service_named() found, until any is forgotten
     DeadlineQueue deadlines_;
     TimePoint next_heartbeat_;
     bool draining_ = false;

@@ -37,7 +37,16 @@ inline zmq::message_t empty_frame() {
 inline void add_frame(Frames& out, std::string_view bytes) {
     out.emplace_back(bytes.data(), bytes.size());
 }
+// Appends a frame of bytes that outlive it, a protocol constant, without copying them: libzmq
+// then refers to them (zmq_msg_init_data without a free function), which saves the copy and a
+// call into libzmq. Such a frame must never be written to.
+inline void add_constant_frame(Frames& out, std::string_view bytes) {
+    out.emplace_back(const_cast<char*>(bytes.data()), bytes.size(), nullptr);
+}
 inline void add_frame(Frames& out, protocol::WorkerCommand command) {
+    static constexpr char kCommands[] = {0x00, 0x01, 0x02, 0x03, 0x04, 0x05};  // kept for ever
+    const auto index = static_cast<std::size_t>(command);
+    if (index < sizeof kCommands) return add_constant_frame(out, {&kCommands[index], 1});
     const auto byte = static_cast<char>(command);
     out.emplace_back(&byte, 1);
 }
