@@ -441,6 +441,14 @@ int main(int argc, char** argv) {
                 targets.push_back({"mdp-bare", bare_mdp->endpoint(), mdp_client_prefix(service)});
                 targets.push_back({"mdp", mdp_topology->endpoint(), mdp_client_prefix(service)});
             }
+            // What each round compares: target / baseline, measured in the same round.
+            std::vector<std::pair<std::string, std::string>> comparisons;
+            if (baseline) comparisons.emplace_back("zbroker", "relay");
+            if (mdp) {
+                comparisons.emplace_back("mdp-bare", "relay-mdp");  // 7/MDP's own cost
+                comparisons.emplace_back("mdp", "relay-mdp");
+                comparisons.emplace_back("mdp", "mdp-bare");  // zbroker's work beyond it
+            }
             // Whose CPU a target's point reports: everything in the middle zbench started.
             const auto cpu_of = [&](const std::string& name) -> std::optional<CpuSubjects> {
                 if (name == "zbroker" && topology) return topology->cpu_subjects();
@@ -464,13 +472,8 @@ int main(int argc, char** argv) {
                                 std::chrono::milliseconds(static_cast<long>(duration_s * 1000));
                             spec.warmup =
                                 std::chrono::milliseconds(static_cast<long>(warmup_s * 1000));
-                            // Each comparison, in the order made, with its ratio in every round.
-                            struct Compared {
-                                std::string target;
-                                std::string baseline;
-                                std::vector<Ratio> ratios;
-                            };
-                            std::vector<Compared> compared;
+                            // The ratios of each comparison, one per round.
+                            std::vector<std::vector<Ratio>> ratios(comparisons.size());
                             for (std::size_t round = 1; round <= rounds; ++round) {
                                 // Every other round backwards: a target measured first or last
                                 // in each round would meet the machine in another state.
@@ -498,24 +501,17 @@ int main(int argc, char** argv) {
                                     checks.push_back(print_client_check(
                                         std::cout, measured.at("direct"), measured.at("floor")));
                                 }
-                                std::size_t made = 0;
-                                const auto compare = [&](const std::string& target,
-                                                         const std::string& against) {
-                                    if (made == compared.size())
-                                        compared.push_back({target, against, {}});
-                                    compared[made++].ratios.push_back(print_ratio(
-                                        std::cout, measured.at(target), measured.at(against)));
-                                };
-                                if (baseline) compare("zbroker", "relay");
-                                if (mdp) {
-                                    compare("mdp-bare", "relay-mdp");  // 7/MDP's own cost
-                                    compare("mdp", "relay-mdp");
-                                    compare("mdp", "mdp-bare");  // zbroker's work beyond it
+                                for (std::size_t i = 0; i < comparisons.size(); ++i) {
+                                    const auto& [target, against] = comparisons[i];
+                                    ratios[i].push_back(print_ratio(std::cout, measured.at(target),
+                                                                    measured.at(against)));
                                 }
                             }
                             if (rounds > 1) {
-                                for (const Compared& c : compared)
-                                    print_ratio_summary(std::cout, c.target, c.baseline, c.ratios);
+                                for (std::size_t i = 0; i < comparisons.size(); ++i) {
+                                    print_ratio_summary(std::cout, comparisons[i].first,
+                                                        comparisons[i].second, ratios[i]);
+                                }
                             }
                         }
                     }
