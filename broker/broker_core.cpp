@@ -717,7 +717,7 @@ void BrokerCore::send_heartbeats() {
         out_.clear();
         add_frame(out_, worker.identity);
         add_empty_frame(out_);
-        add_frame(out_, protocol::kMdpWorker);
+        add_constant_frame(out_, protocol::kMdpWorker);
         add_frame(out_, WorkerCommand::heartbeat);
         if (outbox_.send(out_) == SendResult::unroutable) gone.push_back(worker.identity);
     });
@@ -840,7 +840,7 @@ void BrokerCore::send_command(std::string_view identity, bool native, WorkerComm
     out_.clear();
     add_frame(out_, identity);
     add_empty_frame(out_);
-    add_frame(out_, protocol::kMdpWorker);
+    add_constant_frame(out_, protocol::kMdpWorker);
     add_frame(out_, command);
     outbox_.send(out_);
 }
