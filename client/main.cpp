@@ -6,7 +6,9 @@
 #include <iostream>
 #include <iterator>
 #include <optional>
+#include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <spdlog/spdlog.h>
@@ -41,7 +43,8 @@ enum ExitCode : int {
 constexpr const char* kExitCodesHelp =
     "Exit codes:\n"
     "  0  ok\n"
-    "  1  usage or input error (e.g. the JSON does not parse)\n"
+    "  1  usage or input error (e.g. the JSON does not parse), or a reply too deeply nested\n"
+    "     to print as JSON (use --raw)\n"
     "  2  no reply: the broker is unreachable or too slow (check --broker, raise --timeout)\n"
     "  3  service unavailable (503): no worker for it, or the broker is draining\n"
     "  4  deadline exceeded (504): the worker did not answer within --timeout\n"
@@ -171,12 +174,103 @@ std::string without_exception_id(const std::string& what) {
     return end == std::string::npos ? what : what.substr(end + 2);
 }
 
-std::optional<json> decode_msgpack(std::string_view bytes) {
-    try {
-        return json::from_msgpack(bytes.begin(), bytes.end());
-    } catch (const json::exception&) {
-        return std::nullopt;  // not msgpack, or a map with non-string keys: shown as text
+// nlohmann's id for a number too large for a double, such as 1e400 (out_of_range.406).
+constexpr int kNumberOutOfRange = 406;
+
+// Arrays and objects nested deeper than this are refused, in requests and in replies: JSON
+// and msgpack nested 100,000 deep would overflow zclient's stack in the code that converts or
+// prints them, which recurses once per level.
+constexpr std::size_t kMaxNesting = 512;
+
+// Builds a JSON value from nlohmann's SAX events, as json::parse and json::from_msgpack do,
+// but stops at the first level past kMaxNesting, and keeps the parser's error instead of
+// throwing it.
+class BoundedJsonBuilder final : public json::json_sax_t {
+  public:
+    explicit BoundedJsonBuilder(json& root) : root_(root) {}
+
+    bool too_deep() const { return too_deep_; }
+    // The parser's error (its id: 101 syntax, 406 number out of range...) when it failed.
+    const std::optional<std::pair<int, std::string>>& error() const { return error_; }
+
+    bool null() override { return add(nullptr); }
+    bool boolean(bool value) override { return add(value); }
+    bool number_integer(number_integer_t value) override { return add(value); }
+    bool number_unsigned(number_unsigned_t value) override { return add(value); }
+    bool number_float(number_float_t value, const string_t&) override { return add(value); }
+    bool string(string_t& value) override { return add(std::move(value)); }
+    bool binary(binary_t& value) override { return add(std::move(value)); }
+    bool start_object(std::size_t) override { return open(json::object()); }
+    bool key(string_t& name) override {
+        key_ = std::move(name);
+        return true;
     }
+    bool end_object() override { return close(); }
+    bool start_array(std::size_t) override { return open(json::array()); }
+    bool end_array() override { return close(); }
+    bool parse_error(std::size_t, const std::string&, const json::exception& e) override {
+        error_.emplace(e.id, e.what());
+        return false;
+    }
+
+  private:
+    // Puts `value` where the parser is: the root, the next element of the open array, or the
+    // open object's member under the last key. Only the innermost open value grows, so the
+    // pointers to the open values stay valid.
+    json* place(json value) {
+        if (open_.empty()) {
+            root_ = std::move(value);
+            return &root_;
+        }
+        json& parent = *open_.back();
+        if (parent.is_array()) {
+            parent.push_back(std::move(value));
+            return &parent.back();
+        }
+        json& member = parent[key_];
+        member = std::move(value);
+        return &member;
+    }
+    bool add(json value) {
+        place(std::move(value));
+        return true;
+    }
+    bool open(json container) {
+        if (open_.size() >= kMaxNesting) {
+            too_deep_ = true;
+            return false;
+        }
+        open_.push_back(place(std::move(container)));
+        return true;
+    }
+    bool close() {
+        open_.pop_back();
+        return true;
+    }
+
+    json& root_;
+    std::vector<json*> open_;  // the arrays and objects not closed yet, outermost first
+    std::string key_;
+    bool too_deep_ = false;
+    std::optional<std::pair<int, std::string>> error_;
+};
+
+// What decoding a msgpack body gave: a value, or nothing (not msgpack, or a map with
+// non-string keys: shown as text), or too deep to convert.
+struct Decoded {
+    std::optional<json> value;
+    bool too_deep = false;
+};
+
+Decoded decode_msgpack(std::string_view bytes) {
+    json value;
+    BoundedJsonBuilder builder(value);
+    try {
+        if (json::sax_parse(bytes.begin(), bytes.end(), &builder, json::input_format_t::msgpack))
+            return {std::move(value), false};
+    } catch (const json::exception&) {
+    }
+    return {std::nullopt, builder.too_deep()};
 }
 
 std::string to_text(const json& value) {
@@ -211,12 +305,33 @@ int run_call(const Settings& settings, const std::string& service,
     std::string body = input;
     if (!raw) {
         json value;
+        BoundedJsonBuilder builder(value);
+        bool parsed = false;
         try {
-            value = json::parse(input);
-        } catch (const json::parse_error& e) {
+            parsed = json::sax_parse(input, &builder);
+        } catch (const json::exception& e) {
+            return fail(kUsage, "the request cannot be read as JSON (" +
+                                    without_exception_id(e.what()) +
+                                    "); send the bytes as they are with --raw");
+        }
+        if (builder.too_deep()) {
+            return fail(kUsage, "the request nests arrays and objects deeper than " +
+                                    std::to_string(kMaxNesting) +
+                                    " levels, which zclient does not convert; flatten it, or "
+                                    "send bytes as they are with --raw");
+        }
+        const auto& error = builder.error();
+        if (!parsed && error && error->first == kNumberOutOfRange) {
+            return fail(kUsage, "the request has a number out of range (" +
+                                    without_exception_id(error->second) +
+                                    "): a JSON number must fit a double (at most about 1.8e308) "
+                                    "or a 64-bit integer; send it as a string, e.g. '\"1e400\"', "
+                                    "or send bytes as they are with --raw");
+        }
+        if (!parsed) {
             if (looks_like_json(input)) {
                 return fail(kUsage, "the request is not valid JSON (" +
-                                        without_exception_id(e.what()) +
+                                        without_exception_id(error ? error->second : "") +
                                         "); quote it for the shell, e.g. zclient call stats "
                                         "'[1, 2, 3]', or send bytes as they are with --raw");
             }
@@ -248,7 +363,7 @@ int run_call(const Settings& settings, const std::string& service,
         // The reply's bytes exactly, frame after frame, with nothing added: what the service sent.
         // A handler's failure is still a msgpack {"error": ...} map, reported as without --raw.
         if (response.body.size() == 1) {
-            if (const auto error = handler_error(decode_msgpack(response.body_view())))
+            if (const auto error = handler_error(decode_msgpack(response.body_view()).value))
                 return report_handler_error(service, *error);
         }
         for (const zmq::message_t& part : response.body)
@@ -258,13 +373,21 @@ int run_call(const Settings& settings, const std::string& service,
     }
     for (const zmq::message_t& part : response.body) {
         const std::string_view bytes = zbroker::view(part);
-        const std::optional<json> value = decode_msgpack(bytes);
-        if (!value) {
+        const Decoded decoded = decode_msgpack(bytes);
+        if (decoded.too_deep) {
+            return fail(kUsage, "the reply of '" + service + "' (" + std::to_string(bytes.size()) +
+                                    " bytes) is msgpack nested deeper than " +
+                                    std::to_string(kMaxNesting) +
+                                    " levels, too deep to print as JSON; call again with --raw "
+                                    "to get its bytes");
+        }
+        if (!decoded.value) {
             std::cout << bytes << '\n';
             continue;
         }
-        if (const auto error = handler_error(value)) return report_handler_error(service, *error);
-        std::cout << to_text(*value) << '\n';
+        if (const auto error = handler_error(decoded.value))
+            return report_handler_error(service, *error);
+        std::cout << to_text(*decoded.value) << '\n';
     }
     return kOk;
 }
@@ -312,7 +435,7 @@ int run_stats(const Settings& settings, bool as_json) {
     }
     if (forbidden(std::string(zbroker::protocol::kMmiStats), response))
         return report_forbidden(std::string(zbroker::protocol::kMmiStats));
-    const std::optional<json> stats = decode_msgpack(response.body_view());
+    const std::optional<json> stats = decode_msgpack(response.body_view()).value;
     if (!stats || !stats->is_object()) {
         return fail(kNoReply, "the answer to mmi.stats from " + settings.broker() +
                                   " is not a msgpack map (" +
@@ -381,7 +504,7 @@ int run_services(const Settings& settings, const std::vector<std::string>& names
         return report_status(response.status, settings,
                              std::string(zbroker::protocol::kMmiServices), 0);
     }
-    const std::optional<json> services = decode_msgpack(response.body_view());
+    const std::optional<json> services = decode_msgpack(response.body_view()).value;
     if (!services || !services->is_object()) {
         return fail(kNoReply, "the answer to mmi.services from " + settings.broker() +
                                   " is not a msgpack map; is that a zbroker (mmi.services is "
@@ -512,5 +635,9 @@ int main(int argc, char** argv) {
     } catch (const zmq::error_t& e) {
         return fail(kUsage, "cannot use broker endpoint '" + settings.broker() + "': " + e.what() +
                                 "; give one like tcp://localhost:5555 (--broker)");
+    } catch (const std::invalid_argument& e) {
+        // The client library's check of what it was given (the broker list, a request's
+        // options): a mistake in the command line.
+        return fail(kUsage, std::string(e.what()) + "; see zclient --help");
     }
 }
