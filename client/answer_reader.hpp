@@ -10,6 +10,7 @@
 #include <limits>
 #include <optional>
 #include <stdexcept>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -40,6 +41,14 @@ inline std::optional<std::uint32_t> deadline_ms(std::chrono::milliseconds deadli
     if (deadline.count() <= 0) return std::nullopt;
     return static_cast<std::uint32_t>(std::min<std::chrono::milliseconds::rep>(
         deadline.count(), std::numeric_limits<std::uint32_t>::max()));
+}
+
+// A service name ZB/1 can carry: a longer one would go out cut to 255 bytes, and wait for the
+// workers of another service. Checked once per call, before anything is sent.
+inline void check_service_name(std::string_view service) {
+    if (service.size() > protocol::kMaxServiceNameSize)
+        throw std::invalid_argument("service name longer than 255 bytes (" +
+                                    std::to_string(service.size()) + ")");
 }
 
 // The REQUEST options of a call, checked here: a bad value is the caller's mistake, told at

@@ -44,6 +44,7 @@ Response Client::call(std::string_view service, std::string_view body, const Cal
 }
 
 Response Client::call(std::string_view service, Frames body, const CallOptions& options) {
+    detail::check_service_name(service);
     auto backoff = options.backoff;
     const int attempts = 1 + std::max(options.retries, 0);
     for (int attempt_number = 1;; ++attempt_number) {

@@ -67,6 +67,8 @@ class Client {
     Client(Client&&) noexcept;
     Client& operator=(Client&&) noexcept;
 
+    // Throws std::invalid_argument, before sending anything, for a service name over 255 bytes
+    // or a priority, fairness key or idempotency key out of bounds.
     Response call(std::string_view service, std::string_view body, const CallOptions& = {});
     Response call(std::string_view service, Frames body, const CallOptions& = {});
 

@@ -50,7 +50,8 @@ constexpr const char* kExitCodesHelp =
     "  4  deadline exceeded (504): the worker did not answer within --timeout\n"
     "  5  queue full (429): too many requests waiting for the service\n"
     "  6  retries exhausted (500): the workers given the request kept dying\n"
-    "  7  bad request (400) or request too large (413)\n"
+    "  7  bad request (400) or request too large (413); also a service name over 255 bytes,\n"
+    "     refused before anything is sent\n"
     "  8  the worker's handler reported an error ({\"error\": ...} reply)\n"
     "  9  forbidden (403): mmi.stats and mmi.drain need an admin key (with CURVE), and\n"
     "     mmi.drain needs zbroker --drain-without-curve (without CURVE)\n\n"
@@ -300,6 +301,14 @@ int report_handler_error(const std::string& service, const std::string& error) {
 
 int run_call(const Settings& settings, const std::string& service,
              const std::optional<std::string>& argument, bool raw, bool verbose) {
+    // ZB/1 carries a service name in at most 255 bytes, and the broker refuses a longer one
+    // (400): refused here, before anything is sent, rather than cut short on the wire.
+    if (service.size() > zbroker::protocol::kMaxServiceNameSize) {
+        return fail(kBadRequest, "service name of " + std::to_string(service.size()) + " bytes ('" +
+                                     service.substr(0, 40) + "...'): a service name has at most " +
+                                     std::to_string(zbroker::protocol::kMaxServiceNameSize) +
+                                     " bytes; check the name");
+    }
     const bool from_stdin = !argument || *argument == "-";
     const std::string input = from_stdin ? read_stdin() : *argument;
     std::string body = input;

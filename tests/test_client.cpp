@@ -299,6 +299,25 @@ TEST_CASE("call sends every body frame and returns every reply frame") {
     CHECK(view(response.body[2]) == "three");
 }
 
+TEST_CASE("a service name over 255 bytes is refused at once, and 255 bytes go whole") {
+    FakeBroker broker;
+    Client client(broker.endpoint());
+    // ZB/1 carries at most 255 bytes of name: a longer one would go out cut short.
+    REQUIRE_THROWS_AS(client.call(std::string(256, 's'), "x", kPatient), std::invalid_argument);
+    REQUIRE(broker.stays_silent());
+
+    const std::string longest(255, 's');
+    std::optional<Received> seen;
+    BrokerThread answer([&] {
+        seen = broker.receive();
+        if (seen) broker.reply(*seen, Status::ok, {"ok"});
+    });
+    REQUIRE(client.call(longest, "x", kPatient).ok());
+    answer.join();
+    REQUIRE(seen);
+    CHECK(seen->service == longest);
+}
+
 TEST_CASE("broker error statuses come back typed and are not retried") {
     const Status status =
         GENERATE(Status::unavailable, Status::deadline_exceeded, Status::queue_full,

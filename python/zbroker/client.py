@@ -193,7 +193,8 @@ class Client:
     - `idempotency_key`: a str (UTF-8) or bytes of 1 to 255 bytes naming this request apart from
       every other (an order id, a UUID); pipeline() takes a function of each payload instead.
 
-    A priority or key outside these bounds raises ValueError, before anything is sent.
+    A priority or key outside these bounds, or a service name over 255 bytes (UTF-8), raises
+    ValueError, before anything is sent.
     """
 
     def __init__(self, endpoint=protocol.DEFAULT_BROKER, *, timeout=2.5, retries=2, backoff=0.1,
@@ -311,7 +312,8 @@ class Client:
         to another, as for request(); that is not a retry.
         With raw=True payloads are bytes (or frame lists) and replies frame lists.
         Every request carries `priority` and `fairness_key`, as for call(); a ValueError for
-        them comes from the first next(), before anything is sent. `idempotency_key`, if given,
+        them, or for a service name over 255 bytes, comes from the first next(), before
+        anything is sent. `idempotency_key`, if given,
         is a function of a payload that returns that request's key (str or bytes of 1 to 255
         bytes, or None for none); a ValueError for a key it returns comes from the next() that
         would send that request.
@@ -479,19 +481,25 @@ class Client:
         return self.retries if retries is None else retries
 
     def _service(self, service):
+        """`service` as bytes; ValueError for a name ZB/1 cannot carry (over 255 bytes), which
+        would otherwise wait for the workers of no service at all."""
         if self._closed:
             raise RuntimeError(f"this Client of {self.endpoint} is closed: make a new one")
-        return service.encode() if isinstance(service, str) else bytes(service)
+        name = service.encode() if isinstance(service, str) else bytes(service)
+        if len(name) > protocol.MAX_SERVICE_NAME_SIZE:
+            raise ValueError(f"service name {name[:40]!r}... of {len(name)} bytes: at most "
+                             f"{protocol.MAX_SERVICE_NAME_SIZE}")
+        return name
 
     @staticmethod
     def _deadline(service, timeout, deadline_ms):
-        """(deadline_ms to send or None, refused). Refused: what the broker would answer 400
-        and ZB/1 cannot even carry, a service name over 255 bytes or a negative deadline_ms;
-        answered 400 here, as the broker did when these went over ZBC01."""
+        """(deadline_ms to send or None, refused). Refused: a negative deadline_ms, which the
+        broker would answer 400 and ZB/1 cannot even carry; answered 400 here, as the broker
+        did when it went over ZBC01."""
         if deadline_ms is None:
             deadline_ms = max(1, int(timeout * 1000))
         deadline_ms = int(deadline_ms)
-        if len(service) > protocol.MAX_SERVICE_NAME_SIZE or deadline_ms < 0:
+        if deadline_ms < 0:
             log.debug("refusing a request for %r (deadline_ms %d): the broker would answer 400",
                       service[:40], deadline_ms)
             return None, True

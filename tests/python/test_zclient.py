@@ -1,5 +1,5 @@
 """zclient with input or replies it cannot send or print as they are: numbers out of range,
-nesting too deep. It must exit with its documented code and a line
+nesting too deep, service names too long. It must exit with its documented code and a line
 saying what was wrong, never abort or crash. Run: ZBROKER_BIN_DIR=build/release/bin
 PYTHONPATH=python python3 -m unittest discover -s tests/python -p test_zclient.py -v"""
 import os
@@ -15,6 +15,7 @@ from processes import PATIENCE, binary  # noqa: E402
 from test_python_package import PATIENCE_MS, BrokerTestCase  # noqa: E402
 
 USAGE = 1  # zclient's exit codes (zclient --help)
+BAD_REQUEST = 7
 
 # zclient converts at most this many levels of arrays and objects.
 MAX_NESTING = 512
@@ -84,6 +85,24 @@ class ZclientRefusals(BrokerTestCase):
         result = self.run_zclient("call", "--raw", "echo", stdin=deep, text=False)
         self.assertEqual(result.returncode, 0, result.stderr[:2000])
         self.assertEqual(result.stdout, deep)
+
+    def test_a_service_name_over_255_bytes_exits_7_at_once(self):
+        # Cut to 255 bytes on the wire, it used to wait the whole --timeout for another service.
+        for name in ("s" * 256, "s" * 300, "\u00e9" * 128):
+            with self.subTest(length=len(name.encode())):
+                result = self.run_zclient("call", name, "1")
+                self.assert_refused(result, BAD_REQUEST, f"{len(name.encode())} bytes",
+                                    "at most 255")
+
+    def test_a_service_name_of_255_bytes_goes_whole(self):
+        name = "s" * 255
+        worker = self.worker()
+        worker.handle(name, lambda x: x + 1)
+        worker.start()
+        self.wait_for_service(name)
+        result = self.run_zclient("call", name, "41")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(result.stdout, "42\n")
 
 
 if __name__ == "__main__":
