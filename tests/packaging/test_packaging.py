@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import tomllib
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "interop"))
@@ -110,6 +111,19 @@ class DebianPackage(unittest.TestCase):
 
 class ShippedConfig(unittest.TestCase):
     """The files the .deb puts in /etc are valid for the programs, flags overriding them."""
+
+    def test_the_installed_broker_listens_on_loopback_only_until_opened(self):
+        # Without CURVE, anyone who reaches the port can send requests, serve any service (and
+        # so read other clients' requests) and read the counters: the default must not be
+        # reachable from other hosts until an operator turns CURVE on and opens it.
+        etc = os.path.join(SOURCE_DIR, "packaging/etc")
+        with open(os.path.join(etc, "zbroker.conf"), "rb") as f:
+            broker = tomllib.load(f)
+        self.assertEqual(broker["bind"], "tcp://127.0.0.1:5555")
+        self.assertNotIn("curve-secret", broker)
+        with open(os.path.join(etc, "worker-echo.conf"), "rb") as f:
+            worker = tomllib.load(f)
+        self.assertEqual(worker["broker"], broker["bind"], "the local worker reaches it")
 
     def test_the_broker_and_worker_config_files_parse_and_serve(self):
         etc = os.path.join(SOURCE_DIR, "packaging/etc")
