@@ -6,9 +6,12 @@
 #include <climits>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <iostream>
 #include <map>
 #include <optional>
+#include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -43,8 +46,36 @@ std::string label_of(const zbroker::bench::Point& p) {
     return label;
 }
 
-std::size_t count_endpoints(const std::string& list) {
-    return static_cast<std::size_t>(std::count(list.begin(), list.end(), ',')) + 1;
+std::vector<std::string> split_endpoints(const std::string& list) {
+    std::vector<std::string> endpoints;
+    std::size_t start = 0;
+    while (true) {
+        const std::size_t comma = list.find(',', start);
+        endpoints.push_back(list.substr(start, comma - start));
+        if (comma == std::string::npos) return endpoints;
+        start = comma + 1;
+    }
+}
+
+// The workers each broker of `connect` has for `service` (mmi.services): what the workers
+// column shows for brokers zbench did not start. Unknown when one does not answer, or when
+// they report different counts (said on stderr).
+std::optional<std::size_t> connected_workers(const std::string& connect,
+                                             const std::string& service) {
+    std::vector<int> counts;
+    for (const std::string& endpoint : split_endpoints(connect))
+        counts.push_back(zbroker::bench::registered_workers(endpoint, service));
+    if (std::find(counts.begin(), counts.end(), -1) != counts.end()) {
+        std::cerr << "zbench: a broker of " << connect
+                  << " did not answer mmi.services: the workers column shows ?\n";
+        return std::nullopt;
+    }
+    if (std::adjacent_find(counts.begin(), counts.end(), std::not_equal_to<>()) != counts.end()) {
+        std::cerr << "zbench: the brokers of " << connect << " have different numbers of workers"
+                  << " for '" << service << "': the workers column shows ?\n";
+        return std::nullopt;
+    }
+    return static_cast<std::size_t>(counts.front());
 }
 
 // The bare 7/MDP echo workers' credit when --credit is 0. zworker's default credit adapts to
@@ -217,7 +248,8 @@ int main(int argc, char** argv) {
                  "relay) and the workers zbench started, and of zbench itself (its clients),\n"
                  "over each zbroker, relay and 7/MDP point, warm-up included")
         ->excludes(connect_option);
-    app.add_option("--bin-dir", bin_dir, "Where zbroker and zworker are")->capture_default_str();
+    app.add_option("--bin-dir", bin_dir,
+                   "Where zbroker and zworker are (default: the directory of this zbench)");
     std::string log_level = "warn";
     app.add_option("--log-level", log_level,
                    "Level of zbench's clients' log on stderr (a broker lost, requests resent)")
@@ -253,7 +285,7 @@ int main(int argc, char** argv) {
     double noisy_warmup_s = 0.3;
     auto* noisy_command = app.add_subcommand(
         "noisy",
-        "Noisy neighbour (issue 13): client B's latency, one sleep request at a time, alone\n"
+        "Noisy neighbour: client B's latency, one sleep request at a time, alone\n"
         "and then while client A keeps --inflight of the same requests in flight, for each\n"
         "queue policy (fifo, fair, priority) at worker credit = threads and at zworker's\n"
         "default credit. Prints B's p50/p99 both ways, their p99 ratio, A's and total req/s,\n"
@@ -280,7 +312,7 @@ int main(int argc, char** argv) {
         "requests of A still unanswered 5 s after its phase are abandoned as no_reply.\n"
         "Exit status 2 when there were errors.");
 
-    // Failover (issue 12): its own topology and load, and its own options.
+    // Failover: its own topology and load, and its own options.
     FailoverSpec failover;
     double failover_duration_s = 20.0;
     double failover_kill_every_s = 4.0;
@@ -288,7 +320,7 @@ int main(int argc, char** argv) {
     std::string failover_json;
     auto* failover_command = app.add_subcommand(
         "failover",
-        "Several brokers, no single point of failure (issue 12): starts --brokers brokers and\n"
+        "Several brokers, no single point of failure: starts --brokers brokers and\n"
         "--workers zworker echo processes attached to all of them; --clients connections, each\n"
         "given every broker, keep --inflight requests in flight. Every --kill-every seconds the\n"
         "next broker (round robin) gets SIGKILL (SIGTERM, a drain, with --drain) and is started\n"
@@ -335,8 +367,11 @@ int main(int argc, char** argv) {
 
     app.footer(
         "MB/s counts request payload bytes once. Latency is per request, from send to reply,\n"
-        "exact percentiles over every sample. Exit status: 2 when requests went unanswered,\n"
-        "3 when the client check of --baseline failed (zbench was the bottleneck). Example:\n"
+        "exact percentiles over every sample. workers: each broker's workers for --service\n"
+        "(with --connect, as the brokers report them; ? when unknown). errors: the requests\n"
+        "that failed, by kind: no reply (none within 10 s), or the status (503, 504, ...).\n"
+        "Exit status: 2 when requests went unanswered, 3 when the client check of --baseline\n"
+        "failed (zbench was the bottleneck). Example:\n"
         "  zbench --mode pipelined --inflight 1,16,256,1024 --size 32,1024 --duration 2");
     CLI11_PARSE(app, argc, argv);
     zbroker::init_logging("zbench", log_level);
@@ -393,7 +428,7 @@ int main(int argc, char** argv) {
                 topologies.emplace_back(broker_count, worker_count);
         }
     } else {
-        topologies.emplace_back(count_endpoints(connect), 0);
+        topologies.emplace_back(split_endpoints(connect).size(), 0);
     }
     try {
         print_table_header(std::cout);
@@ -409,6 +444,8 @@ int main(int argc, char** argv) {
                 topology.emplace(topology_spec);
             }
             const std::string endpoint = connect.empty() ? topology->endpoint() : connect;
+            const std::optional<std::size_t> workers_per_broker =
+                connect.empty() ? std::optional(worker_count) : connected_workers(connect, service);
             // One direct echo server per broker: zbench's client is checked on as many links
             // as it drives zbroker over, since with several it does more per request.
             std::vector<DirectEchoServer> direct;
@@ -485,7 +522,7 @@ int main(int argc, char** argv) {
                                     Point point;
                                     point.mode = mode;
                                     point.clients = client_count;
-                                    point.workers = worker_count;
+                                    point.workers = workers_per_broker;
                                     point.inflight = window;
                                     point.size = size;
                                     point.brokers = broker_count;

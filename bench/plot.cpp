@@ -47,7 +47,8 @@ std::string color_of(const std::string& target) {
 // `common` caption instead of every title.
 std::vector<Series> group(const std::vector<Point>& points, std::string& common) {
     std::set<std::string> modes;
-    std::set<std::size_t> clients, workers, sizes;
+    std::set<std::size_t> clients, sizes;
+    std::set<std::optional<std::size_t>> workers;
     for (const Point& p : points) {
         modes.insert(p.mode);
         clients.insert(p.clients);
@@ -63,7 +64,8 @@ std::vector<Series> group(const std::vector<Point>& points, std::string& common)
         std::string title = p.target;
         if (modes.size() > 1) title += " " + p.mode;
         if (clients.size() > 1) title += ", " + plural(p.clients, "client");
-        if (workers.size() > 1) title += ", " + plural(p.workers, "worker");
+        if (workers.size() > 1)
+            title += ", " + (p.workers ? plural(*p.workers, "worker") : "workers unknown");
         if (sizes.size() > 1) title += ", " + std::to_string(p.size) + " B";
         const auto [it, added] = index.try_emplace(title, series.size());
         if (added) series.push_back({title, p.target, {}});
@@ -77,8 +79,8 @@ std::vector<Series> group(const std::vector<Point>& points, std::string& common)
     if (modes.size() == 1) shared.push_back(*modes.begin());
     if (sizes.size() == 1) shared.push_back(std::to_string(*sizes.begin()) + " B requests");
     if (clients.size() == 1) shared.push_back(plural(*clients.begin(), "client"));
-    if (workers.size() == 1 && *workers.begin() > 0) {
-        shared.push_back(plural(*workers.begin(), "worker"));
+    if (workers.size() == 1 && workers.begin()->value_or(0) > 0) {
+        shared.push_back(plural(**workers.begin(), "worker"));
     }
     for (const std::string& part : shared)
         common += (common.empty() ? "" : ", ") + part;

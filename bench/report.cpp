@@ -12,14 +12,12 @@
 namespace zbroker::bench {
 namespace {
 
-std::string errors_text(const LoadResult& result) {
-    if (result.errors.empty()) return "0";
-    std::string text;
-    for (const auto& [status, count] : result.errors) {
-        if (!text.empty()) text += ',';
-        text += std::string(protocol::status_text(status)) + ":" + std::to_string(count);
-    }
-    return text;
+std::string workers_text(const Point& p) {
+    return p.workers ? std::to_string(*p.workers) : "?";
+}
+
+nlohmann::json workers_json(const Point& p) {
+    return p.workers ? nlohmann::json(*p.workers) : nlohmann::json();  // null: unknown
 }
 
 std::ofstream open_for_writing(const std::string& path) {
@@ -47,13 +45,13 @@ void print_table_header(std::ostream& out) {
 void print_table_row(std::ostream& out, const Point& p) {
     const auto& r = p.result;
     out << std::left << std::setw(11) << p.target << std::setw(10) << p.mode << std::right
-        << std::setw(8) << p.brokers << std::setw(8) << p.clients << std::setw(8) << p.workers
+        << std::setw(8) << p.brokers << std::setw(8) << p.clients << std::setw(8) << workers_text(p)
         << std::setw(9) << p.inflight << std::setw(7) << p.size << std::setw(10) << r.sent
         << std::setw(11) << std::fixed << std::setprecision(0) << r.requests_per_second()
         << std::setw(9) << std::setprecision(2) << p.megabytes_per_second() << std::setprecision(0)
         << std::setw(9) << r.latency.p50_us << std::setw(9) << r.latency.p90_us << std::setw(9)
         << r.latency.p99_us << std::setw(10) << r.latency.p999_us << std::setw(9)
-        << r.latency.max_us << "  " << errors_text(r) << '\n'
+        << r.latency.max_us << "  " << errors_text(r.errors) << '\n'
         << std::flush;
 }
 
@@ -138,7 +136,7 @@ void write_json(const std::string& path, const std::vector<Point>& points,
             {"mode", p.mode},
             {"brokers", p.brokers},
             {"clients", p.clients},
-            {"workers", p.workers},
+            {"workers", workers_json(p)},
             {"inflight", p.inflight},
             {"size", p.size},
             {"round", p.round},
@@ -170,7 +168,7 @@ void write_json(const std::string& path, const std::vector<Point>& points,
         doc["client_checks"].push_back({{"mode", p.mode},
                                         {"brokers", p.brokers},
                                         {"clients", p.clients},
-                                        {"workers", p.workers},
+                                        {"workers", workers_json(p)},
                                         {"inflight", p.inflight},
                                         {"size", p.size},
                                         {"ratio", c.ratio},
@@ -187,8 +185,9 @@ void write_csv(const std::string& path, const std::vector<Point>& points) {
     for (const Point& p : points) {
         const auto& r = p.result;
         file << p.target << ',' << p.mode << ',' << p.brokers << ',' << p.clients << ','
-             << p.workers << ',' << p.inflight << ',' << p.size << ',' << r.sent << ',' << r.ok
-             << ',' << (r.sent - r.ok) << ',' << r.seconds << ',' << r.requests_per_second() << ','
+             << (p.workers ? std::to_string(*p.workers) : "")  // empty: unknown
+             << ',' << p.inflight << ',' << p.size << ',' << r.sent << ',' << r.ok << ','
+             << (r.sent - r.ok) << ',' << r.seconds << ',' << r.requests_per_second() << ','
              << p.megabytes_per_second() << ',' << r.latency.p50_us << ',' << r.latency.p90_us
              << ',' << r.latency.p99_us << ',' << r.latency.p999_us << ',' << r.latency.max_us
              << '\n';

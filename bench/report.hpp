@@ -1,6 +1,8 @@
 // zbench output: an aligned table for people, JSON and CSV for machines.
 #pragma once
 
+#include <cstdint>
+#include <map>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -23,7 +25,9 @@ struct Point {
     std::string client;  // "zbench" (load_run.hpp) or "minimal" (minimal_client.hpp)
     std::string mode;    // "sync" or "pipelined"
     std::size_t clients = 1;
-    std::size_t workers = 0;  // 0 when measuring an existing broker
+    // Each broker's workers for the service: those zbench started, or with --connect what the
+    // brokers report (mmi.services); unknown when they do not answer or disagree.
+    std::optional<std::size_t> workers;
     std::size_t inflight = 1;
     std::size_t size = 32;
     std::size_t brokers = 1;  // the clients spread their requests over this many
@@ -46,6 +50,21 @@ struct ClientCheck {
     double ratio = 0;
     bool passed() const { return ratio >= kClientCheckMin; }
 };
+
+// The errors column: each kind of failure and its count, "no reply:4, 503:2, 504:1" (statuses
+// in code order, "no reply" for requests unanswered within the reply timeout); "0" when none.
+// Inline, so that tests/test_bench.cpp checks it without zbench's other sources.
+inline std::string errors_text(const std::map<protocol::Status, std::uint64_t>& errors) {
+    if (errors.empty()) return "0";
+    std::string text;
+    for (const auto& [status, count] : errors) {
+        if (!text.empty()) text += ", ";
+        text += status == protocol::Status::no_reply ? std::string("no reply")
+                                                     : std::string(protocol::status_text(status));
+        text += ":" + std::to_string(count);
+    }
+    return text;
+}
 
 void print_table_header(std::ostream& out);
 void print_table_row(std::ostream& out, const Point& point);

@@ -532,7 +532,8 @@ int main(int argc, char** argv) {
 
     CLI::App app{
         "zclient: call a zbroker service, or ask which services have workers.\n"
-        "Requests are JSON on the command line, sent as msgpack (ZBC01); replies print as JSON.\n"
+        "Requests are JSON on the command line, sent as msgpack in ZB/1 (zbroker's native\n"
+        "protocol); msgpack replies print as JSON.\n"
         "Text that is not JSON is sent as a msgpack string; --raw sends and prints bytes.\n"
         "An attempt without a reply within --timeout is sent again, --retries more times.",
         "zclient"};

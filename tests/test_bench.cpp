@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/latency_recorder.hpp"
+#include "bench/report.hpp"
 #include "process_helpers.hpp"
 #include "shared/child_process.hpp"
 #include "shared/frames.hpp"
@@ -61,6 +62,14 @@ TEST_CASE("merged recorders summarize as one") {
 TEST_CASE("an empty recorder summarizes to zeros") {
     bench::LatencyRecorder recorder;
     REQUIRE(recorder.summarize().max_us == 0);
+}
+
+TEST_CASE("the errors column says what failed: no reply, then each status") {
+    using protocol::Status;
+    REQUIRE(bench::errors_text({}) == "0");
+    REQUIRE(bench::errors_text({{Status::deadline_exceeded, 1},
+                                {Status::no_reply, 4},
+                                {Status::unavailable, 2}}) == "no reply:4, 503:2, 504:1");
 }
 
 TEST_CASE("a tiny zbench run answers every request and writes the documented JSON") {
@@ -372,6 +381,60 @@ TEST_CASE("zbench --connect takes a list of brokers and spreads its requests ove
         const auto at = log.find("served ");
         REQUIRE(at != std::string::npos);
         REQUIRE(std::stoul(log.substr(at + 7)) > 0);
+    }
+}
+
+TEST_CASE("zbench --connect shows the workers the broker has, not 0") {
+    auto [broker, endpoint] = start_broker(testing::bin_dir());
+    std::vector<ChildProcess> workers;
+    for (int i = 0; i < 3; ++i)
+        workers.emplace_back(std::vector<std::string>{testing::bin_dir() + "/zworker", "--broker",
+                                                      endpoint, "--service", "echo"});
+    REQUIRE(testing::in_time([&broker = broker] {
+        const std::string log = broker.output();
+        std::size_t readies = 0;
+        for (auto at = log.find("ready for 'echo'"); at != std::string::npos;
+             at = log.find("ready for 'echo'", at + 1))
+            ++readies;
+        return readies == 3;
+    }));
+    const std::string json_path = "/tmp/zbench-workers-" + std::to_string(::getpid()) + ".json";
+    // Its table goes to stdout: to stderr here, where ChildProcess collects it.
+    ChildProcess zbench({"/bin/sh", "-c",
+                         "exec \"$0\" --connect \"$1\" --mode sync --requests 20 --warmup 0 "
+                         "--json \"$2\" 1>&2",
+                         zbench_path(), endpoint, json_path});
+    const auto exit_code = zbench.wait(120'000ms);
+    const std::string output = zbench.output();
+    INFO(output);
+    REQUIRE(exit_code == 0);
+    const auto doc = take_json(json_path);
+    REQUIRE(doc.at("points").size() == 1);
+    REQUIRE(doc.at("points")[0].at("workers") == 3);
+    // The row: target, mode, brokers, clients, workers, ...
+    const auto row = output.find("\nzbroker ");
+    REQUIRE(row != std::string::npos);
+    std::istringstream columns(output.substr(row + 1));
+    std::string target, mode, broker_count, clients, worker_count;
+    columns >> target >> mode >> broker_count >> clients >> worker_count;
+    REQUIRE(worker_count == "3");
+}
+
+TEST_CASE("zbench --help names no issue and no build path") {
+    ChildProcess zbench({"/bin/sh", "-c", "exec \"$0\" --help 1>&2", zbench_path()});
+    REQUIRE(zbench.wait(testing::kPatience) == 0);
+    const std::string help = zbench.output();
+    INFO(help);
+    REQUIRE(help.find("issue") == std::string::npos);
+    REQUIRE(help.find(testing::bin_dir()) == std::string::npos);
+    REQUIRE(help.find("the directory of this zbench") != std::string::npos);
+    // The subcommands' help, too.
+    for (const char* command : {"noisy", "failover"}) {
+        ChildProcess sub(
+            {"/bin/sh", "-c", "exec \"$0\" \"$1\" --help 1>&2", zbench_path(), command});
+        REQUIRE(sub.wait(testing::kPatience) == 0);
+        INFO(sub.output());
+        REQUIRE(sub.output().find("issue") == std::string::npos);
     }
 }
 

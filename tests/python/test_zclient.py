@@ -1,6 +1,6 @@
 """zclient with input or replies it cannot send or print as they are: numbers out of range,
 nesting too deep, service names too long. It must exit with its documented code and a line
-saying what was wrong, never abort or crash. Run: ZBROKER_BIN_DIR=build/release/bin
+saying what was wrong, never abort or crash. And its --help, which must say what it does. Run: ZBROKER_BIN_DIR=build/release/bin
 PYTHONPATH=python python3 -m unittest discover -s tests/python -p test_zclient.py -v"""
 import os
 import subprocess
@@ -103,6 +103,15 @@ class ZclientRefusals(BrokerTestCase):
         result = self.run_zclient("call", name, "41")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(result.stdout, "42\n")
+
+
+class ZclientHelp(unittest.TestCase):
+    def test_help_names_the_protocol_requests_go_in(self):
+        result = subprocess.run([binary("zclient"), "--help"], capture_output=True, text=True,
+                                timeout=PATIENCE)
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("msgpack in ZB/1", result.stdout)
+        self.assertNotIn("ZBC01", result.stdout)  # what zclient does not speak
 
 
 if __name__ == "__main__":
