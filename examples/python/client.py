@@ -1,8 +1,12 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """A Python client for zbroker calling zworker's built-in services (hello, stats, echo).
 
     build/release/bin/zworker --service hello --service stats --service echo &
     PYTHONPATH=python examples/python/client.py --broker tcp://localhost:5555
+
+It runs on Debian's /usr/bin/python3, with python3-zmq and python3-msgpack, whatever python3
+comes first on PATH (a pyenv one sees none of Debian's packages). From the venv of
+python/README.md: .venv/bin/python examples/python/client.py
 """
 import argparse
 import random

@@ -1,8 +1,12 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """A Python worker for zbroker: "textstats" counts the lines, words and most common words of a text.
 
     PYTHONPATH=python examples/python/worker.py --broker tcp://localhost:5555 &
     build/release/bin/zclient call textstats '"the cat sat on the mat"'
+
+It runs on Debian's /usr/bin/python3, with python3-zmq and python3-msgpack, whatever python3
+comes first on PATH (a pyenv one sees none of Debian's packages). From the venv of
+python/README.md: .venv/bin/python examples/python/worker.py
 """
 import argparse
 import collections

@@ -1,7 +1,8 @@
 """The Python package installed the way users install it: the commands python/README.md shows, run
-as written in a fresh directory, on Debian's python3, with no package index (as on a machine
-without network access to one); then the installed package, not the source tree, talks to a
-real zbroker and zworker.
+as written in a fresh directory, with no package index (as on a machine without network access
+to one) and another python3 first on PATH (as pyenv puts one there); then the installed package,
+not the source tree, talks to a real zbroker and zworker. And the Python examples, run by their
+path as their docstrings say, in the same environment.
 
 Run by CTest (python_install); by hand: ZBROKER_BIN_DIR=build/asan/bin /usr/bin/python3 -m
 unittest discover -s tests/packaging -p test_python_install.py -v"""
@@ -47,14 +48,29 @@ def apt_packages(path):
     return packages
 
 
-def offline_environment(venv_bin):
-    """What a user's shell on a fresh Debian 12 would give: Debian's python3 first on PATH (with
-    the venv's bin before it, as activating the venv would), no PYTHONPATH to the source tree,
-    no pip configuration, and no package index at all."""
+def not_debians_python3(directory):
+    """A directory holding a `python3` that is not Debian's, to put before /usr/bin on PATH as
+    pyenv's shims are: a venv it made would see none of Debian's packages (the install then
+    fails with `invalid command 'bdist_wheel'`). This one only says what it is and fails, so
+    that any command using the python3 first on PATH fails the same way on every machine."""
+    os.makedirs(directory)
+    path = os.path.join(directory, "python3")
+    with open(path, "w") as f:
+        f.write("#!/bin/sh\necho \"python3 from PATH ($0), not Debian's /usr/bin/python3\" >&2\n"
+                "exit 1\n")
+    os.chmod(path, 0o755)
+    return directory
+
+
+def offline_environment(venv_bin, other_python):
+    """What a user's shell on Debian 12 with pyenv would give: another python3 before Debian's
+    on PATH (with the venv's bin before both, as activating the venv would), no PYTHONPATH to
+    the source tree, no pip configuration, and no package index at all."""
     env = {key: value for key, value in os.environ.items()
            if not key.startswith("PIP_") and key not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")}
-    env.update(PATH=os.pathsep.join([venv_bin, "/usr/bin", "/bin"]), PIP_NO_INDEX="1",
-               PIP_CONFIG_FILE=os.devnull, PIP_NO_CACHE_DIR="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
+    env.update(PATH=os.pathsep.join([venv_bin, other_python, "/usr/bin", "/bin"]),
+               PIP_NO_INDEX="1", PIP_CONFIG_FILE=os.devnull, PIP_NO_CACHE_DIR="1",
+               PIP_DISABLE_PIP_VERSION_CHECK="1")
     return env
 
 
@@ -71,7 +87,8 @@ class InstalledIntoAVenv(unittest.TestCase):
             shutil.copytree(os.path.join(SOURCE_DIR, "python"), os.path.join(work, "python"),
                             ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
             venv = os.path.join(work, ".venv")
-            env = offline_environment(os.path.join(venv, "bin"))
+            other_python = not_debians_python3(os.path.join(work, "other-python"))
+            env = offline_environment(os.path.join(venv, "bin"), other_python)
             script = "set -ex\n" + "\n".join(commands) + "\n"
             try:
                 result = subprocess.run(["/bin/bash", "-c", script], cwd=work, env=env,
@@ -108,6 +125,46 @@ class InstalledIntoAVenv(unittest.TestCase):
             self.assertIn("site-packages", where)
             self.assertEqual(version, "0.1.0")
             self.assertEqual(reply, "Hello, Client!")
+
+    def test_the_examples_run_by_their_path_whatever_python3_is_first_on_path(self):
+        # As their docstrings show: PYTHONPATH=python examples/python/NAME.py, on Debian's
+        # python3 and its python3-zmq and python3-msgpack.
+        examples = os.path.join(SOURCE_DIR, "examples", "python")
+        with tempfile.TemporaryDirectory(prefix="zbroker-examples-") as work:
+            env = offline_environment(os.path.join(work, "no-venv"),
+                                      not_debians_python3(os.path.join(work, "other-python")))
+            env["PYTHONPATH"] = os.path.join(SOURCE_DIR, "python")
+            env["PYTHONDONTWRITEBYTECODE"] = "1"
+            broker, endpoint = start_broker()
+            zworker = Process([binary("zworker"), "--broker", endpoint, "--service", "hello",
+                               "--service", "stats", "--service", "echo"])
+            worker = subprocess.Popen([os.path.join(examples, "worker.py"), "--broker", endpoint],
+                                      env=env, stdin=subprocess.DEVNULL,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            try:
+                for service in ("hello", "stats", "echo"):
+                    broker.wait_for_line(rf"ready for '{service}'")
+                client = subprocess.run([os.path.join(examples, "client.py"), "--broker",
+                                         endpoint, "--timeout", str(PATIENCE)], env=env,
+                                        capture_output=True, text=True, timeout=4 * PATIENCE)
+                self.assertEqual(client.returncode, 0, client.stderr)
+                self.assertIn("hello: Hello, Client!", client.stdout)
+                # The worker has the whole attempt to register: the broker holds the request.
+                called = subprocess.run([binary("zclient"), "--broker", endpoint, "--timeout",
+                                         str(int(PATIENCE * 1000)), "--retries", "0", "call",
+                                         "textstats", '"the cat and the hat"'],
+                                        capture_output=True, text=True, timeout=3 * PATIENCE)
+                worker.terminate()
+                _, worker_log = worker.communicate(timeout=PATIENCE)
+                self.assertEqual(called.returncode, 0, called.stderr + worker_log)
+                self.assertIn('"words":5', called.stdout.replace(" ", ""))
+                self.assertEqual(worker.returncode, 0, worker_log)
+            finally:
+                if worker.poll() is None:
+                    worker.kill()
+                    worker.communicate()
+                zworker.stop()
+                broker.stop()
 
     def test_the_debian_packages_it_names_are_the_ones_install_deps_installs(self):
         named = apt_packages(PYTHON_README)
