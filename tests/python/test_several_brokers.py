@@ -6,8 +6,8 @@ Most tests use pyzmq ROUTERs as brokers, so that they show exactly what goes on 
 not depend on the broker's timing; the others run real zbroker processes. Run:
 ZBROKER_BIN_DIR=build/release/bin PYTHONPATH=python python3 -m unittest discover -s tests/python
 -p "test_*.py" -v"""
+import collections
 import os
-import re
 import signal
 import struct
 import sys
@@ -570,16 +570,21 @@ class SeveralRealBrokers(unittest.TestCase):
         results = list(client.pipeline("echo", range(400), window=40))
         self.assertTrue(killed.is_set())
         self.assertEqual(results, [(200, i) for i in range(400)])
-        log.wait_for(r"sending \d+ request\(s\) again, to another broker: the connection to "
-                     + re.escape(a) + " dropped")
+        # The client saw the connection drop before the pipeline ended: until it does, it sends
+        # every other request to the dead broker, which can only be answered by sending it
+        # again. Whether the broker held requests at its death need not be so (the worker may
+        # have emptied its queue), so "sending N request(s) again" is not awaited.
+        self.assertIn(f"connection to broker {a} dropped: reconnecting", log.lines)
 
     def test_a_draining_broker_under_pipeline_load_costs_no_request(self):
         # A long drain, so that the requests it holds finish: only the new ones are refused.
         (first, a), (second, b) = [
             self.start_broker("--drain-timeout-ms", str(int(PATIENCE * 1000))) for _ in range(2)]
         drained = threading.Event()
+        runs = []  # every request the handler ran; one handler thread appends
 
         def echo_and_drain(x):
+            runs.append(x)
             if x == 100 and not drained.is_set():
                 drained.set()
                 first.proc.send_signal(signal.SIGTERM)
@@ -588,15 +593,20 @@ class SeveralRealBrokers(unittest.TestCase):
         self.worker([a, b], echo_and_drain)
         for broker in (first, second):
             broker.wait_for_line(r"ready for 'echo' with credit 1\b")
-        log = LogWatcher(self, "zbroker.client")
         client = self.client([a, b])
         results = list(client.pipeline("echo", range(400), window=40))
         self.assertTrue(drained.is_set())
+        first.wait_for_line(r"draining: refusing new requests")
+        self.assertEqual(first.proc.wait(PATIENCE), 0)
+        # What the test is about: nothing lost, nothing run twice. Whether the client read a
+        # 503 "draining" or only saw the connection drop depends on timing (the drain may end
+        # before any new request reaches the broker), so neither is awaited. Once the drained
+        # broker has exited and every answer is in, no run is still to come.
         errors = [(i, r) for i, r in enumerate(results) if r != (200, i)]
         self.assertEqual(errors, [])
-        first.wait_for_line(r"draining: refusing new requests")
-        log.wait_for(r"broker " + re.escape(a) + " is draining")
-        self.assertEqual(first.proc.wait(PATIENCE), 0)
+        twice = sorted(x for x, count in collections.Counter(runs).items() if count > 1)
+        self.assertEqual(twice, [], "requests run twice")
+        self.assertEqual(sorted(runs), list(range(400)))
 
     def test_the_same_key_twice_through_a_broker_runs_the_handler_once(self):
         _, a = self.start_broker()
