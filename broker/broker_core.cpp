@@ -1,6 +1,10 @@
 // Routing: clients' requests queue per service and go to the worker that came free first,
 // which keeps them until its credit is spent; replies go back by token; timers drive heartbeats,
 // expiry, deadlines and drain.
+//
+// Handlers (a message, a timer, a peer gone) change state and record what to send in each
+// peer's Outgoing; flush() sends it, and is where a send that finds its peer gone takes effect.
+// So no handler sends or frees inline, and nothing is freed under a caller that holds it.
 #include "broker_core.hpp"
 
 #include <algorithm>
@@ -47,6 +51,9 @@ wire::Body reason_body(std::string_view why) {
     return why.empty() ? kNoBody : wire::Body{why};
 }
 
+// Why a worker's reply reached its client as 413: a ZB/1 record counts its frames in 16 bits.
+constexpr std::string_view kReplyTooManyFrames = "the reply has more frames than ZB/1 carries";
+
 std::string_view header_of(ClientProtocol protocol) noexcept {
     return protocol == ClientProtocol::mdp ? protocol::kMdpClient : protocol::kZbcClient;
 }
@@ -71,14 +78,29 @@ BrokerCore::BrokerCore(BrokerConfig config, Outbox& outbox, TimePoint now)
     config_.max_msg_size = std::min<std::size_t>(config_.max_msg_size, UINT32_MAX);
 }
 
-BrokerCore::~BrokerCore() = default;
+BrokerCore::~BrokerCore() {
+    last_service_ = nullptr;
+    services_.clear();  // their lists of workers, before the peers that own the workers go
+}
 
 // ---------------------------------------------------------------------------------------------
 // Input
 
 void BrokerCore::on_message(Frames& in, TimePoint now, PeerRole role, std::string_view peer_key) {
     now_ = now;
-    peer_key_ = peer_key;
+    if (in.empty()) return malformed(Malformed::too_short, in);
+    const std::string_view identity = view(in[kIdentity]);
+    Peer* peer = peers_.find(identity);
+    if (peer != nullptr && peer->key != peer_key) {
+        // libzmq gives a routing id to one connection at a time: the one that had it left, and
+        // another took it. Its entries are dropped now, never served to the newcomer; this
+        // message is not acted on (the newcomer's next one finds its own peer).
+        malformed(Malformed::other_key, in, "a routing id spoken by another CURVE key");
+        return lose_peer(*peer, "another CURVE key spoke under its routing id");
+    }
+    if (peer == nullptr) peer = &peers_.add(identity, peer_key);
+    peers_.heard(*peer);
+    peer_ = peer;
     if (in.size() < kEnvelope + 1) return malformed(Malformed::too_short, in);
     if (wire::is_envelope(in[kEnvelope])) return on_native(in, now, role);
     if (in.size() < kHeader + 1) return malformed(Malformed::too_short, in);
@@ -101,6 +123,10 @@ void BrokerCore::on_message(Frames& in, TimePoint now, PeerRole role, std::strin
     malformed(Malformed::unknown_protocol, in);
 }
 
+void BrokerCore::on_peer_gone(std::string_view identity) {
+    if (Peer* peer = peers_.find(identity)) lose_peer(*peer, "its connection closed");
+}
+
 void BrokerCore::on_mdp_client(Frames& in, ClientProtocol protocol, TimePoint now, PeerRole role) {
     const bool zbc = protocol == ClientProtocol::zbc;
     // Without a request id a ZBC01 client could not match an answer: drop, don't answer.
@@ -110,7 +136,7 @@ void BrokerCore::on_mdp_client(Frames& in, ClientProtocol protocol, TimePoint no
     RequestHeaders headers;  // from ZBC01 headers; outlive `request`
     ClientRequest request{in,
                           protocol,
-                          view(in[kIdentity]),
+                          *peer_,
                           view(in[kService]),
                           zbc ? view(in[kRequestId]) : std::string_view{},
                           std::nullopt,
@@ -146,6 +172,9 @@ void BrokerCore::on_native(Frames& in, TimePoint now, PeerRole role) {
         return malformed(Malformed::bad_envelope, in, error);
     }
     for (const wire::Record& record : records_) {
+        // A record may have made this peer lose its routing id (a second READY from another
+        // protocol, say): the rest of the message is not its any more.
+        if (peer_->gone) return;
         if (record.command != wire::Command::request) {
             if (role == PeerRole::anyone || role == PeerRole::worker) {
                 on_native_worker_record(in, record, now);
@@ -159,9 +188,8 @@ void BrokerCore::on_native(Frames& in, TimePoint now, PeerRole role) {
             malformed(Malformed::not_authorized, in, "a worker key may not send requests");
             continue;
         }
-        ClientRequest request{
-            in,        ClientProtocol::native, view(in[kIdentity]), record.service,
-            record.id, std::nullopt,           record.body};
+        ClientRequest request{in,        ClientProtocol::native, *peer_,     record.service,
+                              record.id, std::nullopt,           record.body};
         if (record.deadline_ms) request.deadline = Millis{*record.deadline_ms};
         request.fairness_key = record.fairness_key;
         request.idempotency_key = record.idempotency_key;
@@ -208,11 +236,26 @@ void BrokerCore::on_client_request(ClientRequest& request, TimePoint now, PeerRo
         table_.bytes_held() + body_size > config_.max_bytes) {
         return refuse(request, Status::queue_full);
     }
-    // Named by the request, else its CURVE key, else its connection.
-    if (request.fairness_key.empty()) request.fairness_key = peer_key_;
-    const std::string_view key =
-        request.fairness_key.empty() ? request.client : request.fairness_key;
-    const QueuePolicy::Admission admission = service.queue->admit(key, config_.queue_limit, table_);
+    // Under CURVE a named key only divides its client's own share: the tenant is the client's
+    // key and the named key a subkey within it, so no client can spend another's share by
+    // naming its key. An admin names any tenant (a front end that queues on behalf of its
+    // users, say).
+    Peer& client = request.client;
+    std::string scoped;
+    std::string_view named = request.fairness_key;
+    std::uint8_t tenant_size = 0;
+    if (!named.empty() && !client.key.empty() && role != PeerRole::admin) {
+        scoped.reserve(client.key.size() + 1 + named.size());
+        scoped.append(client.key).append(1, ':').append(named);
+        named = scoped;
+        tenant_size = static_cast<std::uint8_t>(client.key.size());  // 40: Z85 of 32 bytes
+    }
+    const std::string_view tenant = tenant_size > 0      ? std::string_view(client.key)
+                                    : !named.empty()     ? named
+                                    : client.key.empty() ? std::string_view(client.identity)
+                                                         : std::string_view(client.key);
+    const QueuePolicy::Admission admission =
+        service.queue->admit(tenant, config_.queue_limit, table_);
     if (!admission.admitted) return refuse(request, Status::queue_full);
     if (admission.pushed_out != nullptr) {
         ++counters_.pushed_out;
@@ -222,9 +265,10 @@ void BrokerCore::on_client_request(ClientRequest& request, TimePoint now, PeerRo
     RequestRecord& record = table_.allocate();
     record.state = RequestState::queued;
     record.protocol = request.protocol;
-    record.client.assign(request.client);
+    record.client = &client;
+    ++client.awaited;
     record.request_id.assign(request.request_id);
-    record.set_keys(request.fairness_key, request.idempotency_key);
+    record.set_keys(named, request.idempotency_key, tenant_size);
     record.priority = request.priority;
     table_.keep_body(record, in, request.body, body_size);
     record.service = &service;
@@ -245,7 +289,8 @@ void BrokerCore::on_client_request(ClientRequest& request, TimePoint now, PeerRo
 }
 
 void BrokerCore::on_mdp_worker(Frames& in, TimePoint now) {
-    Worker* worker = workers_.find(view(in[kIdentity]));
+    Peer& peer = *peer_;
+    Worker* worker = peer.worker.get();
     if (worker != nullptr)
         workers_.touch(*worker, now + expiry_span());  // any command is a sign of life
 
@@ -280,7 +325,7 @@ void BrokerCore::on_mdp_worker(Frames& in, TimePoint now) {
         if (command == WorkerCommand::disconnect) return;
         // Most likely a worker of a broker that restarted: DISCONNECT makes it register again.
         malformed(Malformed::not_ready, in);
-        send_command(view(in[kIdentity]), false, WorkerCommand::disconnect);
+        send_command(peer, false, WorkerCommand::disconnect);
         return;
     }
     switch (command) {
@@ -304,9 +349,9 @@ void BrokerCore::on_mdp_worker(Frames& in, TimePoint now) {
 }
 
 void BrokerCore::on_native_worker_record(Frames& in, const wire::Record& record, TimePoint now) {
-    const std::string_view identity = view(in[kIdentity]);
-    Worker* worker = workers_.find(identity);
-    // Whatever protocol it registered in, this routing id is that worker: a READY is its second.
+    Peer& peer = *peer_;
+    // Whatever protocol it registered in, this peer is that worker: a READY is its second.
+    Worker* worker = peer.worker.get();
     if (worker != nullptr) workers_.touch(*worker, now + expiry_span());
     if (record.command == wire::Command::ready) {
         if (worker != nullptr) {
@@ -322,7 +367,7 @@ void BrokerCore::on_native_worker_record(Frames& in, const wire::Record& record,
     if (worker == nullptr) {
         if (record.command == wire::Command::disconnect) return;
         malformed(Malformed::not_ready, in);
-        send_command(identity, true, WorkerCommand::disconnect);
+        send_command(peer, true, WorkerCommand::disconnect);
         return;
     }
     switch (record.command) {
@@ -366,12 +411,18 @@ void BrokerCore::register_worker(const Frames& in, std::string_view service_name
                              native, now);
     }
     Service& service = *known;
-    const std::string_view identity = view(in[kIdentity]);
-    Worker& worker = workers_.add(identity, service, credit, native, now + expiry_span());
-    ++service.workers;
+    Peer& peer = *peer_;
+    peer.worker = std::make_unique<Worker>();
+    Worker& worker = *peer.worker;
+    worker.peer = &peer;
+    worker.service = &service;
+    worker.credit = credit;
+    worker.native = native;
+    workers_.add(worker, now + expiry_span());
+    service.join(worker);
     ++counters_.workers_registered;
-    spdlog::info("worker {} ready for '{}' with credit {}{}", printable(identity), service.name,
-                 credit, native ? " (ZB/1)" : "");
+    spdlog::info("worker {} ready for '{}' with credit {}{}", printable(peer.identity),
+                 service.name, credit, native ? " (ZB/1)" : "");
     service.offer(worker);
     dispatch(service);
 }
@@ -388,21 +439,30 @@ void BrokerCore::on_reply(Worker& worker, std::string_view token, Frames& messag
     if (record == nullptr || record->worker != &worker) {
         ++counters_[Drop::unknown_token];
         spdlog::debug("dropped REPLY from worker {}: token {} is not one it holds",
-                      printable(worker.identity), printable(token));
+                      printable(worker.peer->identity), printable(token));
         return;
     }
     Service& service = *worker.service;
     unhold(*record);
     if (record->state == RequestState::answered) {
         ++counters_[Drop::late_reply];  // the client already has its 504
+    } else if (record->protocol == ClientProtocol::native && body.in_frames &&
+               body.count > wire::kMaxBodyFrames) {
+        // A ZB/1 record counts its frames in 16 bits: say so, never hand over a cut body.
+        ++service.failures[Counters::answer_index(Status::too_large)];
+        send_to_client(record->protocol, *record->client, service.name, record->request_id,
+                       Status::too_large, empty_, reason_body(kReplyTooManyFrames));
     } else {
-        send_to_client(record->protocol, record->client, service.name, record->request_id,
+        send_to_client(record->protocol, *record->client, service.name, record->request_id,
                        Status::ok, message, body);
         ++service.served;
     }
-    table_.release(*record);
-    if (worker.held.empty()) worker.isolating = false;  // it held only the suspect
-    worker.paused = false;                              // it reads: it may be sent more
+    release(*record);
+    if (worker.held.empty()) {
+        worker.isolating = false;  // it held only the suspect
+        worker.reserved = false;   // emptied for a suspect: dispatch() gives it one first
+    }
+    worker.paused = false;  // it reads: it may be sent more
     service.offer(worker);
     dispatch(service);
 }
@@ -410,11 +470,11 @@ void BrokerCore::on_reply(Worker& worker, std::string_view token, Frames& messag
 void BrokerCore::on_credit(Worker& worker, std::uint32_t credit) {
     worker.credit = credit;
     // The echo tells the worker that no JOB sent under its old credit is still on the way.
-    batches_.to(worker.identity).writer.credit(credit);
+    peers_.to(*worker.peer).writer.credit(credit);
     if (credit == 0) {
         // A worker that is stopping: it finishes what it holds, then says DISCONNECT.
         spdlog::info("worker {} for '{}' takes no more requests; it holds {}",
-                     printable(worker.identity), worker.service->name, worker.held.size());
+                     printable(worker.peer->identity), worker.service->name, worker.held.size());
         worker.service->withdraw(worker);
         return;
     }
@@ -464,16 +524,23 @@ void BrokerCore::answer_mmi(ClientRequest& request, TimePoint now, PeerRole role
 // Dispatch and worker lifecycle
 
 void BrokerCore::dispatch(Service& service) {
-    while (service.waiting() > 0 && !service.idle.empty()) {
+    while (!service.idle.empty()) {
+        // Requests back from a worker that went away go first: they have waited longest. Each
+        // goes to a worker that holds nothing else; while none does, one is let empty for it,
+        // and the others go on with the queue.
+        if (RequestRecord* suspect = service.next_suspect(table_)) {
+            if (Worker* empty = service.idle_and_empty()) {
+                service.pop_suspect();
+                send_request(*empty, *suspect);
+                continue;
+            }
+            service.reserve_for_suspect();
+            if (service.idle.empty()) break;
+        }
+        if (service.queue->waiting() == 0) break;
         RequestRecord* record = service.queue->pop(table_);
         if (record == nullptr) break;
-        Worker* worker = record->suspect ? service.idle_and_empty() : &service.idle.front();
-        if (worker == nullptr) {
-            // A suspect waits at the head for a worker that holds nothing; busy ones finish.
-            service.queue->push_front(*record);
-            break;
-        }
-        send_request(*worker, *record);
+        send_request(service.idle.front(), *record);
     }
 }
 
@@ -483,12 +550,7 @@ void BrokerCore::pause(Worker& worker) {
     spdlog::warn(
         "worker {} for '{}': its queue is full (--hwm), holding {} request(s); sending it "
         "nothing more until it is heard from",
-        printable(worker.identity), worker.service->name, worker.held.size());
-}
-
-void BrokerCore::remove_unreachable(Worker& worker) {
-    // ROUTER_MANDATORY found no connection: DISCONNECT could not be sent either.
-    remove_worker(worker, false, "unreachable (its connection closed)");
+        printable(worker.peer->identity), worker.service->name, worker.held.size());
 }
 
 void BrokerCore::resume(Worker& worker) {
@@ -499,34 +561,35 @@ void BrokerCore::resume(Worker& worker) {
 }
 
 void BrokerCore::send_request(Worker& worker, RequestRecord& record) {
-    // Sent when the batch is flushed; send_batch() undoes it if that fails.
-    PeerBatches::Batch& batch = batches_.to(worker.identity);
+    // Sent at the next flush; send_batch() undoes it if that fails.
+    Outgoing& out = peers_.to(*worker.peer);
+    const auto token = RequestTable::token_bytes(record.token());
     if (worker.native) {
         std::optional<std::uint32_t> deadline_ms;
         if (record.deadline != TimePoint::max()) {
             const auto left = std::chrono::ceil<Millis>(record.deadline - now_).count();
             deadline_ms = static_cast<std::uint32_t>(std::clamp<Millis::rep>(left, 0, UINT32_MAX));
         }
-        const auto token = RequestTable::token_bytes(record.token());
-        batch.writer.job({token.data(), token.size()}, deadline_ms, record.idempotency_key(),
-                         {record.body, 0, record.body.size(), true});
-        batch.jobs.push_back(record.token());
+        out.writer.job({token.data(), token.size()}, deadline_ms, record.idempotency_key(),
+                       {record.body, 0, record.body.size(), true});
+        out.jobs.push_back(record.token());
         dispatched(worker, record);
-        if (batch.writer.size() >= wire::kBatchBytes) send_batch(batch);
+        if (out.writer.size() >= wire::kBatchBytes) out.seal(worker.peer->identity);
         return;
     }
-    Frames& out = batch.frames;
-    add_frame(out, worker.identity);
-    add_empty_frame(out);
-    add_constant_frame(out, protocol::kMdpWorker);
-    add_frame(out, WorkerCommand::request);
-    const auto token = RequestTable::token_bytes(record.token());
-    add_frame(out, {token.data(), token.size()});
-    add_empty_frame(out);
+    out.seal(worker.peer->identity);  // messages leave in the order they were made
+    Frames& frames = out.frames;
+    add_frame(frames, worker.peer->identity);
+    add_empty_frame(frames);
+    add_constant_frame(frames, protocol::kMdpWorker);
+    add_frame(frames, WorkerCommand::request);
+    add_frame(frames, {token.data(), token.size()});
+    add_empty_frame(frames);
     for (zmq::message_t& part : record.body) {
-        out.emplace_back().copy(part);  // reference-counted: the original stays for a retry
+        frames.emplace_back().copy(part);  // reference-counted: the original stays for a retry
     }
-    batch.end_message(record.token());
+    out.jobs.push_back(record.token());
+    out.end_message(0);
     dispatched(worker, record);
 }
 
@@ -548,11 +611,19 @@ void BrokerCore::undispatch(RequestRecord& record) {
     --record.attempts;
     if (worker.held.empty()) worker.isolating = false;
     if (record.state == RequestState::answered) {
-        table_.release(record);  // its client has had its 504: nothing left to do
+        release(record);  // its client has had its 504: nothing left to do
         return;
     }
+    requeue_front(record);
+}
+
+void BrokerCore::requeue_front(RequestRecord& record) {
     record.state = RequestState::queued;
-    record.service->queue->push_front(record);
+    if (record.suspect) {
+        record.service->push_suspect_front(record);
+    } else {
+        record.service->queue->push_front(record);
+    }
 }
 
 void BrokerCore::unhold(RequestRecord& record) {
@@ -563,63 +634,69 @@ void BrokerCore::unhold(RequestRecord& record) {
     record.worker = nullptr;
 }
 
-void BrokerCore::undo_pending_jobs(Worker& worker) {
-    PeerBatches::Batch* batch = batches_.pending(worker.identity);
-    if (batch == nullptr) return;
-    std::vector<Token> jobs = std::move(batch->jobs);
-    batch->jobs.clear();
-    std::size_t answers = std::exchange(batch->answers, 0);
-    for (const PeerBatches::Batch::Queued& queued : batch->queued) {
-        if (queued.job) {
-            jobs.push_back(*queued.job);
-        } else {
-            ++answers;
-        }
-    }
-    batch->writer.clear();
-    batch->clear_queued();
+void BrokerCore::release(RequestRecord& record) {
+    --record.client->awaited;
+    table_.release(record);
+}
+
+void BrokerCore::undo_pending(Peer& peer) {
+    Outgoing& out = peer.out;
+    std::size_t answers = out.answers;
+    for (const Outgoing::Message& message : out.messages)
+        answers += message.answers;
     // A peer that is a client too loses the answers in the same batch: count them.
     counters_[Drop::client_unreachable] += answers;
+    std::vector<Token> jobs = std::move(out.jobs);
+    out.clear();
     // Back to front, each to the queue's head: the queue then starts in dispatch order.
+    Worker* worker = peer.worker.get();
     for (auto it = jobs.rbegin(); it != jobs.rend(); ++it) {
         RequestRecord* record = table_.find(*it);
-        if (record != nullptr && record->worker == &worker) undispatch(*record);
+        if (record != nullptr && worker != nullptr && record->worker == worker) undispatch(*record);
     }
 }
 
+void BrokerCore::lose_peer(Peer& peer, std::string_view why) {
+    if (peer.gone) return;
+    undo_pending(peer);
+    peers_.depart(peer);
+    if (peer.worker) remove_worker(*peer.worker, false, why);
+    spdlog::debug("peer {} gone: {}", printable(peer.identity), why);
+}
+
 void BrokerCore::remove_worker(Worker& worker, bool send_disconnect, std::string_view reason) {
+    Peer& peer = *worker.peer;
     Service& service = *worker.service;
-    undo_pending_jobs(worker);  // never sent: they cost no attempt and suspect nobody
-    if (send_disconnect) send_command(worker.identity, worker.native, WorkerCommand::disconnect);
+    undo_pending(peer);  // never sent: they cost no attempt and suspect nobody
+    if (send_disconnect) send_command(peer, worker.native, WorkerCommand::disconnect);
     std::size_t requeued = 0;
     std::size_t failed = 0;
-    // Back to front, each to the queue's head: the queue then starts in dispatch order.
+    // Back to front, each to the head of the suspects: they then leave in dispatch order.
     while (!worker.held.empty()) {
         RequestRecord& record = worker.held.back();
         unhold(record);
         if (record.state == RequestState::answered) {
-            table_.release(record);
+            release(record);
         } else if (record.attempts >= config_.max_attempts) {
             ++failed;
             fail(record, Status::retries_exhausted);
         } else {
-            record.state = RequestState::queued;
             record.suspect = true;
-            service.queue->push_front(record);
+            requeue_front(record);
             ++requeued;
         }
     }
     counters_.requeued += requeued;
     ++counters_.workers_removed;
-    service.withdraw(worker);
-    --service.workers;
+    service.leave(worker);
+    workers_.remove(worker);
     // A worker that says goodbye holding nothing is routine; anything else is worth a warning.
     const bool routine = !send_disconnect && requeued == 0 && failed == 0;
     spdlog::log(
         routine ? spdlog::level::info : spdlog::level::warn,
         "worker {} for '{}' removed: {}; {} request(s) re-queued, {} failed after {} attempts",
-        printable(worker.identity), service.name, reason, requeued, failed, config_.max_attempts);
-    workers_.remove(worker);
+        printable(peer.identity), service.name, reason, requeued, failed, config_.max_attempts);
+    peer.worker.reset();  // the peer stays, for what else it sends or awaits
     dispatch(service);
 }
 
@@ -633,6 +710,7 @@ void BrokerCore::on_timer(TimePoint now) {
     if (now >= next_heartbeat_) {
         send_heartbeats();
         forget_idle_services();
+        sweep_idle_peers_ = true;
         next_heartbeat_ = now + config_.heartbeat_interval;
     }
 }
@@ -654,8 +732,8 @@ void BrokerCore::expire_deadlines(TimePoint now) {
             Service& service = *record->service;
             // Nobody could have served it: 503 says "no worker", 504 says "too slow".
             const Status status =
-                service.workers > 0 ? Status::deadline_exceeded : Status::unavailable;
-            service.queue->forget(*record, table_);
+                service.workers() > 0 ? Status::deadline_exceeded : Status::unavailable;
+            service.forget(*record, table_);
             fail(*record, status);
         } else if (record->state == RequestState::dispatched) {
             fail(*record, Status::deadline_exceeded);  // the worker's late reply will be dropped
@@ -675,16 +753,19 @@ void BrokerCore::release_orphan(RequestRecord& record, TimePoint now) {
     Worker& worker = *record.worker;
     Service& service = *worker.service;
     unhold(record);
-    table_.release(record);
+    release(record);
     ++worker.orphans_released;
     ++counters_.orphans_released;
-    if (worker.held.empty()) worker.isolating = false;  // it held only the suspect
+    if (worker.held.empty()) {
+        worker.isolating = false;  // it held only the suspect
+        worker.reserved = false;
+    }
     if (now >= worker.next_orphan_warning) {
         spdlog::warn(
             "worker {} for '{}' still holds a request {} ms past its deadline: its handler may "
             "be hung; no longer counted against its credit ({} other such request(s) released "
             "since the last such line)",
-            printable(worker.identity), service.name, config_.orphan_after.count(),
+            printable(worker.peer->identity), service.name, config_.orphan_after.count(),
             worker.orphans_not_logged);
         worker.orphans_not_logged = 0;
         worker.next_orphan_warning = now + kOrphanWarningInterval;
@@ -704,27 +785,13 @@ void BrokerCore::purge_dead_workers(TimePoint now) {
 }
 
 void BrokerCore::send_heartbeats() {
-    // ROUTER_MANDATORY says at once when a worker's connection is gone: its requests go back to
-    // the queue now, not liveness intervals later. A full queue (would-block) means a busy
-    // worker, which its own heartbeats keep alive.
-    // ZB/1 workers' heartbeats go in their batches, and send_batch() does the same for them.
-    std::vector<std::string> gone;
-    workers_.for_each([this, &gone](Worker& worker) {
-        if (worker.native) {
-            batches_.to(worker.identity).writer.command(wire::Command::heartbeat);
-            return;
-        }
-        out_.clear();
-        add_frame(out_, worker.identity);
-        add_empty_frame(out_);
-        add_constant_frame(out_, protocol::kMdpWorker);
-        add_frame(out_, WorkerCommand::heartbeat);
-        if (outbox_.send(out_) == SendResult::unroutable) gone.push_back(worker.identity);
+    // Sent at the next flush, which also finds the workers whose connection is gone
+    // (ROUTER_MANDATORY): their requests go back to the queue then, not liveness intervals
+    // later. A full queue (would-block) means a busy worker, which its own heartbeats keep
+    // alive.
+    workers_.for_each([this](Worker& worker) {
+        send_command(*worker.peer, worker.native, WorkerCommand::heartbeat);
     });
-    // By identity: removing one re-dispatches its requests, which may find and remove another.
-    for (const std::string& identity : gone) {
-        if (Worker* worker = workers_.find(identity)) remove_unreachable(*worker);
-    }
 }
 
 void BrokerCore::forget_idle_services() {
@@ -732,7 +799,7 @@ void BrokerCore::forget_idle_services() {
     last_service_ = nullptr;
     std::erase_if(services_, [](const auto& entry) {
         const Service& service = *entry.second;
-        return service.workers == 0 && service.waiting() == 0;
+        return service.workers() == 0 && service.waiting() == 0;
     });
 }
 
@@ -743,8 +810,25 @@ void BrokerCore::begin_drain(TimePoint now) {
     if (draining_) return;
     draining_ = true;
     drain_deadline_ = now + config_.drain_timeout;
-    spdlog::info("draining: refusing new requests, finishing {} held ones (at most {} ms)",
-                 table_.live(), config_.drain_timeout.count());
+    // What waits for a service with no worker would only wait out the drain: answered now, as
+    // a draining broker's 503, so a client with other brokers sends it to one of them.
+    std::size_t unserved = 0;
+    for (const auto& [name, service] : services_) {
+        if (service->workers() > 0) continue;
+        while (RequestRecord* record = service->next_suspect(table_)) {
+            service->pop_suspect();
+            fail(*record, Status::unavailable, protocol::kDrainingBody);
+            ++unserved;
+        }
+        while (RequestRecord* record = service->queue->pop(table_)) {
+            fail(*record, Status::unavailable, protocol::kDrainingBody);
+            ++unserved;
+        }
+    }
+    spdlog::info(
+        "draining: refusing new requests, finishing {} held ones (at most {} ms); {} waiting for "
+        "a service with no worker answered 503",
+        table_.live(), config_.drain_timeout.count(), unserved);
 }
 
 bool BrokerCore::drain_complete(TimePoint now) const noexcept {
@@ -755,9 +839,9 @@ void BrokerCore::finish_drain() {
     const std::size_t left = table_.live();
     table_.for_each_live([this](RequestRecord& record) {
         if (record.worker != nullptr) unhold(record);
-        if (record.state == RequestState::queued) record.service->queue->forget(record, table_);
+        if (record.state == RequestState::queued) record.service->forget(record, table_);
         if (record.state == RequestState::answered) {
-            table_.release(record);
+            release(record);
         } else {
             // A client with other brokers sends it to one of them: at least once, as after a
             // worker's death.
@@ -765,7 +849,7 @@ void BrokerCore::finish_drain() {
         }
     });
     workers_.for_each([this](Worker& worker) {
-        send_command(worker.identity, worker.native, WorkerCommand::disconnect);
+        send_command(*worker.peer, worker.native, WorkerCommand::disconnect);
     });
     flush();
     spdlog::info(
@@ -777,19 +861,24 @@ void BrokerCore::finish_drain() {
 // ---------------------------------------------------------------------------------------------
 // Output
 
-void BrokerCore::send_to_client(ClientProtocol protocol, std::string_view client,
-                                std::string_view service, std::string_view request_id,
-                                Status status, Frames& message, const wire::Body& body) {
+void BrokerCore::send_to_client(ClientProtocol protocol, Peer& client, std::string_view service,
+                                std::string_view request_id, Status status, Frames& message,
+                                const wire::Body& body) {
     ++counters_.answered(status);
+    if (client.gone) {
+        // Its connection closed, or another took its routing id: the answer goes nowhere.
+        ++counters_[Drop::client_unreachable];
+        return;
+    }
     if (protocol == ClientProtocol::native) {
-        PeerBatches::Batch& batch = batches_.to(client);
+        Outgoing& out = peers_.to(client);
         if (body.in_frames) {
-            batch.writer.answer(request_id, status, {message, body.first, body.count});
+            out.writer.answer(request_id, status, {message, body.first, body.count});
         } else {
-            batch.writer.answer(request_id, status, body.bytes);
+            out.writer.answer(request_id, status, body.bytes);
         }
-        ++batch.answers;
-        if (batch.writer.size() >= wire::kBatchBytes) send_batch(batch);
+        ++out.answers;
+        if (out.writer.size() >= wire::kBatchBytes) out.seal(client.identity);
         return;
     }
     if (protocol == ClientProtocol::mdp && status != Status::ok) {
@@ -798,18 +887,19 @@ void BrokerCore::send_to_client(ClientProtocol protocol, std::string_view client
                       protocol::status_text(status), protocol::status_reason(status));
         return;
     }
-    PeerBatches::Batch& batch = batches_.to(client);
-    Frames& out = batch.frames;
-    add_frame(out, client);
-    add_empty_frame(out);
-    add_constant_frame(out, header_of(protocol));
-    add_frame(out, service);
+    Outgoing& out = peers_.to(client);
+    out.seal(client.identity);  // messages leave in the order they were made
+    Frames& frames = out.frames;
+    add_frame(frames, client.identity);
+    add_empty_frame(frames);
+    add_constant_frame(frames, header_of(protocol));
+    add_frame(frames, service);
     if (protocol == ClientProtocol::zbc) {
-        add_frame(out, request_id);
-        add_frame(out, protocol::status_text(status));
+        add_frame(frames, request_id);
+        add_frame(frames, protocol::status_text(status));
     }
-    wire::move_body(message, body, out);
-    batch.end_message(std::nullopt);
+    wire::move_body(message, body, frames);
+    out.end_message(1);
 }
 
 void BrokerCore::refuse(ClientRequest& request, Status status, std::string_view why) {
@@ -819,83 +909,85 @@ void BrokerCore::refuse(ClientRequest& request, Status status, std::string_view 
 
 void BrokerCore::fail(RequestRecord& record, Status status, std::string_view why) {
     ++record.service->failures[Counters::answer_index(status)];
-    send_to_client(record.protocol, record.client, record.service->name, record.request_id, status,
+    send_to_client(record.protocol, *record.client, record.service->name, record.request_id, status,
                    empty_, reason_body(why));
     if (record.worker != nullptr) {
         // An orphan: released when the worker replies or dies, or at --orphan-after-ms.
         record.state = RequestState::answered;
         ++record.service->orphaned;
     } else {
-        table_.release(record);
+        release(record);
     }
 }
 
-void BrokerCore::send_command(std::string_view identity, bool native, WorkerCommand command) {
+void BrokerCore::send_command(Peer& peer, bool native, WorkerCommand command) {
+    if (peer.gone) return;
+    Outgoing& out = peers_.to(peer);
     if (native) {
-        batches_.to(identity).writer.command(command == WorkerCommand::heartbeat
-                                                 ? wire::Command::heartbeat
-                                                 : wire::Command::disconnect);
+        out.writer.command(command == WorkerCommand::heartbeat ? wire::Command::heartbeat
+                                                               : wire::Command::disconnect);
         return;
     }
-    out_.clear();
-    add_frame(out_, identity);
-    add_empty_frame(out_);
-    add_constant_frame(out_, protocol::kMdpWorker);
-    add_frame(out_, command);
-    outbox_.send(out_);
+    out.seal(peer.identity);
+    add_frame(out.frames, peer.identity);
+    add_empty_frame(out.frames);
+    add_constant_frame(out.frames, protocol::kMdpWorker);
+    add_frame(out.frames, command);
+    out.end_message(0);
 }
 
 void BrokerCore::flush() {
-    batches_.flush([this](PeerBatches::Batch& batch) { send_batch(batch); });
+    while (Peer* peer = peers_.next_pending()) {
+        if (!peer->out.empty()) send_batch(*peer);
+    }
+    // The one place peers are freed: no handler is running, nothing holds one.
+    peers_.sweep(std::exchange(sweep_idle_peers_, false));
 }
 
-void BrokerCore::send_batch(PeerBatches::Batch& batch) {
+void BrokerCore::send_batch(Peer& peer) {
+    Outgoing& out = peer.out;
+    if (peer.gone) return undo_pending(peer);
+    out.seal(peer.identity);
     SendResult result = SendResult::sent;
-    std::vector<Token> jobs_unsent;  // allocates only when a send fails
-    const auto lose_answers = [this](SendResult why, std::size_t count) {
-        counters_[why == SendResult::unroutable ? Drop::client_unreachable
-                                                : Drop::client_backpressure] += count;
-    };
-    if (!batch.writer.empty()) {
-        out_.clear();
-        add_frame(out_, batch.identity);
-        batch.writer.take(out_);
-        const std::size_t answers = std::exchange(batch.answers, 0);
-        result = outbox_.send(out_);
-        if (result != SendResult::sent) {
-            lose_answers(result, answers);
-            jobs_unsent = std::move(batch.jobs);
-        }
-        batch.jobs.clear();  // keeps its capacity for the next batch
-    }
     std::size_t begin = 0;
-    for (const PeerBatches::Batch::Queued& queued : batch.queued) {
-        // Sent from where they were built: moving them first cost a libzmq call per frame.
+    std::size_t jobs_begin = 0;
+    std::size_t answers_lost = 0;
+    std::vector<Token> jobs_unsent;  // allocates only when a send fails
+    for (const Outgoing::Message& message : out.messages) {
+        // Once a peer is found gone, the rest of its messages are not even tried.
         const SendResult sent =
-            outbox_.send(FrameSpan(batch.frames).subspan(begin, queued.end - begin));
-        begin = queued.end;
-        if (sent == SendResult::sent) continue;
-        result = sent;
-        if (queued.job) {
-            jobs_unsent.push_back(*queued.job);
-        } else {
-            lose_answers(sent, 1);
+            result == SendResult::unroutable
+                ? SendResult::unroutable
+                : outbox_.send(FrameSpan(out.frames).subspan(begin, message.end - begin));
+        if (sent != SendResult::sent) {
+            if (result != SendResult::unroutable) result = sent;  // the worst one
+            answers_lost += message.answers;
+            jobs_unsent.insert(jobs_unsent.end(),
+                               out.jobs.begin() + static_cast<std::ptrdiff_t>(jobs_begin),
+                               out.jobs.begin() + static_cast<std::ptrdiff_t>(message.jobs_end));
         }
+        begin = message.end;
+        jobs_begin = message.jobs_end;
     }
-    batch.clear_queued();
+    out.clear();
     if (result == SendResult::sent) return;
-    Worker* worker = workers_.find(batch.identity);
-    if (worker == nullptr) return;
-    // The jobs never left: back to the queue's head as they were, then the worker is paused
-    // (would-block: alive, reading slowly) or removed (unroutable: gone). A lost heartbeat
-    // alone is no reason to pause: an MDP worker is not paused for one either.
+    counters_[result == SendResult::unroutable ? Drop::client_unreachable
+                                               : Drop::client_backpressure] += answers_lost;
+    // The jobs never left: back to the queue's head as they were.
+    Worker* worker = peer.worker.get();
     for (auto it = jobs_unsent.rbegin(); it != jobs_unsent.rend(); ++it) {
         RequestRecord* record = table_.find(*it);
-        if (record != nullptr && record->worker == worker) undispatch(*record);
+        if (record != nullptr && worker != nullptr && record->worker == worker) undispatch(*record);
     }
     if (result == SendResult::unroutable) {
-        remove_unreachable(*worker);
-    } else if (!jobs_unsent.empty() && !worker->paused) {
+        // ROUTER_MANDATORY found no connection: the peer is gone (DISCONNECT could not be sent
+        // either). Safe here: no handler is running, and the peer itself is freed only by the
+        // sweep at the end of flush().
+        return lose_peer(peer, "unreachable (its connection closed)");
+    }
+    // Would-block: alive, reading slowly. A lost heartbeat alone is no reason to pause: an MDP
+    // worker is not paused for one either.
+    if (worker != nullptr && !jobs_unsent.empty() && !worker->paused) {
         pause(*worker);
         dispatch(*worker->service);
     }
@@ -913,8 +1005,8 @@ void BrokerCore::malformed(Malformed kind, const Frames& in, std::string_view de
 void BrokerCore::refuse_worker(Malformed kind, const Frames& in, std::string_view why, bool native,
                                TimePoint now) {
     malformed(kind, in, why);
-    const std::string_view identity = view(in[kIdentity]);
-    send_command(identity, native, WorkerCommand::disconnect);
+    Peer& peer = *peer_;
+    send_command(peer, native, WorkerCommand::disconnect);
     // Otherwise only the worker would say anything (that it was told DISCONNECT, every time it
     // retries). At most one line per interval, so a hostile peer cannot flood the log.
     if (now < next_refusal_warning_) {
@@ -922,7 +1014,7 @@ void BrokerCore::refuse_worker(Malformed kind, const Frames& in, std::string_vie
         return;
     }
     spdlog::warn("refused worker {} ({}): {}; {} other refusal(s) since the last such line",
-                 printable(identity), name(kind), why, refusals_not_logged_);
+                 printable(peer.identity), name(kind), why, refusals_not_logged_);
     refusals_not_logged_ = 0;
     next_refusal_warning_ = now + kRefusalWarningInterval;
 }
@@ -947,20 +1039,25 @@ Service* BrokerCore::service_named(std::string_view name) {
 }
 
 ServiceInfo BrokerCore::info(const Service& service) const {
-    return {
-        service.name,     service.workers, service.waiting(), service.dispatched - service.orphaned,
-        service.orphaned, service.served,  service.failures,  service.queue->top_keys(kTopKeys)};
+    return {service.name,      service.workers(),
+            service.waiting(), service.dispatched - service.orphaned,
+            service.orphaned,  service.served,
+            service.failures,  service.queue->top_keys(kTopKeys)};
 }
 
 BrokerSnapshot BrokerCore::snapshot(TimePoint now) const {
     BrokerSnapshot snapshot{std::chrono::duration<double>(now - started_).count(),
                             workers_.size(),
                             table_.live(),
+                            peers_.size() + peers_.departed(),
+                            0,
                             counters_,
                             {}};
     snapshot.services.reserve(services_.size());
-    for (const auto& [name, service] : services_)
+    for (const auto& [name, service] : services_) {
         snapshot.services.push_back(info(*service));
+        snapshot.keys += service->queue->keys();
+    }
     return snapshot;
 }
 

@@ -19,7 +19,7 @@
 
 #include "broker/counters.hpp"
 #include "broker/deadline_queue.hpp"
-#include "broker/peer_batches.hpp"
+#include "broker/peer_table.hpp"
 #include "broker/request_table.hpp"
 #include "broker/service.hpp"
 #include "broker/string_hash.hpp"
@@ -40,9 +40,10 @@ struct BrokerConfig {
     std::size_t max_services = 10'000;     // known service names; idle ones are forgotten
     std::uint32_t max_credit = 10'000;     // a larger READY credit is a protocol error
     Millis drain_timeout{10'000};
-    // The deadline of a request that brings none (plain MDP, or ZBC01 without deadline_ms);
-    // zero: such a request waits for a worker as long as it takes.
-    Millis default_deadline{0};
+    // The deadline of a request that brings none (plain MDP, or ZBC01 without deadline_ms):
+    // bounded by default, so a request for a service no worker ever serves is answered 503
+    // rather than held for ever. Zero: such a request waits as long as it takes.
+    Millis default_deadline{60'000};
     // How long a worker may hold a request past its deadline (answered 504, not replied to)
     // before the broker stops counting it against that worker's credit: its handler may be
     // hung while its I/O thread still heartbeats. Longer than heartbeat x liveness (7.5 s by
@@ -56,7 +57,8 @@ struct BrokerConfig {
 
 // What a peer may do, as the ZAP authenticator decided from its CURVE key. `anyone` means CURVE
 // is off: every peer may do everything, as in plain MDP. A `client` sends requests and may ask
-// mmi.service(s); an `admin` also mmi.stats and mmi.drain; a `worker` only speaks MDPW01.
+// mmi.service(s); an `admin` also mmi.stats and mmi.drain, and may name any fairness key; a
+// `worker` only speaks MDPW01 and ZB/1's worker records.
 enum class PeerRole : std::uint8_t { anyone, client, worker, admin };
 
 // The role's name, as the authorized-keys file and the ZAP user id spell it.
@@ -111,6 +113,8 @@ struct BrokerSnapshot {
     double uptime_s = 0;
     std::size_t workers = 0;
     std::size_t requests_held = 0;
+    std::size_t peers = 0;  // connections the broker keeps something for
+    std::size_t keys = 0;   // fairness keys with requests waiting, over all services
     Counters counters;
     std::vector<ServiceInfo> services;
 };
@@ -124,14 +128,20 @@ class BrokerCore {
 
     // One message from the ROUTER: frames[0] is the sender's routing id. Frames it keeps are
     // moved out; the caller may reuse the vector. `role` is what the sender may do; `peer_key`
-    // its CURVE public key (Z85) when CURVE is on: its requests' default fairness key, so one
-    // client with several connections is one tenant.
+    // its CURVE public key (Z85) when CURVE is on: the identity its worker entry and requests
+    // belong to (a routing id proves nothing), and its requests' fairness key, so one client
+    // with several connections is one tenant.
     void on_message(Frames& frames, TimePoint now, PeerRole role = PeerRole::anyone,
                     std::string_view peer_key = {});
+    // The connection of that routing id closed (the loop saw it): whatever was meant for it is
+    // sent nowhere, its worker's requests go back to their queue, and a later connection with
+    // the same routing id is a new peer.
+    void on_peer_gone(std::string_view identity);
     // Timers: heartbeats, dead workers, request deadlines, drain timeout.
     void on_timer(TimePoint now);
-    // Sends what on_message and on_timer left for ZB/1 peers, one message per peer. Call it
-    // after each read batch and each on_timer: it is what turns many records into one frame.
+    // Sends what on_message, on_timer and on_peer_gone left, a peer at a time (for a ZB/1 peer,
+    // its records in one message). The only place the core sends, and where what it found gone
+    // is let go: call it after each read batch and each on_timer.
     void flush();
     // When on_timer next has something to do.
     TimePoint next_timer() const noexcept;
@@ -148,6 +158,9 @@ class BrokerCore {
     const BrokerConfig& config() const noexcept { return config_; }
     std::size_t worker_count() const noexcept { return workers_.size(); }
     std::size_t live_requests() const noexcept { return table_.live(); }
+    // Connections known by routing id, and those gone but still referred to.
+    std::size_t peer_count() const noexcept { return peers_.size(); }
+    std::size_t departed_peer_count() const noexcept { return peers_.departed(); }
     std::optional<ServiceInfo> service_info(std::string_view name) const;
     BrokerSnapshot snapshot(TimePoint now) const;
 
@@ -156,13 +169,13 @@ class BrokerCore {
     struct ClientRequest {
         Frames& message;
         ClientProtocol protocol;
-        std::string_view client;  // routing id
+        Peer& client;
         std::string_view service;
         std::string_view request_id;  // ZBC01 and ZB/1
         std::optional<Millis> deadline;
         wire::Body body;
         std::uint8_t priority = 0;
-        std::string_view fairness_key{};  // empty: its CURVE key, else its connection
+        std::string_view fairness_key{};  // as named; empty: its default
         std::string_view idempotency_key{};
     };
 
@@ -182,16 +195,22 @@ class BrokerCore {
     void send_request(Worker& worker, RequestRecord& record);
     void dispatched(Worker& worker, RequestRecord& record);
     // Puts a request that was dispatched but never sent back at the head of its queue, as if
-    // it had not been dispatched: no attempt used, not a suspect.
+    // it had not been dispatched: no attempt used.
     void undispatch(RequestRecord& record);
-    // Undoes the jobs waiting in `worker`'s batch; they never left the broker.
-    void undo_pending_jobs(Worker& worker);
+    // Back to its service's queue, to wait for a worker (again).
+    void requeue_front(RequestRecord& record);
+    // Undoes what `peer` had pending: its jobs never left the broker, its answers are dropped.
+    void undo_pending(Peer& peer);
     void pause(Worker& worker);
     void resume(Worker& worker);
-    void remove_unreachable(Worker& worker);
+    // The peer's connection is gone, or another key took its routing id: nothing more goes to
+    // it, its worker (if any) is removed, it leaves the table.
+    void lose_peer(Peer& peer, std::string_view why);
     void remove_worker(Worker& worker, bool send_disconnect, std::string_view reason);
     // Takes a request off its worker's list: a credit slot of that worker is free again.
     void unhold(RequestRecord& record);
+    // Returns a request's record to the table, and its client's reference.
+    void release(RequestRecord& record);
     void expire_deadlines(TimePoint now);
     // A request answered 504 that its worker still holds --orphan-after-ms later: released,
     // so the worker's credit is free again; its reply, if it ever comes, is a late_reply.
@@ -200,9 +219,9 @@ class BrokerCore {
     void send_heartbeats();
     void forget_idle_services();
 
-    // Answers a client in its protocol: MDP/ZBC01 at once, ZB/1 in the client's batch. A plain
-    // MDP client has no status: a non-200 answer to it is counted and dropped.
-    void send_to_client(ClientProtocol protocol, std::string_view client, std::string_view service,
+    // Answers a client in its protocol, in its next batch. A plain MDP client has no status: a
+    // non-200 answer to it is counted and dropped; so is any answer to a peer that is gone.
+    void send_to_client(ClientProtocol protocol, Peer& client, std::string_view service,
                         std::string_view request_id, protocol::Status status, Frames& message,
                         const wire::Body& body);
     // Answers a request that has no record yet (refused at the door).
@@ -211,8 +230,9 @@ class BrokerCore {
     // Answers a held request with a failure and releases it unless a worker still holds it.
     void fail(RequestRecord& record, protocol::Status status, std::string_view why = {});
     // HEARTBEAT or DISCONNECT, in the worker's protocol.
-    void send_command(std::string_view identity, bool native, protocol::WorkerCommand command);
-    void send_batch(PeerBatches::Batch& batch);
+    void send_command(Peer& peer, bool native, protocol::WorkerCommand command);
+    // Sends what `peer` has; what cannot be sent is undone, and a peer found gone let go.
+    void send_batch(Peer& peer);
     void malformed(Malformed kind, const Frames& in, std::string_view detail = {});
     // A would-be worker told DISCONNECT: counted, DISCONNECT sent, and said at warning level.
     void refuse_worker(Malformed kind, const Frames& in, std::string_view why, bool native,
@@ -231,7 +251,11 @@ class BrokerCore {
     Counters counters_;
     TimePoint next_refusal_warning_{};  // refusals are logged at most once per interval
     std::uint64_t refusals_not_logged_ = 0;
+    // Declared in this order so they are destroyed in the reverse one: services (their lists
+    // of workers) first, then the workers' expiry list, then the peers that own the workers
+    // (whose lists of held requests reach into the table), the table last.
     RequestTable table_;
+    PeerTable peers_;
     WorkerRegistry workers_;
     std::unordered_map<std::string, std::unique_ptr<Service>, StringHash, std::equal_to<>>
         services_;
@@ -240,8 +264,8 @@ class BrokerCore {
     TimePoint next_heartbeat_;
     bool draining_ = false;
     TimePoint drain_deadline_ = TimePoint::max();
-    PeerBatches batches_;
-    std::string_view peer_key_;  // the CURVE key of the message in hand (on_message), if any
+    bool sweep_idle_peers_ = false;  // at the next flush (set once per heartbeat interval)
+    Peer* peer_ = nullptr;           // the sender of the message in hand (on_message)
     TimePoint now_;  // of the latest event: JOB records carry the time left to the deadline
     Frames out_;     // reused for every outgoing message
     std::vector<wire::Record> records_;  // of the ZB/1 message being read

@@ -39,6 +39,8 @@ std::string_view name(Malformed kind) noexcept {
             return "service_limit";
         case Malformed::bad_envelope:
             return "bad_envelope";
+        case Malformed::other_key:
+            return "other_key";
         case Malformed::kCount:
             break;
     }

@@ -27,6 +27,7 @@ enum class Malformed : std::uint8_t {
     long_service,      // service name longer than 255 bytes
     service_limit,     // a new service name past --max-services
     bad_envelope,      // a ZB/1 envelope that does not parse
+    other_key,         // a routing id spoken by another CURVE key than the one that had it
     kCount
 };
 

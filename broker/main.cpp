@@ -145,7 +145,9 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--default-deadline-ms", default_deadline_ms,
                    "Deadline of requests that bring none (plain MDP, ZBC01 without deadline_ms): "
-                   "503/504 or, for MDP, a counted drop; 0: they wait for a worker for ever")
+                   "503/504 or, for MDP, a counted drop. Bounded, so a request for a service no "
+                   "worker serves does not wait for ever; raise it for longer jobs of plain MDP "
+                   "clients, 0 for no deadline")
         ->check(CLI::Range(0, 86'400'000))
         ->capture_default_str();
     app.add_option("--orphan-after-ms", orphan_after_ms,

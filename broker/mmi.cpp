@@ -78,13 +78,17 @@ std::string encode_stats(const BrokerSnapshot& snapshot) {
     const Counters& c = snapshot.counters;
     msgpack::sbuffer buffer;
     Packer packer(buffer);
-    packer.pack_map(8);
+    packer.pack_map(10);
     packer.pack("uptime_s");
     packer.pack(snapshot.uptime_s);
     packer.pack("workers");
     packer.pack(snapshot.workers);
     packer.pack("requests_held");
     packer.pack(snapshot.requests_held);
+    packer.pack("peers");
+    packer.pack(snapshot.peers);
+    packer.pack("keys");
+    packer.pack(snapshot.keys);
     packer.pack("totals");
     packer.pack_map(8);
     packer.pack("requests");

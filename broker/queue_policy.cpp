@@ -4,6 +4,7 @@
 #include <array>
 #include <bit>
 #include <deque>
+#include <list>
 #include <unordered_map>
 
 #include <boost/intrusive/list.hpp>
@@ -57,15 +58,18 @@ class FifoQueue final : public QueuePolicy {
         compact_if_stale(tokens_, waiting_, table);
     }
     std::vector<KeyLoad> top_keys(std::size_t) const override { return {}; }
+    std::size_t keys() const noexcept override { return 0; }
 
   private:
     std::deque<Token> tokens_;
 };
 
-// Deficit round robin over fairness keys, one round per priority level (a single level for
-// `fair`). Every request costs one, so a key's deficit is simply how many more it may send in
-// its turn: `weight` per round. Choosing the next request is O(1) in the number of keys: the
-// keys with requests waiting at a level form a ring, and a turn ends at its front.
+// Deficit round robin over tenants, one round per priority level (a single level for `fair`),
+// and round robin over each tenant's subkeys within its turn. Every request costs one, so a
+// tenant's deficit is simply how many more it may send in its turn: `weight` per round.
+// Choosing the next request is O(1) in the number of tenants: the tenants with requests waiting
+// at a level form a ring, and a turn ends at its front; so is making room in a full queue: the
+// tenants are kept in buckets by how much each has waiting for its weight.
 class FairQueue final : public QueuePolicy {
   public:
     FairQueue(std::size_t levels, const QueueSettings& settings)
@@ -74,10 +78,17 @@ class FairQueue final : public QueuePolicy {
     ~FairQueue() override {
         for (Level& level : levels_)
             level.ring.clear();
+        for (auto& [name, tenant] : tenants_) {
+            for (auto& lane : tenant->lanes) {
+                if (lane) lane->subs.clear();
+            }
+        }
+        for (Bucket& bucket : buckets_)
+            bucket.tenants.clear();
     }
 
     Admission admit(std::string_view key, std::size_t limit, RequestTable& table) override {
-        // Nothing waits, so no key is over its share: the common case, and two hash lookups
+        // Nothing waits, so no tenant is over its share: the common case, and two hash lookups
         // fewer per request.
         if (waiting_ == 0) return {limit > 0, nullptr};
         const auto it = tenants_.find(key);
@@ -86,22 +97,26 @@ class FairQueue final : public QueuePolicy {
         const std::uint64_t active = active_weight_ + (waiting == 0 ? weight : 0);
         if (waiting >= share(weight, active, limit)) return {};
         if (waiting_ < limit) return {true, nullptr};
-        // Full, and this key is under its share: some other key is over its own.
+        // Full, and this tenant is under its share: some other tenant is over its own.
         RequestRecord* pushed_out = push_out(active, limit, table);
         return {pushed_out != nullptr, pushed_out};
     }
 
     void push(const RequestRecord& record) override {
-        Lane& lane = lane_for(record);
-        lane.tokens.push_back(record.token());
-        counted_in(lane);
-        if (!lane.hook.is_linked()) start_turns(lane, false);
+        SubLane& sub = sub_lane_for(record);
+        sub.tokens.push_back(record.token());
+        counted_in(sub);
+        if (!sub.hook.is_linked()) sub.lane->subs.push_back(sub);
+        if (!sub.lane->hook.is_linked()) start_turns(*sub.lane, false);
     }
 
     void push_front(const RequestRecord& record) override {
-        Lane& lane = lane_for(record);
-        lane.tokens.push_front(record.token());
-        counted_in(lane);
+        SubLane& sub = sub_lane_for(record);
+        sub.tokens.push_front(record.token());
+        counted_in(sub);
+        Lane& lane = *sub.lane;
+        if (sub.hook.is_linked()) lane.subs.erase(lane.subs.iterator_to(sub));
+        lane.subs.push_front(sub);
         if (!lane.hook.is_linked()) start_turns(lane, true);
     }
 
@@ -109,15 +124,21 @@ class FairQueue final : public QueuePolicy {
         while (waiting_ > 0) {
             Level& level = levels_[next_level()];
             Lane& lane = level.ring.front();
-            RequestRecord* record = pop_live(lane.tokens, table);
+            SubLane& sub = lane.subs.front();
+            RequestRecord* record = pop_live(sub.tokens, table);
             if (record == nullptr) {  // only stale tokens were left: not counted as waiting
-                remove(lane);
+                remove(sub);
                 continue;
             }
-            counted_out(lane);
-            if (lane.waiting == 0) {
-                remove(lane);
-            } else if (--lane.deficit == 0) {
+            counted_out(sub);
+            const bool lane_empties = lane.waiting == 0;
+            if (sub.waiting == 0) {
+                remove(sub);  // and the lane and its tenant, if nothing else of them waits
+            } else if (lane.subs.size() > 1) {
+                lane.subs.pop_front();  // the tenant's next subkey goes next
+                lane.subs.push_back(sub);
+            }
+            if (!lane_empties && --lane.deficit == 0) {
                 level.ring.pop_front();  // its turn is over: to the back, with a new quantum
                 lane.deficit = lane.tenant->weight;
                 level.ring.push_back(lane);
@@ -128,14 +149,16 @@ class FairQueue final : public QueuePolicy {
     }
 
     void forget(const RequestRecord& record, RequestTable& table) override {
-        Lane& lane = lane_for(record);
-        counted_out(lane);
-        if (lane.waiting == 0) {
-            remove(lane);  // its tokens were all stale
+        SubLane& sub = sub_lane_for(record);
+        counted_out(sub);
+        if (sub.waiting == 0) {
+            remove(sub);  // its tokens were all stale
         } else {
-            compact_if_stale(lane.tokens, lane.waiting, table);
+            compact_if_stale(sub.tokens, sub.waiting, table);
         }
     }
+
+    std::size_t keys() const noexcept override { return tenants_.size(); }
 
     std::vector<KeyLoad> top_keys(std::size_t n) const override {
         std::vector<KeyLoad> loads;
@@ -154,29 +177,58 @@ class FairQueue final : public QueuePolicy {
 
   private:
     struct Tenant;
-    // One key's requests at one level, oldest first, and its place in the level's ring.
+    struct Lane;
+    struct Bucket;
+    using Buckets = std::list<Bucket>;
+    using Hook = boost::intrusive::list_member_hook<>;
+    // One subkey's requests at one level, oldest first, and its place in its lane's ring.
+    struct SubLane {
+        Lane* lane = nullptr;
+        std::string subkey;
+        std::size_t waiting = 0;  // live tokens in `tokens`
+        std::deque<Token> tokens;
+        Hook hook;
+    };
+    using SubRing =
+        boost::intrusive::list<SubLane,
+                               boost::intrusive::member_hook<SubLane, Hook, &SubLane::hook>>;
+    // One tenant's requests at one level: its subkeys' lanes, taking turns, and its place in the
+    // level's ring.
     struct Lane {
         Tenant* tenant = nullptr;
         std::uint8_t level = 0;
         std::uint32_t deficit = 0;  // requests it may still send in its current turn
-        std::size_t waiting = 0;    // live tokens in `tokens`
-        std::deque<Token> tokens;
-        boost::intrusive::list_member_hook<> hook;
+        std::size_t waiting = 0;    // live tokens in its subkeys' lanes
+        SubRing subs;               // those with requests waiting; the front one goes next
+        // Its subkeys' lanes, by subkey: one, "", unless the tenant names subkeys.
+        std::map<std::string, std::unique_ptr<SubLane>, std::less<>> by_subkey;
+        Hook hook;
     };
-    // A fairness key: its weight, its requests waiting at all levels, its lanes. Forgotten as
-    // soon as nothing of it waits, so idle keys cost nothing.
+    // A tenant: its weight, its requests waiting at all levels, its lanes. Forgotten as soon as
+    // nothing of it waits, so idle tenants cost nothing.
     struct Tenant {
         std::string name;
         std::uint32_t weight = 1;
         std::size_t waiting = 0;
         std::vector<std::unique_ptr<Lane>> lanes;  // by level, created on demand
+        Buckets::iterator bucket;                  // while `filed`
+        bool filed = false;
+        Hook bucket_hook;
     };
-    using Ring = boost::intrusive::list<
-        Lane,
-        boost::intrusive::member_hook<Lane, boost::intrusive::list_member_hook<>, &Lane::hook>>;
+    using Ring =
+        boost::intrusive::list<Lane, boost::intrusive::member_hook<Lane, Hook, &Lane::hook>>;
     struct Level {
         Ring ring;  // lanes with requests waiting; the front one is having its turn
         std::size_t waiting = 0;
+    };
+    // The tenants whose waiting / weight (rounded down) is `fill`. buckets_ keeps them in order
+    // of fill, so the last holds the tenants furthest over their share. A tenant's waiting
+    // moves by one at a time, so it only ever moves to a neighbouring bucket.
+    struct Bucket {
+        std::size_t fill = 0;
+        boost::intrusive::list<Tenant,
+                               boost::intrusive::member_hook<Tenant, Hook, &Tenant::bucket_hook>>
+            tenants;
     };
 
     static std::uint64_t share(std::uint64_t weight, std::uint64_t active_weight,
@@ -184,28 +236,20 @@ class FairQueue final : public QueuePolicy {
         return std::max<std::uint64_t>(1, limit * weight / active_weight);
     }
 
-    // Takes the newest request, at its lowest level, of the key furthest over its share.
-    // A scan of the keys, but only when the queue is full and a key under its share knocks.
+    // Takes the newest request, at its lowest level, of the tenant furthest over its share.
     RequestRecord* push_out(std::uint64_t active_weight, std::size_t limit, RequestTable& table) {
-        Tenant* fattest = nullptr;
-        std::uint64_t most_over = 0;
-        for (const auto& [name, tenant] : tenants_) {
-            const std::uint64_t fair = share(tenant->weight, active_weight, limit);
-            if (tenant->waiting > fair && tenant->waiting - fair > most_over) {
-                most_over = tenant->waiting - fair;
-                fattest = tenant.get();
-            }
-        }
-        if (fattest == nullptr) return nullptr;
-        for (auto& lane : fattest->lanes) {
+        if (buckets_.empty()) return nullptr;
+        Tenant& fattest = buckets_.back().tenants.front();
+        if (fattest.waiting <= share(fattest.weight, active_weight, limit)) return nullptr;
+        for (auto& lane : fattest.lanes) {
             if (!lane || lane->waiting == 0) continue;
-            while (!lane->tokens.empty()) {
-                RequestRecord* record = table.find(lane->tokens.back());
-                lane->tokens.pop_back();
+            SubLane& sub = lane->subs.back();
+            while (!sub.tokens.empty()) {
+                RequestRecord* record = table.find(sub.tokens.back());
+                sub.tokens.pop_back();
                 if (record == nullptr || record->state != RequestState::queued) continue;
-                Lane& from = *lane;
-                counted_out(from);
-                if (from.waiting == 0) remove(from);
+                counted_out(sub);
+                if (sub.waiting == 0) remove(sub);
                 return record;
             }
         }
@@ -221,24 +265,32 @@ class FairQueue final : public QueuePolicy {
         return std::min<std::size_t>(record.priority, levels_.size() - 1);
     }
 
-    Lane& lane_for(const RequestRecord& record) {
-        const std::string_view key = fairness_key_of(record);
-        auto it = tenants_.find(key);
+    SubLane& sub_lane_for(const RequestRecord& record) {
+        const FairnessKey key = fairness_key_of(record);
+        auto it = tenants_.find(key.tenant);
         if (it == tenants_.end()) {
             auto tenant = std::make_unique<Tenant>();
-            tenant->name = key;
-            tenant->weight = weight_of(key);
+            tenant->name = key.tenant;
+            tenant->weight = weight_of(key.tenant);
             tenant->lanes.resize(levels_.size());
             it = tenants_.emplace(tenant->name, std::move(tenant)).first;
         }
         Tenant& tenant = *it->second;
         const std::size_t level = level_of(record);
-        if (!tenant.lanes[level]) {
-            tenant.lanes[level] = std::make_unique<Lane>();
-            tenant.lanes[level]->tenant = &tenant;
-            tenant.lanes[level]->level = static_cast<std::uint8_t>(level);
+        std::unique_ptr<Lane>& lane = tenant.lanes[level];
+        if (!lane) {
+            lane = std::make_unique<Lane>();
+            lane->tenant = &tenant;
+            lane->level = static_cast<std::uint8_t>(level);
         }
-        return *tenant.lanes[level];
+        auto sub = lane->by_subkey.find(key.subkey);
+        if (sub == lane->by_subkey.end()) {
+            auto made = std::make_unique<SubLane>();
+            made->lane = lane.get();
+            made->subkey = key.subkey;
+            sub = lane->by_subkey.emplace(made->subkey, std::move(made)).first;
+        }
+        return *sub->second;
     }
 
     void start_turns(Lane& lane, bool first) {
@@ -251,22 +303,90 @@ class FairQueue final : public QueuePolicy {
         }
     }
 
-    void counted_in(Lane& lane) {
-        if (lane.tenant->waiting++ == 0) active_weight_ += lane.tenant->weight;
+    void counted_in(SubLane& sub) {
+        Lane& lane = *sub.lane;
+        Tenant& tenant = *lane.tenant;
+        if (tenant.waiting++ == 0) active_weight_ += tenant.weight;
+        refile(tenant);
+        ++sub.waiting;
         ++lane.waiting;
         if (levels_[lane.level].waiting++ == 0) nonempty_ |= 1u << lane.level;
         ++waiting_;
     }
 
-    void counted_out(Lane& lane) {
-        if (--lane.tenant->waiting == 0) active_weight_ -= lane.tenant->weight;
+    void counted_out(SubLane& sub) {
+        Lane& lane = *sub.lane;
+        Tenant& tenant = *lane.tenant;
+        if (--tenant.waiting == 0) active_weight_ -= tenant.weight;
+        refile(tenant);
+        --sub.waiting;
         --lane.waiting;
         if (--levels_[lane.level].waiting == 0) nonempty_ &= ~(1u << lane.level);
         --waiting_;
     }
 
-    // Drops a lane that has nothing live left, and its tenant once it has no lanes.
-    void remove(Lane& lane) {
+    // Moves a tenant whose waiting changed by one to the bucket of its new fill, if that is
+    // another: the neighbouring one, a new one beside it, or the same one relabelled when the
+    // tenant had it to itself. Out of the buckets when nothing of it waits. O(1).
+    void refile(Tenant& tenant) {
+        if (tenant.waiting == 0) {
+            if (tenant.filed) leave_bucket(tenant);
+            return;
+        }
+        const std::size_t fill = tenant.waiting / tenant.weight;
+        if (!tenant.filed) {
+            // A new tenant has fill 0 or 1: its place is among the first two buckets.
+            auto at = buckets_.begin();
+            while (at != buckets_.end() && at->fill < fill)
+                ++at;
+            if (at == buckets_.end() || at->fill != fill) {
+                at = buckets_.emplace(at);
+                at->fill = fill;
+            }
+            file(tenant, at);
+            return;
+        }
+        const Buckets::iterator here = tenant.bucket;
+        if (here->fill == fill) return;
+        const bool up = fill > here->fill;
+        const Buckets::iterator neighbour = up                         ? std::next(here)
+                                            : here == buckets_.begin() ? buckets_.end()
+                                                                       : std::prev(here);
+        if (neighbour != buckets_.end() && neighbour->fill == fill) {
+            leave_bucket(tenant);
+            file(tenant, neighbour);
+            return;
+        }
+        if (here->tenants.size() == 1) {
+            here->fill = fill;  // still in order: the neighbour's fill is further on
+            return;
+        }
+        const Buckets::iterator made = buckets_.emplace(up ? std::next(here) : here);
+        made->fill = fill;
+        leave_bucket(tenant);  // `here` keeps its other tenants
+        file(tenant, made);
+    }
+
+    void file(Tenant& tenant, Buckets::iterator bucket) {
+        bucket->tenants.push_back(tenant);
+        tenant.bucket = bucket;
+        tenant.filed = true;
+    }
+
+    void leave_bucket(Tenant& tenant) {
+        const Buckets::iterator bucket = tenant.bucket;
+        bucket->tenants.erase(bucket->tenants.iterator_to(tenant));
+        tenant.filed = false;
+        if (bucket->tenants.empty()) buckets_.erase(bucket);
+    }
+
+    // Drops a subkey's lane that has nothing live left, then its lane and its tenant once
+    // they have nothing left either.
+    void remove(SubLane& sub) {
+        Lane& lane = *sub.lane;
+        if (sub.hook.is_linked()) lane.subs.erase(lane.subs.iterator_to(sub));
+        lane.by_subkey.erase(lane.by_subkey.find(std::string_view(sub.subkey)));  // frees it
+        if (lane.waiting != 0 || !lane.by_subkey.empty()) return;
         Ring& ring = levels_[lane.level].ring;
         if (lane.hook.is_linked()) ring.erase(ring.iterator_to(lane));
         Tenant& tenant = *lane.tenant;
@@ -275,24 +395,34 @@ class FairQueue final : public QueuePolicy {
         for (const auto& other : tenant.lanes) {
             if (other) return;
         }
+        if (tenant.filed) leave_bucket(tenant);
         tenants_.erase(tenants_.find(std::string_view(tenant.name)));  // not by its own name
     }
 
-    // The highest level with requests waiting; every Nth time several wait, the lowest.
+    // The highest level with requests waiting; every Nth time several wait, a lower one: each
+    // level below the highest in turn, from the highest down, so none is starved.
     std::size_t next_level() noexcept {
         const std::uint32_t highest = std::bit_width(nonempty_) - 1;
         if (low_every_ == 0 || std::has_single_bit(nonempty_)) return highest;
         if (++contended_ % low_every_ != 0) return highest;
-        return static_cast<std::size_t>(std::countr_zero(nonempty_));
+        const std::uint32_t lower = nonempty_ & ~(1u << highest);
+        // The waiting levels below the one served last on such a turn; after the lowest, again
+        // from the top.
+        std::uint32_t next = lower & ((1u << aging_cursor_) - 1);
+        if (next == 0) next = lower;
+        aging_cursor_ = std::bit_width(next) - 1;
+        return aging_cursor_;
     }
 
     std::vector<Level> levels_;
     std::uint32_t low_every_;
     std::map<std::string, std::uint32_t, std::less<>> weights_;
     std::unordered_map<std::string, std::unique_ptr<Tenant>, StringHash, std::equal_to<>> tenants_;
+    Buckets buckets_;                  // of the tenants with requests waiting, by fill
     std::uint64_t active_weight_ = 0;  // of the tenants with requests waiting
     std::uint32_t nonempty_ = 0;       // bit n: level n has requests waiting
     std::uint64_t contended_ = 0;      // pops while several levels waited
+    std::uint32_t aging_cursor_ = 31;  // the level a lower-level turn went to last
 };
 
 static_assert(protocol::kMaxPriority < 32, "levels are bits of one word");

@@ -34,9 +34,10 @@ void RequestTable::release(RequestRecord& record) {
     record.attempts = 0;
     record.suspect = false;
     record.priority = 0;
-    record.client.clear();
+    record.client = nullptr;
     record.keys.clear();
     record.fairness_key_size = 0;
+    record.tenant_size = 0;
     record.request_id.clear();
     record.body.clear();  // keeps its capacity for the next request in this slot
     record.service = nullptr;

@@ -21,6 +21,7 @@
 
 namespace zbroker::broker {
 
+struct Peer;
 struct Service;
 struct Worker;
 
@@ -59,12 +60,16 @@ struct RequestRecord {
     // Its worker went away while holding it: it may be what killed that worker, so it is next
     // sent to a worker that holds nothing else (see Worker::isolating).
     bool suspect = false;
-    std::uint8_t fairness_key_size = 0;  // the first bytes of `keys`
-    std::uint32_t body_bytes = 0;        // what --max-bytes counts; --max-msg-size < 4 GiB
-    // Strings, not frames: a 5-byte routing id and an 8-byte request id fit in place (short
-    // string optimization), where a zmq::message_t costs 64 bytes each. Memory per queued
-    // request is what bounds the queue.
-    std::string client;      // the client's routing id
+    std::uint16_t fairness_key_size = 0;  // the first bytes of `keys`
+    // Under CURVE, the first bytes of the fairness key that name its tenant (the client's key),
+    // before a ':' and the key the client named; 0: the whole key is the tenant.
+    std::uint8_t tenant_size = 0;
+    std::uint32_t body_bytes = 0;  // what --max-bytes counts; --max-msg-size < 4 GiB
+    // The connection that asked: its answer goes there, or nowhere once it is gone. The peer
+    // lives while a record names it (Peer::awaited).
+    Peer* client = nullptr;
+    // A string, not a frame: an 8-byte request id fits in place (short string optimization),
+    // where a zmq::message_t costs 64 bytes. Memory per queued request is what bounds the queue.
     std::string request_id;  // ZBC01 and ZB/1
     Frames body;             // kept for a retry; workers get reference-counted copies
     Service* service = nullptr;
@@ -74,7 +79,8 @@ struct RequestRecord {
 
     Token token() const noexcept { return {slot, generation}; }
 
-    // Empty: the client's connection is its key.
+    // The fairness key it named (under CURVE, scoped to its client's key); empty: none, and
+    // queue_policy.hpp's fairness_key_of() gives its default.
     std::string_view fairness_key() const noexcept {
         return std::string_view(keys).substr(0, fairness_key_size);
     }
@@ -82,10 +88,12 @@ struct RequestRecord {
     std::string_view idempotency_key() const noexcept {
         return std::string_view(keys).substr(fairness_key_size);
     }
-    void set_keys(std::string_view fairness, std::string_view idempotency) {
+    void set_keys(std::string_view fairness, std::string_view idempotency,
+                  std::uint8_t fairness_tenant_size = 0) {
+        tenant_size = fairness_tenant_size;
         if (fairness.empty() && idempotency.empty()) return;  // most requests; `keys` is empty
         keys.assign(fairness).append(idempotency);
-        fairness_key_size = static_cast<std::uint8_t>(fairness.size());  // at most 255
+        fairness_key_size = static_cast<std::uint16_t>(fairness.size());  // key + ':' + 255 at most
     }
 
     // Both keys in one string: most requests carry neither, and a second std::string would add

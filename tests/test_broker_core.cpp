@@ -654,8 +654,10 @@ TEST_CASE(
     REQUIRE(h.core.live_requests() == 0);
 }
 
-TEST_CASE("without a default deadline a request that brings none waits for a worker") {
-    CoreHarness h;
+TEST_CASE("with --default-deadline-ms 0 a request that brings none waits for a worker") {
+    BrokerConfig config;
+    config.default_deadline = 0ms;
+    CoreHarness h(config);
     h.mdp_request("M", "late", "x");
     h.advance(std::chrono::hours(1));
     h.take();  // heartbeats, none to anyone here
@@ -771,6 +773,7 @@ TEST_CASE("orphan releases are logged at warning level, once per worker per 10 s
 TEST_CASE("with --orphan-after-ms 0 a request answered 504 holds its credit until the reply") {
     BrokerConfig config;
     config.orphan_after = 0ms;
+    config.default_deadline = 0ms;  // the second request waits the ten minutes
     CoreHarness h(config);
     h.ready("W", "slow");
     h.zbc_request("C", "slow", "1", "hangs", deadline_header(100));
@@ -790,4 +793,38 @@ TEST_CASE("with --orphan-after-ms 0 a request answered 504 holds its credit unti
     CHECK(h.core.counters()[Drop::late_reply] == 1);
     CHECK(h.core.service_info("slow")->orphaned == 0);
     REQUIRE(requests_to(h.take(), "W").size() == 1);
+}
+
+TEST_CASE("by default a request that names no deadline waits a minute for a worker, then 503") {
+    // It was: such a request waited for ever (a newcomer's `zbench --service nosuchservice`
+    // left its requests behind), and later held a drain for its whole timeout.
+    CoreHarness h;
+    h.zbc_request("Z", "nosuchservice", "1", "x");
+    h.advance(59s);
+    REQUIRE(h.take().empty());
+    h.advance(1s);
+    REQUIRE(h.take_one() == Message{"Z", "", "ZBC01", "nosuchservice", "1", "503"});
+    REQUIRE(h.core.live_requests() == 0);
+}
+
+TEST_CASE("a drain answers at once what waits for a service with no worker") {
+    BrokerConfig config;
+    config.default_deadline = 0ms;  // they would wait for ever
+    CoreHarness h(config);
+    h.ready("W", "served");
+    h.zbc_request("Z", "served", "1", "held");
+    const Message held = h.take_one();
+    h.zbc_request("Z", "nobody", "2", "x");
+    h.zbc_request("Z", "nobody", "3", "x");
+    h.core.begin_drain(h.clock);
+    h.core.flush();
+    const auto answers = h.take();
+    REQUIRE(answers.size() == 2);
+    for (const Message& m : answers) {
+        REQUIRE(m.at(5) == "503");
+        REQUIRE(m.at(6) == "draining");  // a client with other brokers sends it there
+    }
+    REQUIRE_FALSE(h.core.drain_complete(h.clock));  // the held one is still to finish
+    h.reply(held, "done");
+    REQUIRE(h.core.drain_complete(h.clock));
 }

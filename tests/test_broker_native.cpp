@@ -172,7 +172,7 @@ TEST_CASE("a ZB/1 request reaches a ZB/1 worker as a JOB and its REPLY comes bac
     REQUIRE(job.command == Command::job);
     REQUIRE(job.token.size() == broker::kTokenSize);
     REQUIRE(job.body == "ping");
-    REQUIRE_FALSE(job.deadline_ms);
+    REQUIRE(job.deadline_ms == 60'000u);  // --default-deadline-ms: the request named none
     h.zreply("W", job.token, "pong");
     const Rec answer = only(h.take_native_one("C"));
     REQUIRE(answer.command == Command::answer);
@@ -403,9 +403,9 @@ TEST_CASE("a ZB/1 request past its deadline is answered 504 with workers, 503 wi
 TEST_CASE("a JOB carries the time left to its request's deadline") {
     Native h;
     h.zready("W", "svc");
-    h.zrequest("C", "svc", "first", "x");  // no deadline
+    h.zrequest("C", "svc", "first", "x");  // none: --default-deadline-ms
     const Rec first = only(h.take_native_one("W"));
-    REQUIRE_FALSE(first.deadline_ms);
+    REQUIRE(first.deadline_ms == 60'000u);
     h.zrequest("C", "svc", "second", "y", 1000u);
     h.advance(300ms);
     REQUIRE(h.take_native().size() <= 1);  // maybe a heartbeat, no job: W is busy
@@ -1361,4 +1361,224 @@ TEST_CASE("ZBC01 carries idempotency_key; an empty one is a 400") {
                   "\x81\xaf"
                   "idempotency_key\xa0");  // ""
     REQUIRE(h.take_one()[5] == "400");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hardening: what a hostile peer, a routing id taken by another, or a peer that is gone can do
+
+TEST_CASE("a peer that is worker and client, gone holding 400 of its own jobs, is let go once") {
+    // It was: the heartbeat found it unroutable, its removal answered 400 requests 500 into its
+    // own batch, the batch filled and was sent at once, found it unroutable again, and removed
+    // the worker a second time under the first removal (heap-use-after-free).
+    BrokerConfig config;
+    config.max_attempts = 1;
+    Native h(config);
+    h.zready("P", "s", 400);
+    const std::string long_id(252, 'i');
+    for (int batch = 0; batch < 4; ++batch) {
+        h.receive(zb("P", [&](wire::Writer& w) {
+            for (int i = 0; i < 100; ++i)
+                w.request(long_id + std::to_string(batch * 100 + i), "s", std::nullopt, "x");
+        }));
+    }
+    std::size_t jobs = 0;
+    for (const Sent& sent : h.take_native())
+        jobs += sent.count(Command::job);
+    REQUIRE(jobs == 400);
+    h.outbox.unroutable.insert("P");  // it closed its socket without a word
+    h.advance(protocol::kHeartbeatInterval);
+    REQUIRE(h.core.worker_count() == 0);
+    REQUIRE(h.core.live_requests() == 0);
+    REQUIRE(h.core.counters().answered(Status::retries_exhausted) == 400);
+    REQUIRE(h.core.counters()[Drop::client_unreachable] == 400);
+    h.advance(protocol::kHeartbeatInterval);
+    REQUIRE(h.core.peer_count() + h.core.departed_peer_count() == 0);  // nothing kept of it
+}
+
+TEST_CASE("with CURVE, another key speaking under a worker's routing id gets none of its jobs") {
+    Native h;
+    h.receive(zb("W", [](wire::Writer& w) { w.ready("s", 1); }), PeerRole::worker, "KEY-W");
+    REQUIRE(h.core.worker_count() == 1);
+    // W left; a client key took its routing id and says anything at all.
+    h.receive(zb("W", [](wire::Writer& w) { w.command(Command::heartbeat); }), PeerRole::client,
+              "KEY-A");
+    REQUIRE(h.take().empty());  // refused, not acted on
+    REQUIRE(h.core.worker_count() == 0);
+    REQUIRE(h.core.counters()[Malformed::other_key] == 1);
+    h.receive(zb("C", [](wire::Writer& w) { w.request("c1", "s", std::nullopt, "secret"); }),
+              PeerRole::client, "KEY-C");
+    REQUIRE(h.take().empty());  // no JOB to "W": the request waits for a worker
+    REQUIRE(h.core.service_info("s")->waiting == 1);
+}
+
+TEST_CASE("a worker whose connection closed gets no more jobs, whoever takes its routing id") {
+    Native h;
+    h.receive(zb("W", [](wire::Writer& w) { w.ready("s", 2); }), PeerRole::worker, "KEY-W");
+    h.receive(zb("C", [](wire::Writer& w) { w.request("c1", "s", std::nullopt, "one"); }),
+              PeerRole::client, "KEY-C");
+    REQUIRE(only(h.take_native_one("W")).command == Command::job);
+    h.core.on_peer_gone("W");  // the loop saw its connection close
+    h.core.flush();
+    REQUIRE(h.core.worker_count() == 0);
+    REQUIRE(h.core.service_info("s")->waiting == 1);  // back in the queue, not lost
+    // An impostor now holds "W" and says nothing: no JOB is addressed to it.
+    h.receive(zb("C", [](wire::Writer& w) { w.request("c2", "s", std::nullopt, "two"); }),
+              PeerRole::client, "KEY-C");
+    REQUIRE(h.take().empty());
+}
+
+TEST_CASE("a client's answers go nowhere once it is gone, even to a new peer of its routing id") {
+    Native h;
+    h.zready("W", "s");
+    h.receive(zb("C", [](wire::Writer& w) { w.request("c1", "s", std::nullopt, "mine"); }),
+              PeerRole::client, "KEY-C");
+    const Rec job = only(h.take_native_one("W"));
+    h.core.on_peer_gone("C");
+    // Another key takes "C" and asks something of its own.
+    h.receive(zb("C", [](wire::Writer& w) { w.request("i1", "mmi.service", std::nullopt, "s"); }),
+              PeerRole::client, "KEY-I");
+    const Sent own = h.take_native_one("C");
+    REQUIRE(only(own).id == "i1");
+    h.zreply("W", job.token, "for C only");
+    REQUIRE(h.take().empty());  // C's answer reaches nobody
+    REQUIRE(h.core.counters()[Drop::client_unreachable] == 1);
+    REQUIRE(h.core.live_requests() == 0);
+}
+
+TEST_CASE("a reply of more frames than ZB/1 counts reaches a ZB/1 client as 413, never cut") {
+    Native h;
+    h.ready("W", "big");  // a 7/MDP worker: its replies may have any number of frames
+    h.zrequest("C", "big", "id-1", "x");
+    const Message job = h.take_one();
+    Message reply{"W", kEmpty, "MDPW01", kReply, job.at(4), kEmpty};
+    reply.resize(reply.size() + wire::kMaxBodyFrames + 1, "f");
+    h.receive(reply);
+    const Rec answer = only(h.take_native_one("C"));
+    REQUIRE(answer.status == Status::too_large);
+    REQUIRE(answer.body == "the reply has more frames than ZB/1 carries");
+    REQUIRE(h.core.live_requests() == 0);
+    // A ZBC01 client gets the same reply whole.
+    h.zbc_request("Z", "big", "id-2", "x");
+    const Message again = h.take_one();
+    Message whole{"W", kEmpty, "MDPW01", kReply, again.at(4), kEmpty};
+    whole.resize(whole.size() + wire::kMaxBodyFrames + 1, "f");
+    h.receive(whole);
+    const Message answered = h.take_one();
+    REQUIRE(answered.at(5) == "200");
+    REQUIRE(answered.size() == 6 + wire::kMaxBodyFrames + 1);
+}
+
+TEST_CASE("with CURVE a named fairness key divides its client's share, never another's") {
+    BrokerConfig config;
+    config.queue_limit = 10;
+    Native h(config);
+    const auto ask = [&h](const std::string& id, const std::string& key, const std::string& named,
+                          PeerRole role = PeerRole::client) {
+        wire::RequestOptions options;
+        options.fairness_key = named;
+        h.receive(zrequest_with("C-" + key, id, options), role, key);
+    };
+    // No worker: everything waits. The attacker names the victim's key as its fairness key.
+    for (int i = 0; i < 10; ++i)
+        ask("a" + std::to_string(i), "ATTACKER", "VICTIM");
+    h.take();
+    for (int i = 0; i < 3; ++i)
+        ask("v" + std::to_string(i), "VICTIM", "");
+    // The victim's requests are admitted: the attacker filled its own share, not the victim's.
+    for (const Sent& sent : h.take_native()) {
+        for (const Rec& answer : sent.of(Command::answer))
+            REQUIRE(answer.id.starts_with("a"));  // only the attacker's pushed out
+    }
+    const auto top = h.core.service_info("echo")->top_keys;
+    REQUIRE(top.size() == 2);
+    REQUIRE(top[0].key == "ATTACKER");
+    // An admin may queue on behalf of any tenant.
+    ask("x", "ADMIN", "SOMEONE", PeerRole::admin);
+    bool found = false;
+    const auto info = h.core.service_info("echo");
+    for (const auto& load : info->top_keys)
+        found = found || load.key == "SOMEONE";
+    REQUIRE(found);
+}
+
+TEST_CASE("requests back from a lost worker are answered while other keys keep every worker busy") {
+    // It was: a request back from a dead worker may only go to a worker holding nothing, each
+    // failed try used its key's turn, and B's steady load kept both workers from ever emptying.
+    BrokerConfig config;
+    config.queue.kind = broker::QueuePolicyKind::fair;
+    Native h(config);
+    h.zready("W1", "s", 2);
+    h.zrequest("A", "s", "a1", "a1");
+    h.zrequest("A", "s", "a2", "a2");
+    std::size_t jobs = 0;
+    for (const Sent& sent : h.take_native())
+        jobs += sent.peer == "W1" ? sent.count(Command::job) : 0;
+    REQUIRE(jobs == 2);
+    h.zready("W2", "s", 2);
+    h.zready("W3", "s", 2);
+    int b_sent = 0;
+    const auto b_sends = [&] {
+        const std::string id = "b" + std::to_string(b_sent++);
+        h.zrequest("B", "s", id, id);
+    };
+    for (int i = 0; i < 4; ++i)
+        b_sends();
+    h.zcommand("W1", Command::disconnect);  // holding A's two
+    std::map<std::string, std::deque<Rec>> held;
+    std::map<std::string, Status> answered;
+    const auto collect = [&] {
+        for (const Sent& sent : h.take_native()) {
+            for (const Rec& job : sent.of(Command::job))
+                held[sent.peer].push_back(job);
+            for (const Rec& answer : sent.of(Command::answer))
+                answered[answer.id] = answer.status;
+        }
+    };
+    collect();
+    for (int reply = 0; reply < 20'000 && answered.count("a2") + answered.count("a1") < 2;
+         ++reply) {
+        const std::string worker = reply % 2 == 0 ? "W2" : "W3";
+        const std::string other = reply % 2 == 0 ? "W3" : "W2";
+        const std::string& who = held[worker].empty() ? other : worker;
+        REQUIRE_FALSE(held[who].empty());
+        const Rec job = held[who].front();
+        held[who].pop_front();
+        h.zreply(who, job.token, job.body);
+        if (job.body.starts_with("b")) b_sends();  // B sends one per answer
+        collect();
+    }
+    REQUIRE(answered["a1"] == Status::ok);
+    REQUIRE(answered["a2"] == Status::ok);
+    REQUIRE(b_sent > 4);  // B was served all along
+}
+
+TEST_CASE("10,000 clients that come and go leave no peers, keys or records behind") {
+    Native h;
+    h.zready("W", "echo", 100);
+    const auto peers_before = h.core.peer_count();
+    for (int c = 0; c < 10'000; ++c) {
+        const std::string client = "C" + std::to_string(c);
+        h.receive(zb(client, [&](wire::Writer& w) {
+            for (int i = 0; i < 5; ++i)
+                w.request(std::to_string(i), "echo", std::nullopt, "x");
+        }));
+        for (const Sent& sent : h.take_native()) {
+            if (sent.peer != "W") continue;
+            h.receive(zb("W", [&](wire::Writer& w) {
+                for (const Rec& job : sent.of(Command::job))
+                    w.reply(job.token, job.body);
+            }));
+        }
+        h.take();
+        if (c % 2 == 0) h.core.on_peer_gone(client);  // some say so, others just go quiet
+    }
+    REQUIRE(h.core.live_requests() == 0);
+    // Two heartbeat intervals: what was idle for a whole one is let go.
+    h.advance(protocol::kHeartbeatInterval);
+    h.zcommand("W", Command::heartbeat);
+    h.advance(protocol::kHeartbeatInterval);
+    REQUIRE(h.core.peer_count() == peers_before);
+    REQUIRE(h.core.departed_peer_count() == 0);
+    REQUIRE(h.core.snapshot(h.clock).keys == 0);
+    REQUIRE(h.core.worker_count() == 1);
 }
