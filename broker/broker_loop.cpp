@@ -2,6 +2,7 @@
 #include "broker_loop.hpp"
 
 #include <algorithm>
+#include <cstdlib>
 #include <limits>
 
 #include <spdlog/spdlog.h>
@@ -39,6 +40,10 @@ BrokerLoop::BrokerLoop(zmq::context_t& context, BrokerConfig config, const std::
     if (!options.curve_secret_key.empty()) {
         apply_curve_server(socket_, options.curve_secret_key, std::string(kZapDomain));
         curve_ = true;
+        // With keys, who is behind a routing id matters: the core must hear of a connection's
+        // close before another connection can take its routing id.
+        closes_ =
+            std::make_unique<ConnectionMonitor>(context, socket_, ConnectionMonitor::kBoundEvents);
     }
     socket_.bind(bind);
 }
@@ -62,6 +67,7 @@ void BrokerLoop::read_batch() {
             core_.on_message(in_, arrival);
             continue;
         }
+        const std::optional<std::string> left = check_connection();
         if (const auto peer = peer_of_message()) {
             core_.on_message(in_, arrival, peer->role, peer->key);
         } else if (!warned_no_role_) {
@@ -69,7 +75,37 @@ void BrokerLoop::read_batch() {
             warned_no_role_ = true;
             spdlog::error("dropping messages from a CURVE peer without a role (no ZAP answer?)");
         }
+        // Its connection closed after it sent this: acted on, then that peer is gone.
+        if (left) core_.on_peer_gone(*left);
     }
+}
+
+void BrokerLoop::read_closes() {
+    int fd = -1;
+    while (const auto event = closes_->next(&fd)) {
+        if (*event == ConnectionMonitor::Event::accepted) {
+            connections_.accepted(fd);
+        } else if (*event == ConnectionMonitor::Event::down) {
+            if (const auto identity = connections_.closed(fd)) core_.on_peer_gone(*identity);
+        }
+    }
+}
+
+std::optional<std::string> BrokerLoop::check_connection() {
+    if (in_.size() < 2) return std::nullopt;
+    // libzmq attaches the connection's descriptor to each frame the peer sent (the property
+    // behind the deprecated ZMQ_SRCFD), not to the routing id frame the ROUTER made.
+    const char* fd_text = zmq_msg_gets(in_[1].handle(), "__fd");
+    if (fd_text == nullptr) return std::nullopt;  // not a stream transport (inproc)
+    const int fd = std::atoi(fd_text);
+    const std::string_view identity = view(in_[0]);
+    if (!connections_.needs_events(fd, identity)) return std::nullopt;
+    read_closes();
+    const ConnectionTable::Binding binding = connections_.bind(fd, identity);
+    for (const std::string& gone : binding.gone)
+        core_.on_peer_gone(gone);
+    if (binding.from_closed) return std::string(identity);
+    return std::nullopt;
 }
 
 std::optional<BrokerLoop::Peer> BrokerLoop::peer_of_message() const {
@@ -93,7 +129,11 @@ void BrokerLoop::observe_every(Millis period, Observer observe) {
 }
 
 void BrokerLoop::run(const std::atomic<bool>& stop) {
-    zmq::pollitem_t items[] = {{socket_.handle(), 0, ZMQ_POLLIN, 0}};
+    // With CURVE the monitor's socket too: a close is acted on when it happens, not at the next
+    // message.
+    zmq::pollitem_t items[] = {{socket_.handle(), 0, ZMQ_POLLIN, 0},
+                               {closes_ ? closes_->socket().handle() : nullptr, 0, ZMQ_POLLIN, 0}};
+    const int polled = closes_ ? 2 : 1;
     TimePoint next_observation = now();
     while (true) {
         const TimePoint before = now();
@@ -108,14 +148,15 @@ void BrokerLoop::run(const std::atomic<bool>& stop) {
             std::clamp(std::chrono::duration_cast<Millis>(core_.next_timer() - before), Millis{0},
                        kStopCheckInterval);
         try {
-            zmq::poll(items, 1, wait);
+            zmq::poll(items, polled, wait);
         } catch (const zmq::error_t& e) {
             if (e.num() != EINTR) throw;  // a signal: loop round to look at `stop`
         }
         if ((items[0].revents & ZMQ_POLLIN) != 0) read_batch();
         const TimePoint after = now();
         if (after >= core_.next_timer()) core_.on_timer(after);
-        core_.flush();  // what the batch and the timers left for ZB/1 peers, one message each
+        if (closes_) read_closes();  // nothing goes to a routing id whose connection closed
+        core_.flush();               // what the batch and the timers left, a peer at a time
     }
     core_.finish_drain();
     if (observe_) observe_(core_, now());

@@ -3,12 +3,15 @@
 
 #include <atomic>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 
 #include <zmq.hpp>
 
 #include "broker/broker_core.hpp"
+#include "broker/connection_table.hpp"
+#include "shared/connection_monitor.hpp"
 
 namespace zbroker::broker {
 
@@ -50,6 +53,14 @@ class BrokerLoop {
 
     // Reads what is waiting, up to a batch, so timers still run under a flood.
     void read_batch();
+    // With CURVE: reads the monitor's events; tells the core of every connection that closed,
+    // before it acts on anything that came after the close (see ConnectionTable) and before
+    // it sends.
+    void read_closes();
+    // With CURVE: if the message in in_ came on a connection not known to carry its routing
+    // id, or known closed, reads the monitor's events first. Returns the routing id when the
+    // connection that sent it has closed since: its peer is gone once the message is acted on.
+    std::optional<std::string> check_connection();
 
     // The role and key ZAP gave the sender of in_, or nullopt when it has none (then it is
     // dropped).
@@ -61,6 +72,8 @@ class BrokerLoop {
 
     zmq::socket_t socket_;
     bool curve_ = false;
+    std::unique_ptr<ConnectionMonitor> closes_;  // with CURVE only
+    ConnectionTable connections_;
     bool warned_no_role_ = false;
     SocketOutbox outbox_;
     BrokerCore core_;

@@ -9,9 +9,6 @@
 namespace zbroker {
 namespace {
 
-constexpr int kWatchedEvents =
-    ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_DISCONNECTED | ZMQ_EVENT_MONITOR_STOPPED;
-
 // inproc names are per context; a counter keeps them apart within one.
 std::string next_address() {
     static std::atomic<std::uint64_t> counter{0};
@@ -26,10 +23,11 @@ void enable_heartbeats(zmq::socket_t& socket, std::chrono::milliseconds interval
     socket.set(zmq::sockopt::heartbeat_timeout, static_cast<int>(timeout.count()));
 }
 
-ConnectionMonitor::ConnectionMonitor(zmq::context_t& context, zmq::socket_t& watched)
+ConnectionMonitor::ConnectionMonitor(zmq::context_t& context, zmq::socket_t& watched, int events)
     : watched_(watched.handle()), events_(context, zmq::socket_type::pair) {
     const std::string address = next_address();
-    if (zmq_socket_monitor(watched_, address.c_str(), kWatchedEvents) != 0) throw zmq::error_t();
+    if (zmq_socket_monitor(watched_, address.c_str(), events | ZMQ_EVENT_MONITOR_STOPPED) != 0)
+        throw zmq::error_t();
     events_.set(zmq::sockopt::linger, 0);
     events_.connect(address);
 }
@@ -38,7 +36,7 @@ ConnectionMonitor::~ConnectionMonitor() {
     zmq_socket_monitor(watched_, nullptr, 0);
 }
 
-std::optional<ConnectionMonitor::Event> ConnectionMonitor::next() {
+std::optional<ConnectionMonitor::Event> ConnectionMonitor::next(int* fd) {
     while (true) {
         zmq::message_t event;
         zmq::message_t address;
@@ -49,7 +47,13 @@ std::optional<ConnectionMonitor::Event> ConnectionMonitor::next() {
         std::uint16_t id = 0;
         std::memcpy(&id, event.data(), sizeof id);
         if (id == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) return Event::up;
-        if (id == ZMQ_EVENT_DISCONNECTED) return Event::down;
+        if (id != ZMQ_EVENT_DISCONNECTED && id != ZMQ_EVENT_ACCEPTED) continue;
+        std::uint32_t value = 0;
+        if (fd != nullptr && event.size() >= sizeof id + sizeof value) {
+            std::memcpy(&value, static_cast<const char*>(event.data()) + sizeof id, sizeof value);
+            *fd = static_cast<int>(value);
+        }
+        return id == ZMQ_EVENT_DISCONNECTED ? Event::down : Event::accepted;
     }
 }
 
