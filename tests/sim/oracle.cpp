@@ -41,7 +41,9 @@ void Oracle::fail(Failure kind, std::string what) {
 }
 
 std::uint64_t Oracle::new_request(Request request) {
-    requests_.push_back({std::move(request)});
+    Facts facts;
+    facts.request = std::move(request);
+    requests_.push_back(std::move(facts));
     return requests_.size();
 }
 
@@ -235,6 +237,10 @@ void Oracle::sent_by_core(const Message& m, SendResult result, std::optional<std
 void Oracle::on_answer(const std::string& tag, bool by_body, Status status,
                        const std::vector<std::string>& body, std::optional<std::uint64_t> to,
                        TimePoint now) {
+    if (tag.starts_with("never")) {
+        return fail(Failure::safety,
+                    "answered " + tag + ", sent in a message the broker must not act on");
+    }
     Facts* facts = facts_of(tag);
     if (facts == nullptr) return;  // a hostile peer's request, or MMI
     const std::uint64_t number = static_cast<std::uint64_t>(facts - requests_.data()) + 1;

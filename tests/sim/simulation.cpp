@@ -75,6 +75,7 @@ struct Connection {
     PeerRole role = PeerRole::anyone;
     Peer* peer = nullptr;
     bool open = true;
+    bool heard = false;             // the broker read a message of it
     std::deque<Message> to_broker;  // sent by the peer, not yet read by the broker
     std::deque<Message> inbox;      // sent by the broker, not yet read by the peer
 };
@@ -102,6 +103,10 @@ struct World {
     // One step: a read batch, a peer acting or reading, a tick, or a fault.
     void step();
     void read_batch();
+    // With CURVE, the loop watches its connections (broker/connection_table.hpp): the core
+    // hears of a close before it reads or sends anything after it.
+    void tell_closes();
+    void free_route(Connection& connection);
     // Tells the oracle which requests a message from a client carries, as the core reads it.
     void note_requests(const Message& message, std::uint64_t serial);
     void tick(Millis by);
@@ -120,6 +125,7 @@ struct World {
     std::map<std::string, Connection*> routes;  // open connections by routing id
     std::vector<std::unique_ptr<Peer>> peers;
     std::vector<std::string> departed;  // routing ids of closed connections
+    std::vector<std::string> closes;    // of connections the core heard from, not yet told
     std::uint64_t steps = 0;
     std::uint64_t faults = 0;
     std::uint64_t fingerprint = 0xCBF29CE484222325ull;
@@ -533,8 +539,10 @@ class Combined : public Peer {
 // from clients, requests from workers, READY for services it then never serves.
 class Hostile : public Peer {
   public:
+    // Under CURVE every other one has a worker's key: what it asks must never be answered.
     Hostile(World& world, std::size_t index)
-        : Peer(world, "h" + std::to_string(index), PeerRole::client, 'h') {}
+        : Peer(world, "h" + std::to_string(index),
+               index % 2 == 0 ? PeerRole::client : PeerRole::worker, 'h') {}
     bool stays_when_calm() const override { return false; }
     void read(const Message&) override {}
 
@@ -544,7 +552,7 @@ class Hostile : public Peer {
         if (!random().one_in(4)) return;
         const std::string& id = connection()->routing_id;
         const std::string mdpw(protocol::kMdpWorker);
-        switch (random().pick(8)) {
+        switch (random().pick(9)) {
             case 0:
                 send({id, kEmpty, mdpw, command_byte(WorkerCommand::reply), forged_token(), kEmpty,
                       "forged"});
@@ -581,6 +589,29 @@ class Hostile : public Peer {
                 writer.request("x" + std::to_string(random().pick(1000)),
                                random().one_in(2) ? "s0" : "", std::nullopt, "h");
                 send(native_message(id, writer));
+                break;
+            }
+            case 7: {
+                // A request in a message the broker must not act on (a worker key's, or a
+                // malformed envelope): never answered, whatever else the message holds.
+                wire::Writer writer;
+                writer.request("never" + std::to_string(random().pick(1000)), "s0", std::nullopt,
+                               "n");
+                Message m = native_message(id, writer);
+                switch (role() == PeerRole::worker ? 3 : random().pick(3)) {
+                    case 0:
+                        m[1] += static_cast<char>(0x7F);  // then an unknown command
+                        break;
+                    case 1:
+                        m.push_back("stray");  // a frame no record claims
+                        break;
+                    case 2:
+                        m[1].pop_back();  // cut short
+                        break;
+                    default:
+                        break;  // a worker key may not ask
+                }
+                send(std::move(m));
                 break;
             }
             default:
@@ -644,7 +675,7 @@ SendResult World::Outbox::send(FrameSpan frames) {
     Connection* to = nullptr;
     if (route == w.routes.end()) {
         result = SendResult::unroutable;
-    } else if (route->second->inbox.size() >= w.knobs.hwm ||
+    } else if (!route->second->open || route->second->inbox.size() >= w.knobs.hwm ||
                (!w.calm && w.network.per_mille(w.knobs.would_block))) {
         result = SendResult::would_block;
     } else {
@@ -700,10 +731,11 @@ void World::close(Connection& connection, const char* why) {
     if (!connection.open) return;
     connection.open = false;
     connection.inbox.clear();
-    // What it sent before it closed has reached the broker's socket: still read, as libzmq does.
-    const auto route = routes.find(connection.routing_id);
-    if (route != routes.end() && route->second == &connection) routes.erase(route);
+    // What it sent before it closed has reached the broker's socket: still read, as libzmq
+    // does, and its routing id stays taken until it all has been (sends to it would block).
+    if (connection.to_broker.empty()) free_route(connection);
     departed.push_back(connection.routing_id);
+    if (knobs.curve && connection.heard) closes.push_back(connection.routing_id);
     if (departed.size() > 16) departed.erase(departed.begin());
     oracle.connection_closed(connection.serial, now);
     trace(connection.peer->name() + " #" + std::to_string(connection.serial) + " closes: " + why);
@@ -725,10 +757,23 @@ void World::restart_broker(const char* why) {
     }
     for (auto& connection : connections)
         connection->to_broker.clear();
+    closes.clear();
     start_broker();
 }
 
+void World::free_route(Connection& connection) {
+    const auto route = routes.find(connection.routing_id);
+    if (route != routes.end() && route->second == &connection) routes.erase(route);
+}
+
+void World::tell_closes() {
+    for (const std::string& identity : closes)
+        core->on_peer_gone(identity);
+    closes.clear();
+}
+
 void World::read_batch() {
+    tell_closes();
     std::vector<Connection*> ready;
     for (auto& connection : connections) {
         if (!connection->to_broker.empty()) ready.push_back(connection.get());
@@ -744,8 +789,15 @@ void World::read_batch() {
             ready.erase(ready.begin() + static_cast<std::ptrdiff_t>(index));
         // The requests in it are read now: their deadlines count from here.
         note_requests(message, connection.serial);
+        connection.heard = true;
         Frames frames = to_frames(message);
         core->on_message(frames, now, connection.role, connection.key);
+        if (!connection.open) {
+            // Sent before its connection closed: the loop acts on it, then, knowing the
+            // connection closed, tells the core its peer is gone.
+            if (knobs.curve) core->on_peer_gone(connection.routing_id);
+            if (connection.to_broker.empty()) free_route(connection);
+        }
     }
     core->flush();
 }
@@ -775,6 +827,7 @@ void World::note_requests(const Message& m, std::uint64_t serial) {
 
 void World::tick(Millis by) {
     now += by;
+    tell_closes();
     if (now >= core->next_timer()) {
         core->on_timer(now);
         core->flush();
