@@ -122,6 +122,19 @@ std::size_t AsyncClient::brokers_up() const {
     return links_->up_count();
 }
 
+std::size_t AsyncClient::waiting_for_a_broker() const {
+    return parked_.size();
+}
+
+void AsyncClient::forget_resend(std::uint64_t id) {
+    detail::ResendBook::Entry* entry = resends_->find(id);
+    if (entry == nullptr) return;
+    // Parked ids are at most the window: one that leaves is looked for among them, so none is
+    // kept for as long as every broker stays down.
+    if (entry->link == detail::ResendBook::kParked) std::erase(parked_, id);
+    resends_->forget(id);
+}
+
 bool AsyncClient::readable() {
     const auto has_input = [](zmq::socket_ref socket) {
         return (socket.get(zmq::sockopt::events) & ZMQ_POLLIN) != 0;
@@ -135,7 +148,7 @@ bool AsyncClient::readable() {
 }
 
 bool AsyncClient::cancel(std::uint64_t id) {
-    if (resends_) resends_->forget(id);
+    if (resends_) forget_resend(id);
     return in_flight_.erase(id);
 }
 
@@ -148,6 +161,7 @@ std::optional<std::uint64_t> AsyncClient::send(std::string_view service, std::st
 
 std::optional<std::uint64_t> AsyncClient::queue(std::string_view service, std::string_view body,
                                                 const SendOptions& options) {
+    detail::check_service_name(service);
     const std::chrono::milliseconds deadline = options.deadline;
     const auto checked = detail::request_options(deadline, options.priority, options.fairness_key,
                                                  options.idempotency_key);
@@ -242,7 +256,7 @@ std::optional<Completion> AsyncClient::give_up_due(TimePoint at) {
         const std::uint64_t id = give_up_.back().second;
         give_up_.pop_back();
         if (in_flight_.erase(id)) {
-            if (resends_) resends_->forget(id);
+            if (resends_) forget_resend(id);
             spdlog::debug("no answer from {} for request {} past its deadline", links_->describe(),
                           id);
             return Completion{id, protocol::Status::no_reply, {}};
@@ -301,7 +315,7 @@ std::optional<Completion> AsyncClient::next_awaited() {
             continue;
         }
         if (in_flight_.erase(answer->id)) {
-            if (resends_) resends_->forget(answer->id);
+            if (resends_) forget_resend(answer->id);
             return Completion{answer->id, answer->status, std::move(answer->body)};
         }
         spdlog::debug("ignoring a reply for request {} that is not in flight", answer->id);

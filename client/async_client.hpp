@@ -109,6 +109,8 @@ class AsyncClient {
     std::optional<std::uint64_t> send(std::string_view service, std::string_view body,
                                       const SendOptions& options);
 
+    // send() and queue() throw std::invalid_argument, before anything is sent, for a service
+    // name over 255 bytes or a priority, fairness key or idempotency key out of bounds.
     // As send(), but holds the request until the next flush() or receive(): the requests
     // queued in between travel as one message, which costs the broker and this client one
     // message instead of one each. The way to pipeline: queue what the window allows, then
@@ -137,6 +139,8 @@ class AsyncClient {
     std::uint64_t resent() const { return resent_; }
     // Brokers connected and not draining, as of the last receive() (one broker: always 1).
     std::size_t brokers_up() const;
+    // Requests in flight that wait in this client because no broker is up (several brokers).
+    std::size_t waiting_for_a_broker() const;
 
     // To poll many clients from one thread: when one of these is readable, receive(0ms) has
     // a reply or news of a broker. One socket per broker, and with several a monitor each.
@@ -159,12 +163,14 @@ class AsyncClient {
     // Sends the requests of brokers gone to others, once every answer those brokers sent
     // before they went has been read: else those requests would run twice.
     void move_requests_of_lost_brokers();
+    // Several brokers: `id` is answered, given up on or cancelled.
+    void forget_resend(std::uint64_t id);
 
     std::size_t window_;
     std::unique_ptr<zmq::context_t> context_;  // its own, unless it was given one
     std::unique_ptr<detail::BrokerLinks> links_;
     std::unique_ptr<detail::ResendBook> resends_;  // with several brokers only
-    std::vector<std::uint64_t> parked_;            // remembered, waiting for a broker to be up
+    std::vector<std::uint64_t> parked_;  // in flight, waiting for a broker to be up: the window at most
     std::vector<std::size_t> went_down_;           // reused
     std::vector<std::size_t> lost_;                // links whose requests must move
     std::uint64_t resent_ = 0;

@@ -160,8 +160,10 @@ bool BrokerLinks::handle_events(std::vector<std::size_t>& went_down) {
             Frames message;
             while (recv_frames(link.socket, message, zmq::recv_flags::dontwait))
                 leftovers_.emplace_back(index, std::move(message));
-            // Requests still queued in the old socket would reach the broker's successor as
-            // well as the broker they are sent to now.
+            // Requests still queued in the old socket, or written for it and not yet flushed,
+            // would reach the broker's successor as well as the broker they are sent to now
+            // (the ResendBook has them all).
+            link.pending.clear();
             open(link);
             went_down.push_back(index);
             break;  // the old monitor is gone with its events

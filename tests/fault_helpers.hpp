@@ -131,6 +131,9 @@ struct BrokerStats {
     std::map<std::string, std::uint64_t> malformed;
     std::map<std::string, std::uint64_t> drops;
     std::map<std::string, std::uint64_t> totals;  // requests, dispatches, requeued, ...
+    std::uint64_t workers = 0;
+    std::uint64_t peers = 0;  // connections the broker keeps something for
+    std::uint64_t keys = 0;   // fairness keys with requests waiting
     std::uint64_t total(const std::string& name) const {
         const auto it = totals.find(name);
         return it == totals.end() ? 0 : it->second;
@@ -157,6 +160,10 @@ inline std::optional<BrokerStats> broker_stats(Client& client) {
             stats.drops = it->second.as<std::map<std::string, std::uint64_t>>();
         if (auto it = all.find("totals"); it != all.end())
             stats.totals = it->second.as<std::map<std::string, std::uint64_t>>();
+        if (auto it = all.find("workers"); it != all.end())
+            stats.workers = it->second.as<std::uint64_t>();
+        if (auto it = all.find("peers"); it != all.end()) stats.peers = it->second.as<std::uint64_t>();
+        if (auto it = all.find("keys"); it != all.end()) stats.keys = it->second.as<std::uint64_t>();
         return stats;
     } catch (const std::exception&) {
         return std::nullopt;

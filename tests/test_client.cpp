@@ -82,9 +82,11 @@ struct Answer {
 // A ROUTER on an ephemeral port, driven from the test thread or from one helper thread.
 class FakeBroker {
   public:
-    FakeBroker() : socket_(context_, zmq::socket_type::router) {
+    // On `endpoint`: an ephemeral port, or the port of a broker that went away.
+    explicit FakeBroker(const std::string& endpoint = "tcp://127.0.0.1:*")
+        : socket_(context_, zmq::socket_type::router) {
         socket_.set(zmq::sockopt::linger, 0);
-        socket_.bind("tcp://127.0.0.1:*");
+        socket_.bind(endpoint);
         endpoint_ = socket_.get(zmq::sockopt::last_endpoint);
     }
 
@@ -507,6 +509,19 @@ TEST_CASE("a reply body view is empty when there is no body") {
     const Response response{Status::unavailable, {}};
     REQUIRE(response.body_view().empty());
     REQUIRE_FALSE(response.ok());
+}
+
+TEST_CASE("async send and queue refuse a service name over 255 bytes, and 255 bytes go whole") {
+    FakeBroker broker;
+    AsyncClient client(broker.endpoint(), 4);
+    REQUIRE_THROWS_AS(client.send(std::string(256, 's'), "x"), std::invalid_argument);
+    REQUIRE_THROWS_AS(client.queue(std::string(300, 's'), "x"), std::invalid_argument);
+    REQUIRE(client.in_flight() == 0);
+    REQUIRE(client.send(std::string(255, 's'), "x"));
+    const auto seen = broker.receive();
+    REQUIRE(seen);
+    CHECK(seen->service == std::string(255, 's'));
+    REQUIRE(broker.stays_silent());  // nothing of the refused ones
 }
 
 TEST_CASE("async send refuses requests beyond the window") {
@@ -1012,4 +1027,46 @@ TEST_CASE("a Client call moves to another broker when its broker goes away, with
     REQUIRE(response.status == Status::ok);
     REQUIRE(response.body_view() == "moved");
     REQUIRE(served_by != 99);
+}
+
+TEST_CASE("requests written for a broker that died before they left go to another broker only") {
+    // It was: they stayed in the dead link's pending message, were sent to another broker, and
+    // were then also sent on the dead broker's new socket, which delivered them once it was back.
+    auto brokers = fake_brokers(2);
+    AsyncClient client(endpoints_of(brokers), 10);
+    until_all_up(client, 2);
+    const std::string revived = brokers[0]->endpoint();
+    brokers[0].reset();  // dies; the client does not know yet
+    const auto first = client.queue("echo", "1");
+    const auto second = client.queue("echo", "2");
+    REQUIRE((first && second));
+    std::set<std::string> at_other;
+    for (int i = 0; i < 2; ++i) {
+        auto [to, request] = next_request(client, brokers);
+        REQUIRE(to == 1);
+        at_other.insert(request.body.at(0));
+    }
+    REQUIRE(at_other == std::set<std::string>{"1", "2"});
+    brokers[0] = std::make_unique<FakeBroker>(revived);  // back, on its old address
+    until_all_up(client, 2);
+    REQUIRE(brokers[0]->stays_silent());  // nothing of the requests that went elsewhere
+}
+
+TEST_CASE("while no broker is up, requests given up on or cancelled are not kept") {
+    // It was: their ids stayed in the client for as long as every broker was down.
+    std::vector<std::string> nowhere;
+    for (int i = 0; i < 2; ++i)
+        nowhere.push_back(FakeBroker().endpoint());  // ports that were just free: nobody listens
+    AsyncClient client(nowhere, 10);
+    for (int round = 0; round < 40; ++round) {
+        for (int i = 0; i < 10; ++i) {
+            const auto id = client.queue("echo", "x", 1ms);
+            REQUIRE(id);
+            if (i % 2 == 0) REQUIRE(client.cancel(*id));
+        }
+        REQUIRE(client.waiting_for_a_broker() == 5);
+        while (client.in_flight() > 0)
+            REQUIRE(client.receive(kPatience));
+        REQUIRE(client.waiting_for_a_broker() == 0);
+    }
 }

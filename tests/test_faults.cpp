@@ -19,6 +19,7 @@
 #include "shared/child_process.hpp"
 #include "shared/codec.hpp"
 #include "shared/request_headers.hpp"
+#include "shared/wire.hpp"
 
 using namespace zbroker;
 using namespace zbroker::faults;
@@ -1135,4 +1136,87 @@ TEST_CASE(
     WARN("exit summary: " << logged.value_or(0) << " malformed message(s) counted");
     REQUIRE(logged);
     REQUIRE(*logged >= static_cast<std::uint64_t>(clearly_malformed));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hardening II: what one peer could do to the broker
+
+TEST_CASE("a peer that is worker and client, gone holding 400 of its own jobs, leaves the broker "
+          "serving") {
+    // The reproduction of a remote crash: the broker died with SIGSEGV (ASan: heap-use-after-
+    // free in remove_worker under remove_worker) once this peer closed its socket.
+    auto [broker, endpoint] = start_test_broker({"--max-attempts", "1"});
+    zmq::context_t context(1);
+    {
+        zmq::socket_t both(context, zmq::socket_type::dealer);
+        both.set(zmq::sockopt::linger, 0);
+        both.set(zmq::sockopt::rcvhwm, 0);
+        both.connect(endpoint);
+        Frames out;
+        wire::Writer writer;
+        writer.ready("s", 400);
+        writer.take(out);
+        send_frames(both, out);
+        const std::string long_id(248, 'i');
+        for (int batch = 0; batch < 4; ++batch) {
+            for (int i = 0; i < 100; ++i)
+                writer.request(long_id + std::to_string(1000 + batch * 100 + i), "s", std::nullopt,
+                               "x");
+            out.clear();
+            writer.take(out);
+            send_frames(both, out);
+        }
+        // Take the 400 JOBs without replying.
+        std::size_t jobs = 0;
+        Frames in;
+        std::vector<wire::Record> records;
+        REQUIRE(eventually([&] {
+            while (recv_frames(both, in, zmq::recv_flags::dontwait)) {
+                const char* error = nullptr;
+                if (!wire::parse(in, 0, records, error)) continue;
+                for (const wire::Record& record : records)
+                    jobs += record.command == wire::Command::job ? 1 : 0;
+            }
+            return jobs == 400;
+        }));
+    }  // closed without a word
+    Client admin(endpoint);
+    REQUIRE(eventually([&] {
+        const auto stats = broker_stats(admin);
+        return stats && stats->workers == 0;
+    }));
+    REQUIRE(broker.running());
+    const auto stats = broker_stats(admin);
+    REQUIRE(stats);
+    REQUIRE(stats->drops.at("client_unreachable") == 400);  // its 500s had nowhere to go
+    REQUIRE(broker.running());
+}
+
+TEST_CASE("3000 clients that come and go leave the broker's peers where they started") {
+    // It was: the broker kept about 1 kB for every client that ever connected.
+    auto [broker, endpoint] = start_test_broker();
+    ChildProcess worker = start_zworker(endpoint, "echo", {"--credit", "50"});
+    Client admin(endpoint);
+    REQUIRE(eventually([&] { return worker_count(admin, "echo") == 1; }));
+    const auto before = broker_stats(admin);
+    REQUIRE(before);
+    REQUIRE(before->peers >= 2);  // the worker's connection and the admin's, at least
+    zmq::context_t context(1);
+    const std::string body = pack(std::string("x"));
+    for (int c = 0; c < 3000; ++c) {
+        AsyncClient client(context, endpoint, 50);
+        for (int i = 0; i < 50; ++i)
+            REQUIRE(client.queue("echo", body, 10s));
+        for (int i = 0; i < 50; ++i) {
+            const auto done = client.receive(kAnswerPatience);
+            REQUIRE(done);
+            REQUIRE(done->status == Status::ok);
+        }
+    }
+    // Within a few heartbeat intervals everything of them is let go: what `before` had (the
+    // worker, the admin's connection) and nothing more.
+    REQUIRE(eventually([&] {
+        const auto after = broker_stats(admin);
+        return after && after->peers <= before->peers + 1 && after->keys == 0;
+    }));
 }

@@ -18,6 +18,7 @@
 #include "process_helpers.hpp"
 #include "shared/child_process.hpp"
 #include "shared/codec.hpp"
+#include "shared/connection_monitor.hpp"
 #include "shared/curve_keys.hpp"
 #include "worker/worker.hpp"
 
@@ -417,4 +418,51 @@ TEST_CASE("SIGHUP reloads the authorized keys for new connections") {
     REQUIRE(secure.gets_through(newcomer));
     REQUIRE(secure.shut_out(secure.client));
     REQUIRE(secure.broker->running());
+}
+
+TEST_CASE("a client key that takes a departed worker's routing id gets none of its jobs") {
+    // It was: the worker entry lived on until heartbeat expiry, and every JOB for it went to
+    // whoever now held its routing id: here, another tenant's client key.
+    SecureBroker secure;
+    zmq::context_t context(1);
+    const std::string taken = "worker-routing-id";
+    {
+        zmq::socket_t worker(context, zmq::socket_type::dealer);
+        worker.set(zmq::sockopt::linger, 0);
+        worker.set(zmq::sockopt::routing_id, taken);
+        apply_curve_client(worker, secure.keys_of(secure.worker));
+        worker.connect(secure.endpoint);
+        Frames ready;
+        ready.push_back(empty_frame());
+        ready.push_back(frame(protocol::kMdpWorker));
+        ready.push_back(frame(protocol::WorkerCommand::ready));
+        ready.push_back(frame("echo"));
+        send_frames(worker, ready);
+        REQUIRE(in_time([&] { return secure.mmi_service("echo", kPoll) == "200"; }));
+    }  // the worker leaves without a word
+    zmq::socket_t impostor(context, zmq::socket_type::dealer);
+    impostor.set(zmq::sockopt::linger, 0);
+    impostor.set(zmq::sockopt::routing_id, taken);
+    apply_curve_client(impostor, secure.keys_of(secure.client));
+    ConnectionMonitor handshake(context, impostor);
+    impostor.connect(secure.endpoint);
+    // Its handshake done, the impostor holds the routing id (libzmq gives it to one connection
+    // at a time: the worker's is gone) and says nothing.
+    zmq::pollitem_t item{handshake.socket().handle(), 0, ZMQ_POLLIN, 0};
+    std::optional<ConnectionMonitor::Event> event;
+    REQUIRE(in_time([&] {
+        zmq::poll(&item, 1, 10ms);
+        while (const auto next = handshake.next())
+            event = event == ConnectionMonitor::Event::up ? event : next;
+        return event == ConnectionMonitor::Event::up;
+    }));
+    // Another tenant's request, with a deadline: no worker serves "echo" now.
+    AsyncClient victim(secure.endpoint, 1, secure.keys_of(secure.admin));
+    REQUIRE(victim.send("echo", "another tenant's secret", 500ms));
+    const auto done = victim.receive(kPatience);
+    INFO(kTooSlow);
+    REQUIRE(done);
+    REQUIRE(done->status == Status::unavailable);  // no worker, rather than a leak
+    Frames got;
+    REQUIRE_FALSE(recv_frames(impostor, got, zmq::recv_flags::dontwait));
 }
