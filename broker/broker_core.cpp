@@ -190,6 +190,11 @@ void BrokerCore::on_native(Frames& in, TimePoint now, PeerRole role) {
         }
         ClientRequest request{in,        ClientProtocol::native, *peer_,     record.service,
                               record.id, std::nullopt,           record.body};
+        if (record.problem != nullptr) {
+            malformed(Malformed::bad_headers, in, record.problem);
+            refuse(request, Status::bad_request);
+            continue;
+        }
         if (record.deadline_ms) request.deadline = Millis{*record.deadline_ms};
         request.fairness_key = record.fairness_key;
         request.idempotency_key = record.idempotency_key;

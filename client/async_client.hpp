@@ -170,9 +170,10 @@ class AsyncClient {
     std::unique_ptr<zmq::context_t> context_;  // its own, unless it was given one
     std::unique_ptr<detail::BrokerLinks> links_;
     std::unique_ptr<detail::ResendBook> resends_;  // with several brokers only
-    std::vector<std::uint64_t> parked_;  // in flight, waiting for a broker to be up: the window at most
-    std::vector<std::size_t> went_down_;           // reused
-    std::vector<std::size_t> lost_;                // links whose requests must move
+    std::vector<std::uint64_t>
+        parked_;  // in flight, waiting for a broker to be up: the window at most
+    std::vector<std::size_t> went_down_;  // reused
+    std::vector<std::size_t> lost_;       // links whose requests must move
     std::uint64_t resent_ = 0;
     std::chrono::steady_clock::time_point next_event_check_{};
     std::size_t answers_from_ = 0;  // the link the message in answers_ came from

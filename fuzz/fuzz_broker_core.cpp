@@ -109,30 +109,29 @@ class CheckingOutbox : public Outbox {
 const std::string kPeers[] = {"client-a", "client-b", "worker-a",
                               "worker-b", "worker-c", std::string(5, '\0')};
 const PeerRole kRoles[] = {PeerRole::anyone, PeerRole::client, PeerRole::worker, PeerRole::admin};
-const std::string kTokens[] = {"",
-                               "MDPC01",
-                               "ZBC01",
-                               "MDPW01",
-                               "\x01",
-                               "\x02",
-                               "\x03",
-                               "\x04",
-                               "\x05",
-                               "echo",
-                               "sleep",
-                               "mmi.service",
-                               "mmi.services",
-                               "mmi.stats",
-                               "mmi.drain",
-                               "mmi.other",
-                               "\x80",
+const std::string kTokens[] = {"", "MDPC01", "ZBC01", "MDPW01", "\x01", "\x02", "\x03", "\x04",
+                               "\x05", "echo", "sleep", "mmi.service", "mmi.services", "mmi.stats",
+                               "mmi.drain", "mmi.other", "\x80",
                                "\x81\xab"
                                "deadline_ms\x05",
                                "\x81\xab"
                                "deadline_ms\xcd\x01\x00",
-                               "3",
-                               "99999999999",
-                               "id-1"};
+                               // ZBC01 headers with the other options, good and bad: a priority
+                               // (10 is refused), a fairness key, an idempotency key (empty is
+                               // refused), and all at once.
+                               "\x81\xa8priority\x05", "\x81\xa8priority\x0a",
+                               "\x81\xac"
+                               "fairness_key\xa8tenant-a",
+                               "\x81\xac"
+                               "fairness_key\xa0",
+                               "\x81\xaf"
+                               "idempotency_key\xa1k",
+                               "\x81\xaf"
+                               "idempotency_key\xa0",
+                               "\x83\xab"
+                               "deadline_ms\x32\xa8priority\x09\xac"
+                               "fairness_key\xa8tenant-b",
+                               "3", "99999999999", "id-1"};
 constexpr std::size_t kTokenCount = sizeof kTokens / sizeof kTokens[0];
 
 std::string next_frame(InputReader& in, const CheckingOutbox& outbox) {

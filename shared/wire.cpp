@@ -2,6 +2,8 @@
 #include "wire.hpp"
 
 #include <algorithm>
+#include <stdexcept>
+#include <string>
 
 namespace zbroker::wire {
 
@@ -137,14 +139,17 @@ bool parse(std::span<const zmq::message_t> frames, std::size_t at, std::vector<R
             if (!cursor.u8(value)) return false;
             record.priority = value;
         }
-        if ((flags & kHasFairnessKey) != 0) {
-            if (!cursor.short_bytes(record.fairness_key) || record.fairness_key.empty())
-                return false;
-        }
-        if ((flags & kHasIdempotencyKey) != 0) {
-            if (!cursor.short_bytes(record.idempotency_key) || record.idempotency_key.empty())
-                return false;
-        }
+        // Empty keys are never sent (absent is how a record says none). In a JOB, from the
+        // broker, that makes it malformed; in a REQUEST the rest can still be read, and the
+        // broker answers it 400.
+        const auto read_key = [&](std::string_view& key) {
+            if (!cursor.short_bytes(key)) return false;
+            if (!key.empty()) return true;
+            record.problem = "an empty fairness or idempotency key";
+            return record.command == Command::request;
+        };
+        if ((flags & kHasFairnessKey) != 0 && !read_key(record.fairness_key)) return false;
+        if ((flags & kHasIdempotencyKey) != 0 && !read_key(record.idempotency_key)) return false;
         return true;
     };
 
@@ -326,10 +331,13 @@ void Writer::put_u32(std::uint32_t value) {
 }
 
 void Writer::put_short(std::string_view bytes) {
-    // Ids and service names are checked against 255 bytes where they enter; cut, never overrun.
-    const std::size_t size = std::min<std::size_t>(bytes.size(), 255);
-    put_u8(static_cast<std::uint8_t>(size));
-    envelope_.append(bytes.substr(0, size));
+    // Ids, service names and keys are checked against 255 bytes where they enter: past it is
+    // a caller's mistake, never a record cut short.
+    if (bytes.size() > 255)
+        throw std::length_error("a ZB/1 string is at most 255 bytes; this one has " +
+                                std::to_string(bytes.size()));
+    put_u8(static_cast<std::uint8_t>(bytes.size()));
+    envelope_.append(bytes);
 }
 
 void Writer::put_options(const RequestOptions& options) {
@@ -362,7 +370,10 @@ void Writer::put_body(FramesBody body) {
     if (body.count == 0) return put_body(std::string_view{});
     if (body.count == 1 && body.frames[body.first].size() <= kInlineBodyLimit)
         return put_body(view(body.frames[body.first]));
-    const std::size_t count = std::min(body.count, kMaxBodyFrames);  // callers check; never overrun
+    if (body.count > kMaxBodyFrames)
+        throw std::length_error("a ZB/1 body is at most 65535 frames; this one has " +
+                                std::to_string(body.count));
+    const std::size_t count = body.count;
     put_u8(kInFrames);
     put_u16(static_cast<std::uint16_t>(count));
     for (std::size_t i = body.first; i < body.first + count; ++i) {

@@ -91,6 +91,10 @@ struct Record {
     protocol::Status status{};                 // answer
     std::uint32_t credit = 0;                  // ready, credit
     Body body;                                 // request, answer, job, reply
+    // A REQUEST that parses but breaks a rule the broker answers 400 for (an empty fairness or
+    // idempotency key: absent is how a record says none); nullptr when it breaks none. Its id
+    // can be read, so the client hears why, and the rest of the message stands.
+    const char* problem = nullptr;
 };
 
 // Whether `frame` is a ZB/1 envelope (it starts with the signature). 7/MDP frames never do:
@@ -99,7 +103,9 @@ bool is_envelope(const zmq::message_t& frame) noexcept;
 
 // Parses the envelope at frames[at] and checks that its bodies use exactly the frames after it.
 // Clears `out` first. On a malformed message returns false with the reason in `error` (a
-// static string), and `out` must be ignored: nothing of such a message may be acted on.
+// static string), and `out` must be ignored: nothing of such a message may be acted on. A
+// record whose fields cannot be read (an unknown command, flag or body form; cut short) makes
+// the whole message malformed; a REQUEST that can be read but breaks a rule has a `problem`.
 bool parse(std::span<const zmq::message_t> frames, std::size_t at, std::vector<Record>& out,
            const char*& error);
 
@@ -123,6 +129,9 @@ class Writer {
         bool share = false;
     };
 
+    // A string longer than 255 bytes (id, service, key, token) or a body of more than
+    // kMaxBodyFrames frames throws std::length_error: the format cannot carry it, and a record
+    // is never written cut short. Callers check what they accept before writing.
     void request(std::string_view id, std::string_view service, const RequestOptions& options,
                  std::string_view body);
     void request(std::string_view id, std::string_view service, const RequestOptions& options,

@@ -162,8 +162,10 @@ inline std::optional<BrokerStats> broker_stats(Client& client) {
             stats.totals = it->second.as<std::map<std::string, std::uint64_t>>();
         if (auto it = all.find("workers"); it != all.end())
             stats.workers = it->second.as<std::uint64_t>();
-        if (auto it = all.find("peers"); it != all.end()) stats.peers = it->second.as<std::uint64_t>();
-        if (auto it = all.find("keys"); it != all.end()) stats.keys = it->second.as<std::uint64_t>();
+        if (auto it = all.find("peers"); it != all.end())
+            stats.peers = it->second.as<std::uint64_t>();
+        if (auto it = all.find("keys"); it != all.end())
+            stats.keys = it->second.as<std::uint64_t>();
         return stats;
     } catch (const std::exception&) {
         return std::nullopt;

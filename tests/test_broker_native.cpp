@@ -1582,3 +1582,32 @@ TEST_CASE("10,000 clients that come and go leave no peers, keys or records behin
     REQUIRE(h.core.snapshot(h.clock).keys == 0);
     REQUIRE(h.core.worker_count() == 1);
 }
+
+TEST_CASE("a ZB/1 request with an empty key is answered 400, and the rest of the message served") {
+    // It was: the whole message was dropped unanswered; the request's id can be read, so the
+    // client hears why.
+    Native h;
+    h.zready("W", "echo");
+    h.take();
+    const std::string empty_key = std::string("\x11\x04", 2) + std::string(1, '\0') + "\x03" +
+                                  "bad" + "\x04" + "echo" + std::string(1, '\0') +
+                                  std::string(4, '\0');
+    wire::Writer writer;
+    writer.request("good", "echo", std::nullopt, "x");
+    Frames frames;
+    frames.push_back(frame("C"));
+    writer.take(frames);
+    std::string envelope(view(frames[1]));
+    envelope.insert(wire::kSignature.size(), empty_key);
+    h.receive({"C", envelope});
+    bool refused = false;
+    bool served = false;
+    for (const Sent& sent : h.take_native()) {
+        for (const Rec& answer : sent.of(Command::answer))
+            refused = refused || (answer.id == "bad" && answer.status == Status::bad_request);
+        served = served || sent.count(Command::job) == 1;
+    }
+    REQUIRE(refused);
+    REQUIRE(served);
+    REQUIRE(h.core.counters()[Malformed::bad_headers] == 1);
+}

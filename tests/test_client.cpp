@@ -905,8 +905,7 @@ TEST_CASE("an endpoint list splits on commas and refuses an empty or repeated en
     REQUIRE(detail::split_endpoints("tcp://a:1,tcp://b:2") ==
             std::vector<std::string>{"tcp://a:1", "tcp://b:2"});
     REQUIRE_THROWS_AS(AsyncClient("tcp://127.0.0.1:1,", 1), std::invalid_argument);
-    REQUIRE_THROWS_AS(AsyncClient("tcp://127.0.0.1:1,tcp://127.0.0.1:1", 1),
-                      std::invalid_argument);
+    REQUIRE_THROWS_AS(AsyncClient("tcp://127.0.0.1:1,tcp://127.0.0.1:1", 1), std::invalid_argument);
     REQUIRE_THROWS_AS(Client(std::vector<std::string>{}), std::invalid_argument);
 }
 

@@ -1141,8 +1141,9 @@ TEST_CASE(
 // ---------------------------------------------------------------------------------------------
 // Hardening II: what one peer could do to the broker
 
-TEST_CASE("a peer that is worker and client, gone holding 400 of its own jobs, leaves the broker "
-          "serving") {
+TEST_CASE(
+    "a peer that is worker and client, gone holding 400 of its own jobs, leaves the broker "
+    "serving") {
     // The reproduction of a remote crash: the broker died with SIGSEGV (ASan: heap-use-after-
     // free in remove_worker under remove_worker) once this peer closed its socket.
     auto [broker, endpoint] = start_test_broker({"--max-attempts", "1"});

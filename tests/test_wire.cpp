@@ -336,16 +336,6 @@ TEST_CASE("move_body turns an inline body into one frame; an empty one into an e
     REQUIRE(first_body_bytes(frames, none).empty());
 }
 
-TEST_CASE("ids and service names longer than 255 bytes are cut, never overrun") {
-    Writer writer;
-    writer.request(std::string(300, 'i'), std::string(256, 's'), std::nullopt, "x");
-    const Frames frames = take(writer);
-    const auto records = parse_ok(frames);
-    REQUIRE(records[0].id == std::string(255, 'i'));
-    REQUIRE(records[0].service == std::string(255, 's'));
-    REQUIRE(records[0].body.bytes == "x");
-}
-
 TEST_CASE("the layout is the documented one, byte for byte") {
     Writer writer;
     writer.request("ab", "s", 0x01020304u, "xyz");
@@ -406,7 +396,9 @@ TEST_CASE("an envelope cut short at any byte is rejected") {
     add([](Writer& w) { w.answer("id", Status::deadline_exceeded); });
     add([](Writer& w) { w.ready("echo", 4); });
     add([&](Writer& w) { w.job("token", 99u, {}, Writer::FramesBody{source, 0, 2, true}); });
-    add([&](Writer& w) { w.job("token", std::nullopt, {}, Writer::FramesBody{source, 0, 1, true}); });
+    add([&](Writer& w) {
+        w.job("token", std::nullopt, {}, Writer::FramesBody{source, 0, 1, true});
+    });
     add([](Writer& w) { w.reply("token", "result"); });
     add([](Writer& w) { w.credit(3); });
 
@@ -537,16 +529,37 @@ TEST_CASE("an idempotency key follows the fairness key in a REQUEST, the deadlin
     REQUIRE(records[1].deadline_ms == std::optional<std::uint32_t>(250u));
     REQUIRE(records[1].idempotency_key == "order-1");
     REQUIRE(records[2].idempotency_key.empty());
-    // Empty is never sent: absent is how a record says none.
-    reject(frames_of({std::string(kSignature) + "\x11\x08" + std::string("\x00", 1) +
-                      "\x01i\x01s" + std::string("\x00", 1) + u32(0)}));
+    // Empty is never sent: absent is how a record says none. A REQUEST says so (a problem, so
+    // that the broker answers 400); a JOB, which only the broker writes, is malformed.
+    REQUIRE(parse_ok(frames_of({std::string(kSignature) + "\x11\x08" + std::string("\x00", 1) +
+                                "\x01i\x01s" + std::string("\x00", 1) + u32(0)}))[0]
+                .problem != nullptr);
     reject(frames_of({std::string(kSignature) + "\x22\x01t\x08" + std::string("\x00", 1) +
                       std::string("\x00", 1) + u32(0)}));
 }
 
-TEST_CASE("an empty fairness key is rejected: absent is how a REQUEST says none") {
-    reject(frames_of({std::string(kSignature) + "\x11\x04" + std::string("\x00", 1) + "\x01i\x01s" +
-                      std::string("\x00", 1) + u32(0)}));
+TEST_CASE("an empty fairness key is a REQUEST's problem: absent is how it says none") {
+    // The id can be read, so the broker answers 400, and the rest of the message stands.
+    const std::string empty_key = std::string("\x11\x04") + std::string("\x00", 1) + "\x01i\x01s" +
+                                  std::string("\x00", 1) + u32(0);
+    const Frames frames = frames_of({std::string(kSignature) + empty_key + empty_key});
+    const auto records = parse_ok(frames);
+    REQUIRE(records.size() == 2);
+    REQUIRE(records[0].id == "i");
+    REQUIRE(records[0].problem != nullptr);
+}
+
+TEST_CASE("a record the format cannot carry is never written cut short") {
+    Writer writer;
+    REQUIRE_THROWS_AS(writer.request(std::string(256, 'i'), "s", std::nullopt, "x"),
+                      std::length_error);
+    Frames many(wire::kMaxBodyFrames + 1);
+    REQUIRE_THROWS_AS(writer.reply("t", Writer::FramesBody{many, 0, many.size()}),
+                      std::length_error);
+    writer.clear();
+    writer.request(std::string(255, 'i'), std::string(255, 's'), std::nullopt, "x");
+    const Frames frames = take(writer);
+    REQUIRE(parse_ok(frames)[0].id.size() == 255);
 }
 
 TEST_CASE("an unknown body form is rejected") {

@@ -403,10 +403,11 @@ TEST_CASE("a worker rejects a negative number of recent replies") {
     REQUIRE_NOTHROW(Worker(options));
 }
 
-TEST_CASE("a worker refuses mmi. services, empty names and duplicates") {
+TEST_CASE("a worker refuses mmi. services, empty and long names, and duplicates") {
     Worker worker(WorkerOptions{});
     REQUIRE_THROWS_AS(worker.handle("mmi.service", echo_handler), std::invalid_argument);
     REQUIRE_THROWS_AS(worker.handle("", echo_handler), std::invalid_argument);
+    REQUIRE_THROWS_AS(worker.handle(std::string(256, 's'), echo_handler), std::invalid_argument);
     worker.handle("echo", echo_handler);
     REQUIRE_THROWS_WITH(worker.handle("echo", echo_handler), Catch::Contains("twice"));
 }

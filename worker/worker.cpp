@@ -56,6 +56,9 @@ Worker::~Worker() = default;
 void Worker::handle(std::string service, Handler handler, Execution execution) {
     if (started_) throw std::logic_error("Worker::handle('" + service + "') after run() started");
     require(!service.empty(), "a service name must not be empty");
+    require(service.size() <= protocol::kMaxServiceNameSize,
+            "service name of " + std::to_string(service.size()) +
+                " bytes: the broker takes names of at most 255");
     require(!protocol::is_mmi(service),
             "service '" + service + "' is reserved: names starting with mmi. belong to the broker");
     require(static_cast<bool>(handler), "the handler for service '" + service + "' is empty");
