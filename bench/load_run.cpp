@@ -185,7 +185,9 @@ void drive_connections(const LoadSpec& spec, std::size_t count, Budget& budget,
                     sending = false;
                     break;
                 }
-                const auto id = c.client.queue(spec.service, body);
+                // With a deadline, as every client should send: the broker answers by then what
+                // it could not serve (a service nobody serves, say), and zbench waits no longer.
+                const auto id = c.client.queue(spec.service, body, spec.reply_timeout);
                 if (!id) break;
                 const bool measured = measuring.load(std::memory_order_relaxed);
                 c.send_times.put(*id, SteadyClock::now(), measured);

@@ -282,6 +282,9 @@ void BrokerCore::on_client_request(ClientRequest& request, TimePoint now, PeerRo
     if (deadline) {
         record.deadline = now + *deadline;
         deadlines_.add(record.deadline, record.token());
+        // Answered requests' entries wait for their deadline: swept as they pile up, not only
+        // when a timer runs (a minute's default deadline at a million requests a second).
+        deadlines_.compact_if_stale(table_);
     }
     if (service.waiting() == 0 && !service.idle.empty()) {
         // Nothing waits before it, whatever the policy: straight to a worker, not through the

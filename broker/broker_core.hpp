@@ -43,7 +43,7 @@ struct BrokerConfig {
     // The deadline of a request that brings none (plain MDP, or ZBC01 without deadline_ms):
     // bounded by default, so a request for a service no worker ever serves is answered 503
     // rather than held for ever. Zero: such a request waits as long as it takes.
-    Millis default_deadline{60'000};
+    Millis default_deadline = protocol::kDefaultDeadline;
     // How long a worker may hold a request past its deadline (answered 504, not replied to)
     // before the broker stops counting it against that worker's credit: its handler may be
     // hung while its I/O thread still heartbeats. Longer than heartbeat x liveness (7.5 s by

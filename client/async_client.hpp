@@ -21,9 +21,11 @@ namespace zbroker {
 
 // What a request may carry besides its service and body.
 struct SendOptions {
-    // Sent as deadline_ms; 0 means none, and then only cancel() frees its place in the window
-    // if no answer ever comes.
-    std::chrono::milliseconds deadline{};
+    // Sent as deadline_ms: by then the broker answers, 504 or 503 if nothing else, and a
+    // grace later the request completes as no_reply if no answer came. 0 sends none: then
+    // only the broker's --default-deadline-ms bounds it, and only cancel() frees its place in
+    // the window if no answer ever comes.
+    std::chrono::milliseconds deadline = protocol::kDefaultDeadline;
     // 0 (lowest) to 9: higher goes first in the broker's queue (--queue-policy priority).
     std::optional<std::uint8_t> priority{};
     // The tenant this request shares its service with others as; empty: this connection.
@@ -100,10 +102,10 @@ class AsyncClient {
     AsyncClient& operator=(AsyncClient&&) noexcept;
 
     // Sends a request at once; its id, or nullopt when the window is full (receive() first).
-    // `deadline` is sent as deadline_ms; 0 means none, and then only cancel() frees its place
-    // if no answer ever comes.
-    std::optional<std::uint64_t> send(std::string_view service, std::string_view body,
-                                      std::chrono::milliseconds deadline = {}) {
+    // `deadline` is sent as deadline_ms (see SendOptions).
+    std::optional<std::uint64_t> send(
+        std::string_view service, std::string_view body,
+        std::chrono::milliseconds deadline = protocol::kDefaultDeadline) {
         return send(service, body, SendOptions{deadline, std::nullopt, {}, {}});
     }
     std::optional<std::uint64_t> send(std::string_view service, std::string_view body,
@@ -115,8 +117,9 @@ class AsyncClient {
     // queued in between travel as one message, which costs the broker and this client one
     // message instead of one each. The way to pipeline: queue what the window allows, then
     // receive().
-    std::optional<std::uint64_t> queue(std::string_view service, std::string_view body,
-                                       std::chrono::milliseconds deadline = {}) {
+    std::optional<std::uint64_t> queue(
+        std::string_view service, std::string_view body,
+        std::chrono::milliseconds deadline = protocol::kDefaultDeadline) {
         return queue(service, body, SendOptions{deadline, std::nullopt, {}, {}});
     }
     std::optional<std::uint64_t> queue(std::string_view service, std::string_view body,

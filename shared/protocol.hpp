@@ -81,6 +81,10 @@ inline constexpr std::string_view kDrainingBody = "draining";
 
 // Defaults shared by broker, worker and client.
 inline constexpr std::chrono::milliseconds kHeartbeatInterval{2500};
+// The deadline of a request that names none: the broker's --default-deadline-ms, and what the
+// client libraries send unless told otherwise. Bounded, so that a request for a service no
+// worker ever serves is answered (503), not held for ever.
+inline constexpr std::chrono::milliseconds kDefaultDeadline{60'000};
 inline constexpr int kHeartbeatLiveness = 3;
 inline constexpr std::string_view kDefaultBrokerBind = "tcp://*:5555";
 inline constexpr std::string_view kDefaultBrokerConnect = "tcp://localhost:5555";

@@ -579,22 +579,26 @@ TEST_CASE("async replies that arrive out of order are matched to their requests 
     REQUIRE(id_value(requests.back().request_id()) == order.front());
 }
 
-TEST_CASE("async send puts the deadline in deadline_ms, or none when it is zero") {
+TEST_CASE("async send puts the deadline in deadline_ms: a minute unless told, none when zero") {
     FakeBroker broker;
-    AsyncClient client(broker.endpoint(), 3);
+    AsyncClient client(broker.endpoint(), 4);
+    REQUIRE(client.send("svc", "x", 250ms));
+    REQUIRE(client.send("svc", "x", 0ms));
     REQUIRE(client.send("svc", "x", 250ms));
     REQUIRE(client.send("svc", "x"));
-    REQUIRE(client.send("svc", "x", 250ms));
     client.flush();
     const auto with = broker.receive();
     const auto without = broker.receive();
     const auto again = broker.receive();
+    const auto by_default = broker.receive();
     REQUIRE(with);
     REQUIRE(without);
     REQUIRE(again);
+    REQUIRE(by_default);
     CHECK(with->deadline_ms == std::optional<std::uint32_t>{250});
     CHECK_FALSE(without->deadline_ms);
     CHECK(again->deadline_ms == std::optional<std::uint32_t>{250});
+    CHECK(by_default->deadline_ms == std::optional<std::uint32_t>{60'000});
     CHECK(with->body == std::vector<std::string>{"x"});
     CHECK_FALSE(with->body_in_frames);
 }
@@ -631,7 +635,7 @@ TEST_CASE("async requests queued by several queue() calls go out as one message"
     CHECK(records[1].service == "b");
     CHECK(records[2].service == "c");
     CHECK(records[0].deadline_ms == std::optional<std::uint32_t>{250});
-    CHECK_FALSE(records[1].deadline_ms);
+    CHECK(records[1].deadline_ms == std::optional<std::uint32_t>{60'000});  // the default
     CHECK(records[0].body == std::vector<std::string>{"one"});
     CHECK(records[1].body == std::vector<std::string>{large});
     CHECK(records[1].body_in_frames);
