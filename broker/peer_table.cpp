@@ -17,7 +17,7 @@ void Outgoing::seal(std::string_view identity) {
 }
 
 void Outgoing::clear() noexcept {
-    writer.clear();
+    if (!writer.empty()) writer.clear();  // seal() left it cleared, the common case
     answers = 0;
     jobs.clear();  // keeps its capacity for the next batch
     frames.clear();
