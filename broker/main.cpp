@@ -170,7 +170,8 @@ int main(int argc, char** argv) {
         ->capture_default_str();
     app.add_option("--low-priority-every", config.queue.low_priority_every,
                    "With --queue-policy priority, while several levels wait, every Nth request "
-                   "goes to the lowest level waiting, so it is never starved; 0: strict priority")
+                   "goes to a lower level waiting, each in turn, so none is starved; 0: strict "
+                   "priority")
         ->check(CLI::Range(0u, 1'000'000u))
         ->capture_default_str();
     std::vector<std::string> weights;

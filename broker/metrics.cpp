@@ -85,6 +85,12 @@ std::vector<MetricFamily> to_metric_families(const BrokerSnapshot& s) {
     families.push_back(single("zbroker_workers", "Workers registered now", gauge, n(s.workers)));
     families.push_back(single("zbroker_requests_held", "Requests held now, queued or at a worker",
                               gauge, n(s.requests_held)));
+    families.push_back(single("zbroker_peers",
+                              "Connections the broker keeps something for (a worker, answers owed, "
+                              "recent traffic)",
+                              gauge, n(s.peers)));
+    families.push_back(single("zbroker_fairness_keys", "Fairness keys (tenants) with requests waiting",
+                              gauge, n(s.keys)));
     families.push_back(
         single("zbroker_requests_total", "Requests accepted from clients", counter, n(c.requests)));
     families.push_back(

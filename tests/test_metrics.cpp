@@ -83,6 +83,8 @@ TEST_CASE("metric families carry the core's counters, by status, kind, reason an
 
     const std::string text = "\n" + exposition(h.core.snapshot(h.clock));
     CHECK(has_line(text, "zbroker_workers 1"));
+    CHECK(has_line(text, "zbroker_peers 3"));  // w1, c1 and c2, all heard from just now
+    CHECK(has_line(text, "zbroker_fairness_keys 0"));
     CHECK(has_line(text, "zbroker_requests_total 2"));
     CHECK(has_line(text, "zbroker_dispatches_total 1"));
     CHECK(has_line(text, "zbroker_answers_total{status=\"200\"} 1"));
