@@ -161,24 +161,14 @@ void Oracle::sent_by_core(const Message& m, SendResult result, std::optional<std
                           TimePoint now) {
     ++checks_;
     if (m.size() < 2) return fail(Failure::safety, "the broker sent a message of one frame");
-    if (m[1].starts_with(wire::kSignature)) {
-        Frames frames;
-        frames.reserve(m.size() - 1);
-        for (std::size_t i = 1; i < m.size(); ++i)
-            frames.push_back(frame(m[i]));
-        std::vector<wire::Record> records;
-        const char* error = "";
-        if (!wire::parse(frames, 0, records, error))
+    if (is_native(m)) {
+        NativeMessage native;
+        if (!native.read(m)) {
             return fail(Failure::safety,
-                        std::string("the broker sent a bad ZB/1 message: ") + error);
-        for (const wire::Record& record : records) {
-            std::vector<std::string> body;
-            if (record.body.in_frames) {
-                for (std::size_t i = 0; i < record.body.count; ++i)
-                    body.emplace_back(view(frames[record.body.first + i]));
-            } else {
-                body.emplace_back(record.body.bytes);
-            }
+                        std::string("the broker sent a bad ZB/1 message: ") + native.error);
+        }
+        for (const wire::Record& record : native.records) {
+            const std::vector<std::string> body = native.body(record);
             switch (record.command) {
                 case wire::Command::answer:
                     on_answer(std::string(record.id), false, record.status, body, to, now);

@@ -21,10 +21,9 @@
 
 #include "broker/broker_core.hpp"
 #include "sim/knobs.hpp"
+#include "sim/messages.hpp"
 
 namespace zbroker::sim {
-
-using Message = std::vector<std::string>;
 
 // How a run failed, as the process exit code (TigerBeetle's VOPR uses the same three).
 enum class Failure : int { none = 0, crash = 127, liveness = 128, safety = 129 };

@@ -31,23 +31,6 @@ std::string command_byte(WorkerCommand command) {
     return std::string(1, static_cast<char>(command));
 }
 
-// Frames as a peer's socket hands them over, and back.
-Frames to_frames(const Message& message) {
-    Frames frames;
-    frames.reserve(message.size());
-    for (const std::string& part : message)
-        frames.push_back(frame(part));
-    return frames;
-}
-
-Message to_message(FrameSpan frames) {
-    Message message;
-    message.reserve(frames.size());
-    for (const zmq::message_t& part : frames)
-        message.emplace_back(view(part));
-    return message;
-}
-
 // A ZB/1 message from `routing_id`: what `writer` holds, as the ROUTER delivers it.
 Message native_message(const std::string& routing_id, wire::Writer& writer) {
     Frames frames;
@@ -227,20 +210,12 @@ class Worker : public Peer {
     bool stays_when_calm() const override { return healthy_; }
 
     void read(const Message& m) override {
-        if (m.size() >= 2 && m[1].starts_with(wire::kSignature)) {
-            const Frames frames = to_frames(Message(m.begin() + 1, m.end()));
-            std::vector<wire::Record> records;
-            const char* error = "";
-            if (!wire::parse(frames, 0, records, error)) return;
-            for (const wire::Record& record : records) {
+        if (is_native(m)) {
+            NativeMessage native;
+            if (!native.read(m)) return;
+            for (const wire::Record& record : native.records) {
                 if (record.command == wire::Command::job) {
-                    std::vector<std::string> body;
-                    if (record.body.in_frames) {
-                        for (std::size_t i = 0; i < record.body.count; ++i)
-                            body.emplace_back(view(frames[record.body.first + i]));
-                    } else {
-                        body.emplace_back(record.body.bytes);
-                    }
+                    std::vector<std::string> body = native.body(record);
                     take_job(std::string(record.token), std::move(body));
                 } else if (record.command == wire::Command::disconnect) {
                     return reconnect("told DISCONNECT");
@@ -377,12 +352,10 @@ class Client : public Peer {
     }
 
     void read(const Message& m) override {
-        if (m.size() >= 2 && m[1].starts_with(wire::kSignature)) {
-            const Frames frames = to_frames(Message(m.begin() + 1, m.end()));
-            std::vector<wire::Record> records;
-            const char* error = "";
-            if (!wire::parse(frames, 0, records, error)) return;
-            for (const wire::Record& record : records)
+        if (is_native(m)) {
+            NativeMessage native;
+            if (!native.read(m)) return;
+            for (const wire::Record& record : native.records)
                 in_flight_.erase(std::string(record.id));
             return;
         }
@@ -808,12 +781,10 @@ void World::note_requests(const Message& m, std::uint64_t serial) {
         const std::uint64_t number = std::stoull(std::string(tag.substr(1)));
         if (number >= 1 && number <= oracle.requests()) oracle.read_by_core(number, now);
     };
-    if (m.size() >= 2 && m[1].starts_with(wire::kSignature)) {
-        const Frames frames = to_frames(Message(m.begin() + 1, m.end()));
-        std::vector<wire::Record> records;
-        const char* error = "";
-        if (!wire::parse(frames, 0, records, error)) return;
-        for (const wire::Record& record : records) {
+    if (is_native(m)) {
+        NativeMessage native;
+        if (!native.read(m)) return;
+        for (const wire::Record& record : native.records) {
             if (record.command == wire::Command::request) read(record.id);
             if (record.command == wire::Command::ready) oracle.ready_read(serial);
         }
