@@ -172,9 +172,6 @@ void BrokerCore::on_native(Frames& in, TimePoint now, PeerRole role) {
         return malformed(Malformed::bad_envelope, in, error);
     }
     for (const wire::Record& record : records_) {
-        // A record may have made this peer lose its routing id (a second READY from another
-        // protocol, say): the rest of the message is not its any more.
-        if (peer_->gone) return;
         if (record.command != wire::Command::request) {
             if (role == PeerRole::anyone || role == PeerRole::worker) {
                 on_native_worker_record(in, record, now);

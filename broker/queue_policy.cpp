@@ -117,7 +117,14 @@ class FairQueue final : public QueuePolicy {
         Lane& lane = *sub.lane;
         if (sub.hook.is_linked()) lane.subs.erase(lane.subs.iterator_to(sub));
         lane.subs.push_front(sub);
-        if (!lane.hook.is_linked()) start_turns(lane, true);
+        // It never reached its worker (its queue was full): the turn it used is given back, at
+        // the front. Else a slow worker that takes the first few of each batch would always
+        // take the same tenants' requests and never those of the tenants after them.
+        if (lane.hook.is_linked()) {
+            Ring& ring = levels_[lane.level].ring;
+            ring.erase(ring.iterator_to(lane));
+        }
+        start_turns(lane, true);
     }
 
     RequestRecord* pop(RequestTable& table) override {

@@ -66,7 +66,8 @@ class QueuePolicy {
     virtual Admission admit(std::string_view tenant, std::size_t limit, RequestTable& table) = 0;
     // A new request, behind the others of its key and level.
     virtual void push(const RequestRecord& record) = 0;
-    // A request back from a worker that went away: first of its key, it has waited longest.
+    // A request that was dispatched but never reached its worker (its queue was full): first
+    // again, of its key and of the queue, as if it had never left.
     virtual void push_front(const RequestRecord& record) = 0;
     // The next live request to dispatch, now out of the queue; nullptr when none waits.
     virtual RequestRecord* pop(RequestTable& table) = 0;

@@ -916,7 +916,21 @@ Failure Simulation::run() {
             break;
         }
     }
-    if (w.oracle.failure() != Failure::none) return w.oracle.failure();
+    if (w.oracle.failure() != Failure::none) {
+        // The broker's own view, to read beside the oracle's.
+        for (std::size_t i = 0; i < w.knobs.services; ++i) {
+            const std::string name = "s" + std::to_string(i);
+            const auto info = w.core->service_info(name);
+            if (!info) continue;
+            std::string keys;
+            for (const auto& load : info->top_keys)
+                keys += " " + printable(load.key) + ":" + std::to_string(load.waiting);
+            w.trace("the broker: '" + name + "' has " + std::to_string(info->workers) +
+                    " worker(s), " + std::to_string(info->waiting) + " waiting, " +
+                    std::to_string(info->in_flight) + " in flight; top keys" + keys);
+        }
+        return w.oracle.failure();
+    }
     // Last, a drain: nothing is left held.
     w.core->begin_drain(w.now);
     while (!w.core->drain_complete(w.now))
