@@ -117,17 +117,16 @@ class FairQueue final : public QueuePolicy {
         Lane& lane = *sub.lane;
         if (sub.hook.is_linked()) lane.subs.erase(lane.subs.iterator_to(sub));
         lane.subs.push_front(sub);
-        // It never reached its worker (its queue was full): the turn it used is given back, at
-        // the front. Else a slow worker that takes the first few of each batch would always
-        // take the same tenants' requests and never those of the tenants after them.
-        if (lane.hook.is_linked()) {
-            Ring& ring = levels_[lane.level].ring;
-            ring.erase(ring.iterator_to(lane));
-        }
-        start_turns(lane, true);
+        if (!lane.hook.is_linked()) start_turns(lane, true);
+        // It never reached its worker (its queue was full): it goes out next, before whatever
+        // its tenant's turn or its level's would give, as if it had never left. Else a slow
+        // worker that takes the first few of each batch would take the same tenants' and the
+        // same levels' requests every time, and never those that come after them.
+        redo_.push_back(record.token());
     }
 
     RequestRecord* pop(RequestTable& table) override {
+        if (RequestRecord* again = pop_redo(table)) return again;
         while (waiting_ > 0) {
             Level& level = levels_[next_level()];
             Lane& lane = level.ring.front();
@@ -156,6 +155,12 @@ class FairQueue final : public QueuePolicy {
     }
 
     void forget(const RequestRecord& record, RequestTable& table) override {
+        if (redo_.size() > 2 * waiting_ + 64) {
+            std::erase_if(redo_, [&table](Token token) {
+                const RequestRecord* live = table.find(token);
+                return live == nullptr || live->state != RequestState::queued;
+            });
+        }
         SubLane& sub = sub_lane_for(record);
         counted_out(sub);
         if (sub.waiting == 0) {
@@ -259,6 +264,24 @@ class FairQueue final : public QueuePolicy {
                 if (sub.waiting == 0) remove(sub);
                 return record;
             }
+        }
+        return nullptr;
+    }
+
+    // The latest request pushed back, if it still waits at the front of its subkey's lane:
+    // undone requests come back in the order they first went.
+    RequestRecord* pop_redo(RequestTable& table) {
+        while (!redo_.empty()) {
+            const Token token = redo_.back();
+            redo_.pop_back();
+            RequestRecord* record = table.find(token);
+            if (record == nullptr || record->state != RequestState::queued) continue;
+            SubLane& sub = sub_lane_for(*record);
+            if (sub.tokens.empty() || sub.tokens.front() != token) continue;  // gone another way
+            sub.tokens.pop_front();
+            counted_out(sub);
+            if (sub.waiting == 0) remove(sub);
+            return record;
         }
         return nullptr;
     }
@@ -430,6 +453,7 @@ class FairQueue final : public QueuePolicy {
     std::uint32_t nonempty_ = 0;       // bit n: level n has requests waiting
     std::uint64_t contended_ = 0;      // pops while several levels waited
     std::uint32_t aging_cursor_ = 31;  // the level a lower-level turn went to last
+    std::vector<Token> redo_;          // pushed back (push_front), the next to go last
 };
 
 static_assert(protocol::kMaxPriority < 32, "levels are bits of one word");
