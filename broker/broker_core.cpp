@@ -1044,10 +1044,11 @@ Service* BrokerCore::service_named(std::string_view name) {
 }
 
 ServiceInfo BrokerCore::info(const Service& service) const {
-    return {service.name,      service.workers(),
-            service.waiting(), service.dispatched - service.orphaned,
-            service.orphaned,  service.served,
-            service.failures,  service.queue->top_keys(kTopKeys)};
+    return {service.name,         service.workers(),
+            service.waiting(),    service.dispatched - service.orphaned,
+            service.orphaned,     service.served,
+            service.failures,     service.queue->top_keys(kTopKeys),
+            service.queue->keys()};
 }
 
 BrokerSnapshot BrokerCore::snapshot(TimePoint now) const {
@@ -1061,7 +1062,7 @@ BrokerSnapshot BrokerCore::snapshot(TimePoint now) const {
     snapshot.services.reserve(services_.size());
     for (const auto& [name, service] : services_) {
         snapshot.services.push_back(info(*service));
-        snapshot.keys += service->queue->keys();
+        snapshot.keys += snapshot.services.back().keys;
     }
     return snapshot;
 }

@@ -102,6 +102,7 @@ struct ServiceInfo {
     std::uint64_t served = 0;
     std::array<std::uint64_t, 8> failures{};  // by Counters::answer_index
     std::vector<KeyLoad> top_keys;            // fairness keys with most waiting, kTopKeys at most
+    std::size_t keys = 0;                     // fairness keys (tenants) with requests waiting
 };
 // Per-key figures are bounded, for stats and metrics labels alike: a few keys that hold most
 // of a queue are what an operator looks for.

@@ -107,7 +107,7 @@ class FairQueue final : public QueuePolicy {
         sub.tokens.push_back(record.token());
         counted_in(sub);
         if (!sub.hook.is_linked()) sub.lane->subs.push_back(sub);
-        if (!sub.lane->hook.is_linked()) start_turns(*sub.lane, false);
+        if (!sub.lane->hook.is_linked()) start_turns(*sub.lane);
     }
 
     void push_front(const RequestRecord& record) override {
@@ -117,12 +117,15 @@ class FairQueue final : public QueuePolicy {
         Lane& lane = *sub.lane;
         if (sub.hook.is_linked()) lane.subs.erase(lane.subs.iterator_to(sub));
         lane.subs.push_front(sub);
-        if (!lane.hook.is_linked()) start_turns(lane, true);
         // It never reached its worker (its queue was full): it goes out next, before whatever
         // its tenant's turn or its level's would give, as if it had never left. Else a slow
         // worker that takes the first few of each batch would take the same tenants' and the
         // same levels' requests every time, and never those that come after them.
         redo_.push_back(record.token());
+        // Its turn was charged when it first went. A tenant it had left with nothing waiting
+        // lines up at the back like any newcomer: at the front, with a fresh turn, it would
+        // pass every other tenant each time a slow worker sent its last request back.
+        if (!lane.hook.is_linked()) start_turns(lane);
     }
 
     RequestRecord* pop(RequestTable& table) override {
@@ -323,14 +326,9 @@ class FairQueue final : public QueuePolicy {
         return *sub->second;
     }
 
-    void start_turns(Lane& lane, bool first) {
+    void start_turns(Lane& lane) {
         lane.deficit = lane.tenant->weight;
-        Ring& ring = levels_[lane.level].ring;
-        if (first) {
-            ring.push_front(lane);
-        } else {
-            ring.push_back(lane);
-        }
+        levels_[lane.level].ring.push_back(lane);
     }
 
     void counted_in(SubLane& sub) {

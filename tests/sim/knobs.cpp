@@ -182,7 +182,10 @@ std::uint64_t Knobs::lane_bound() const {
     // fairness keys: each client's own, "k1" and "k0" to "k49", each other peer's own.
     const std::uint64_t keys = clients + 51 + hostiles + 8;
     const std::uint64_t weight = config.queue.weights.empty() ? 1 : 3;
-    return std::min<std::uint64_t>(config.queue_limit, keys) * weight + 100;
+    // And the requests chosen before it that a worker with a full queue sent back: they go out
+    // first, in the order they were chosen. A batch, and so this backlog, is one worker's credit.
+    const std::uint64_t sent_back = std::max<std::uint64_t>(credit_max, combined ? 400 : 0);
+    return std::min<std::uint64_t>(config.queue_limit, keys) * weight + sent_back + 100;
 }
 
 std::uint64_t Knobs::requeued_slack() const {

@@ -927,7 +927,8 @@ Failure Simulation::run() {
                 keys += " " + printable(load.key) + ":" + std::to_string(load.waiting);
             w.trace("the broker: '" + name + "' has " + std::to_string(info->workers) +
                     " worker(s), " + std::to_string(info->waiting) + " waiting, " +
-                    std::to_string(info->in_flight) + " in flight; top keys" + keys);
+                    std::to_string(info->in_flight) + " in flight; " + std::to_string(info->keys) +
+                    " keys, the top ones" + keys);
         }
         return w.oracle.failure();
     }
