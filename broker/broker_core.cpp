@@ -327,7 +327,7 @@ void BrokerCore::on_mdp_worker(Frames& in, TimePoint now) {
     }
     if (worker == nullptr) {
         // 7/MDP lets a worker say DISCONNECT at any time, registered or not: nothing to do.
-        if (command == WorkerCommand::disconnect) return;
+        if (command == WorkerCommand::disconnect) return stray_disconnect(in);
         // Most likely a worker of a broker that restarted: DISCONNECT makes it register again.
         malformed(Malformed::not_ready, in);
         send_command(peer, false, WorkerCommand::disconnect);
@@ -353,6 +353,12 @@ void BrokerCore::on_mdp_worker(Frames& in, TimePoint now) {
     remove_worker(*worker, true, "sent a command a worker may not send");
 }
 
+void BrokerCore::stray_disconnect(const Frames& in) {
+    // A worker the broker removed may still say goodbye; a peer that never was one has no
+    // reason to, and one ZB/1 message can hold thousands of DISCONNECTs: each is counted.
+    if (!peer_->was_worker) malformed(Malformed::not_ready, in, "DISCONNECT before any READY");
+}
+
 void BrokerCore::on_native_worker_record(Frames& in, const wire::Record& record, TimePoint now) {
     Peer& peer = *peer_;
     // Whatever protocol it registered in, this peer is that worker: a READY is its second.
@@ -370,7 +376,7 @@ void BrokerCore::on_native_worker_record(Frames& in, const wire::Record& record,
         return register_worker(in, record.service, record.credit, true, now);
     }
     if (worker == nullptr) {
-        if (record.command == wire::Command::disconnect) return;
+        if (record.command == wire::Command::disconnect) return stray_disconnect(in);
         malformed(Malformed::not_ready, in);
         send_command(peer, true, WorkerCommand::disconnect);
         return;
@@ -418,6 +424,7 @@ void BrokerCore::register_worker(const Frames& in, std::string_view service_name
     Service& service = *known;
     Peer& peer = *peer_;
     peer.worker = std::make_unique<Worker>();
+    peer.was_worker = true;
     Worker& worker = *peer.worker;
     worker.peer = &peer;
     worker.service = &service;

@@ -183,6 +183,7 @@ class BrokerCore {
     void on_mdp_client(Frames& in, ClientProtocol protocol, TimePoint now, PeerRole role);
     void on_native(Frames& in, TimePoint now, PeerRole role);
     void on_native_worker_record(Frames& in, const wire::Record& record, TimePoint now);
+    void stray_disconnect(const Frames& in);
     // Checks, queues and dispatches one request, or answers it at once.
     void on_client_request(ClientRequest& request, TimePoint now, PeerRole role);
     void on_mdp_worker(Frames& in, TimePoint now);

@@ -68,6 +68,7 @@ struct Peer {
     std::string identity;            // routing id
     std::string key;                 // CURVE public key (Z85); empty without CURVE
     std::unique_ptr<Worker> worker;  // the worker it registered as, if it did
+    bool was_worker = false;         // it registered as one on this connection, once or still
     std::uint32_t awaited = 0;       // live requests whose answers go to it
     bool gone = false;               // found gone: nothing is sent to it any more
     bool pending = false;            // has something to send at the next flush

@@ -100,7 +100,11 @@ bool is_envelope(const zmq::message_t& frame) noexcept {
 
 bool parse(std::span<const zmq::message_t> frames, std::size_t at, std::vector<Record>& out,
            const char*& error) {
-    out.clear();
+    if (out.capacity() > kKeptRecords) {
+        std::vector<Record>().swap(out);
+    } else {
+        out.clear();
+    }
     if (at >= frames.size() || !is_envelope(frames[at])) {
         error = "no ZB/1 envelope";
         return false;
@@ -154,6 +158,10 @@ bool parse(std::span<const zmq::message_t> frames, std::size_t at, std::vector<R
     };
 
     do {
+        if (out.size() == kMaxRecords) {
+            error = "more records than one message may hold";
+            return false;
+        }
         std::uint8_t command = 0;
         cursor.u8(command);
         Record& record = out.emplace_back();

@@ -70,6 +70,16 @@ inline constexpr std::size_t kMaxBodyFrames = 0xFFFF;
 // size limit, and large bodies are not held back behind each other.
 inline constexpr std::size_t kBatchBytes = 64 * 1024;
 
+// The most records one message may hold; a message with more is malformed as a whole. A
+// sender starts a new message past kBatchBytes, and the smallest record it batches takes about
+// ten bytes, so a real batch holds a few thousand. The bound is what one message can make a
+// reader hold whatever a peer sends: a parsed record takes about 150 bytes, a HEARTBEAT on the
+// wire one.
+inline constexpr std::size_t kMaxRecords = 65536;
+// A reader keeps room for this many records between messages (a full batch of small ones); a
+// larger burst is given back at the next message.
+inline constexpr std::size_t kKeptRecords = 8192;
+
 // A parsed body: bytes inside the envelope, or frames [first, first + count) of the message.
 struct Body {
     std::string_view bytes;
@@ -102,10 +112,11 @@ struct Record {
 bool is_envelope(const zmq::message_t& frame) noexcept;
 
 // Parses the envelope at frames[at] and checks that its bodies use exactly the frames after it.
-// Clears `out` first. On a malformed message returns false with the reason in `error` (a
-// static string), and `out` must be ignored: nothing of such a message may be acted on. A
-// record whose fields cannot be read (an unknown command, flag or body form; cut short) makes
-// the whole message malformed; a REQUEST that can be read but breaks a rule has a `problem`.
+// Clears `out` first, and gives back its room if a burst grew it past kKeptRecords. On a malformed
+// message returns false with the reason in `error` (a static string), and `out` must be ignored:
+// nothing of such a message may be acted on. A record whose fields cannot be read (an unknown
+// command, flag or body form; cut short) makes the whole message malformed; a REQUEST that can be
+// read but breaks a rule has a `problem`.
 bool parse(std::span<const zmq::message_t> frames, std::size_t at, std::vector<Record>& out,
            const char*& error);
 

@@ -779,6 +779,35 @@ TEST_CASE("a ZB/1 worker's commands before READY get a ZB/1 DISCONNECT; its DISC
     REQUIRE(h.core.counters()[Malformed::not_ready] == 2);
     h.zcommand("W", Command::disconnect);
     REQUIRE(h.take().empty());
+    REQUIRE(h.core.counters()[Malformed::not_ready] == 3);  // it never was a worker: counted
+}
+
+TEST_CASE("a removed worker's DISCONNECT is a goodbye, not counted") {
+    Native h;
+    h.zready("W", "echo");
+    h.zready("W", "echo");  // READY twice: removed
+    REQUIRE(h.core.worker_count() == 0);
+    h.take();
+    h.zcommand("W", Command::disconnect);
+    REQUIRE(h.take().empty());
+    REQUIRE(h.core.counters()[Malformed::not_ready] == 0);
+}
+
+TEST_CASE("a message of more than kMaxRecords records is one malformed message, nothing more") {
+    // It was: a 1 MB envelope of DISCONNECTs cost 150 MB of records, kept afterwards.
+    Native h;
+    const auto many = [&](std::size_t records) {
+        h.receive(zb("P", [&](wire::Writer& w) {
+            for (std::size_t i = 0; i < records; ++i)
+                w.command(Command::disconnect);
+        }));
+    };
+    many(wire::kMaxRecords + 1);
+    REQUIRE(h.core.counters()[Malformed::bad_envelope] == 1);
+    REQUIRE(h.core.counters()[Malformed::not_ready] == 0);
+    many(wire::kMaxRecords);
+    REQUIRE(h.core.counters()[Malformed::not_ready] == wire::kMaxRecords);
+    REQUIRE(h.take().empty());
 }
 
 TEST_CASE("a ZB/1 worker that sends JOB or ANSWER is removed with DISCONNECT") {

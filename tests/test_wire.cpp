@@ -632,6 +632,34 @@ TEST_CASE("a rejected parse leaves nothing that looks usable, and a later parse 
     REQUIRE(records[0].command == Command::heartbeat);
 }
 
+TEST_CASE("a message holds at most kMaxRecords records; more is malformed as a whole") {
+    // It was: every record parsed, even a 1-byte HEARTBEAT, into a ~150-byte entry, so a 1 MB
+    // envelope of them cost 150 MB, and the reader kept that room afterwards.
+    const std::string heartbeat(1, static_cast<char>(Command::heartbeat));
+    std::string records;
+    for (std::size_t i = 0; i < kMaxRecords; ++i)
+        records += heartbeat;
+    Frames frames;
+    frames.push_back(envelope(records));
+    REQUIRE(parse_ok(frames).size() == kMaxRecords);
+    frames[0] = envelope(records + heartbeat);
+    reject(frames);
+}
+
+TEST_CASE("a reader gives back the room a burst of records grew, at the next message") {
+    std::vector<Record> records;
+    const char* error = nullptr;
+    Frames burst;
+    burst.push_back(envelope(std::string(kKeptRecords * 4, static_cast<char>(Command::heartbeat))));
+    REQUIRE(parse(burst, 0, records, error));
+    REQUIRE(records.capacity() >= kKeptRecords * 4);
+    Writer writer;
+    writer.command(Command::heartbeat);
+    REQUIRE(parse(take(writer), 0, records, error));
+    REQUIRE(records.size() == 1);
+    REQUIRE(records.capacity() <= kKeptRecords);
+}
+
 TEST_CASE("random bytes after the signature never crash the reader") {
     // A deterministic sweep: every envelope of up to two bytes after the signature, and
     // pseudo-random longer ones, each with 0 to 2 frames after it.
