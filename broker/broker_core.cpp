@@ -327,7 +327,7 @@ void BrokerCore::on_mdp_worker(Frames& in, TimePoint now) {
     }
     if (worker == nullptr) {
         // 7/MDP lets a worker say DISCONNECT at any time, registered or not: nothing to do.
-        if (command == WorkerCommand::disconnect) return stray_disconnect(in);
+        if (command == WorkerCommand::disconnect) return;
         // Most likely a worker of a broker that restarted: DISCONNECT makes it register again.
         malformed(Malformed::not_ready, in);
         send_command(peer, false, WorkerCommand::disconnect);
@@ -356,6 +356,7 @@ void BrokerCore::on_mdp_worker(Frames& in, TimePoint now) {
 void BrokerCore::stray_disconnect(const Frames& in) {
     // A worker the broker removed may still say goodbye; a peer that never was one has no
     // reason to, and one ZB/1 message can hold thousands of DISCONNECTs: each is counted.
+    // (7/MDP allows it, and one message is one DISCONNECT: there it is ignored.)
     if (!peer_->was_worker) malformed(Malformed::not_ready, in, "DISCONNECT before any READY");
 }
 
@@ -516,10 +517,11 @@ void BrokerCore::answer_mmi(ClientRequest& request, TimePoint now, PeerRole role
                                ? service_info(wire::first_body_bytes(request.message, request.body))
                                : std::nullopt;
         answer = found && found->workers > 0 ? protocol::kMmiFound : protocol::kMmiNotFound;
-    } else if (service == protocol::kMmiServices) {
-        answer = encode_service_list(snapshot(now).services);
-    } else if (service == protocol::kMmiStats) {
-        answer = encode_stats(snapshot(now));
+    } else if (service == protocol::kMmiServices || service == protocol::kMmiStats) {
+        answer = listing(request, now);
+        if (answer.empty()) {
+            return refuse(request, Status::queue_full);  // past this connection's share
+        }
     } else if (service == protocol::kMmiDrain) {
         begin_drain(now);
         answer = protocol::kMmiFound;
@@ -530,6 +532,43 @@ void BrokerCore::answer_mmi(ClientRequest& request, TimePoint now, PeerRole role
     body.push_back(frame(answer));
     send_to_client(request.protocol, request.client, service, request.request_id, Status::ok, body,
                    {{}, 0, 1, true});
+}
+
+std::string BrokerCore::listing(ClientRequest& request, TimePoint now) {
+    const BrokerSnapshot& snapshot = published(now);
+    // The page after the service the body names, if it names one.
+    std::string_view after;
+    if (!request.body.in_frames || request.body.count > 0)
+        after = wire::first_body_bytes(request.message, request.body);
+    const auto by_name = [](const ServiceInfo& info, std::string_view name) {
+        return std::string_view(info.name) <= name;
+    };
+    const auto first = after.empty() ? snapshot.services.begin()
+                                     : std::lower_bound(snapshot.services.begin(),
+                                                        snapshot.services.end(), after, by_name);
+    const auto count = std::min<std::size_t>(
+        protocol::kMmiPageServices, static_cast<std::size_t>(snapshot.services.end() - first));
+    const std::span<const ServiceInfo> page(first, count);
+    std::string answer = request.service == protocol::kMmiStats ? encode_stats(snapshot, page)
+                                                                : encode_service_list(page);
+    // The asker pays for the answer: so many bytes a second per connection.
+    Peer& peer = request.client;
+    if (now - peer.listing_since >= std::chrono::seconds(1)) {
+        peer.listing_since = now;
+        peer.listing_bytes = 0;
+    } else if (peer.listing_bytes + answer.size() > config_.listing_bytes_per_second) {
+        return {};
+    }
+    peer.listing_bytes += answer.size();
+    return answer;
+}
+
+const BrokerSnapshot& BrokerCore::published(TimePoint now) {
+    if (!published_ || now - published_at_ >= config_.snapshot_interval || now < published_at_) {
+        published_ = snapshot(now);
+        published_at_ = now;
+    }
+    return *published_;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1071,6 +1110,8 @@ BrokerSnapshot BrokerCore::snapshot(TimePoint now) const {
         snapshot.services.push_back(info(*service));
         snapshot.keys += snapshot.services.back().keys;
     }
+    std::sort(snapshot.services.begin(), snapshot.services.end(),
+              [](const ServiceInfo& a, const ServiceInfo& b) { return a.name < b.name; });
     return snapshot;
 }
 

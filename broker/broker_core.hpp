@@ -52,7 +52,14 @@ struct BrokerConfig {
     // removal.
     Millis orphan_after{10'000};
     bool drain_without_curve = false;  // let anyone call mmi.drain when CURVE is off
-    QueueSettings queue;               // the order waiting requests go out, and per-key limits
+    // mmi.services and mmi.stats answer from a snapshot made at most this often: a flood of
+    // them costs the routing thread one snapshot per interval, not one each. Zero: each fresh.
+    Millis snapshot_interval{100};
+    // Bytes of mmi.services and mmi.stats answers one connection may be sent per second (its
+    // first answer in a second always goes); past it, 429. A question of 30 bytes can have an
+    // answer of 100 kB: this is what makes the asker pay for it.
+    std::size_t listing_bytes_per_second = 1u << 20;
+    QueueSettings queue;  // the order waiting requests go out, and per-key limits
 };
 
 // What a peer may do, as the ZAP authenticator decided from its CURVE key. `anyone` means CURVE
@@ -117,7 +124,7 @@ struct BrokerSnapshot {
     std::size_t peers = 0;  // connections the broker keeps something for
     std::size_t keys = 0;   // fairness keys with requests waiting, over all services
     Counters counters;
-    std::vector<ServiceInfo> services;
+    std::vector<ServiceInfo> services;  // in name order
 };
 
 class BrokerCore {
@@ -192,6 +199,9 @@ class BrokerCore {
     void on_reply(Worker& worker, std::string_view token, Frames& message, const wire::Body& body);
     void on_credit(Worker& worker, std::uint32_t credit);
     void answer_mmi(ClientRequest& request, TimePoint now, PeerRole role);
+    // The answer to an mmi.services or mmi.stats request, from the published snapshot.
+    std::string listing(ClientRequest& request, TimePoint now);
+    const BrokerSnapshot& published(TimePoint now);
 
     void dispatch(Service& service);
     void send_request(Worker& worker, RequestRecord& record);
@@ -270,8 +280,10 @@ class BrokerCore {
     Peer* peer_ = nullptr;           // the sender of the message in hand (on_message)
     TimePoint now_;  // of the latest event: JOB records carry the time left to the deadline
     Frames out_;     // reused for every outgoing message
-    std::vector<wire::Record> records_;  // of the ZB/1 message being read
-    Frames empty_;                       // an empty body
+    std::vector<wire::Record> records_;        // of the ZB/1 message being read
+    Frames empty_;                             // an empty body
+    std::optional<BrokerSnapshot> published_;  // what MMI listings answer from, see published()
+    TimePoint published_at_;
 };
 
 }  // namespace zbroker::broker

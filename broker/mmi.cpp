@@ -35,7 +35,7 @@ void pack_by_kind(Packer& packer, const std::array<std::uint64_t, N>& counts) {
     }
 }
 
-void pack_services(Packer& packer, const std::vector<ServiceInfo>& services) {
+void pack_services(Packer& packer, std::span<const ServiceInfo> services) {
     packer.pack_map(static_cast<std::uint32_t>(services.size()));
     for (const ServiceInfo& info : services) {
         packer.pack(info.name);
@@ -67,18 +67,18 @@ std::string to_string(const msgpack::sbuffer& buffer) {
 
 }  // namespace
 
-std::string encode_service_list(const std::vector<ServiceInfo>& services) {
+std::string encode_service_list(std::span<const ServiceInfo> services) {
     msgpack::sbuffer buffer;
     Packer packer(buffer);
     pack_services(packer, services);
     return to_string(buffer);
 }
 
-std::string encode_stats(const BrokerSnapshot& snapshot) {
+std::string encode_stats(const BrokerSnapshot& snapshot, std::span<const ServiceInfo> services) {
     const Counters& c = snapshot.counters;
     msgpack::sbuffer buffer;
     Packer packer(buffer);
-    packer.pack_map(10);
+    packer.pack_map(11);
     packer.pack("uptime_s");
     packer.pack(snapshot.uptime_s);
     packer.pack("workers");
@@ -113,8 +113,10 @@ std::string encode_stats(const BrokerSnapshot& snapshot) {
     pack_by_kind<Malformed>(packer, c.malformed);
     packer.pack("drops");
     pack_by_kind<Drop>(packer, c.drops);
+    packer.pack("services_total");
+    packer.pack(snapshot.services.size());
     packer.pack("services");
-    pack_services(packer, snapshot.services);
+    pack_services(packer, services);
     return to_string(buffer);
 }
 

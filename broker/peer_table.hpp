@@ -69,10 +69,13 @@ struct Peer {
     std::string key;                 // CURVE public key (Z85); empty without CURVE
     std::unique_ptr<Worker> worker;  // the worker it registered as, if it did
     bool was_worker = false;         // it registered as one on this connection, once or still
-    std::uint32_t awaited = 0;       // live requests whose answers go to it
-    bool gone = false;               // found gone: nothing is sent to it any more
-    bool pending = false;            // has something to send at the next flush
-    std::uint64_t active = 0;  // the table's idle sweep count when it last sent or got anything
+    // MMI listing bytes sent to it since listing_since (a one-second window): what it may ask.
+    std::size_t listing_bytes = 0;
+    TimePoint listing_since{};
+    std::uint32_t awaited = 0;  // live requests whose answers go to it
+    bool gone = false;          // found gone: nothing is sent to it any more
+    bool pending = false;       // has something to send at the next flush
+    std::uint64_t active = 0;   // the table's idle sweep count when it last sent or got anything
     Outgoing out;
 
     Peer();

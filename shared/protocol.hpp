@@ -30,6 +30,9 @@ inline constexpr std::string_view kMmiService = "mmi.service";
 inline constexpr std::string_view kMmiServices = "mmi.services";  // extension: list them
 inline constexpr std::string_view kMmiStats = "mmi.stats";        // extension: counters
 inline constexpr std::string_view kMmiDrain = "mmi.drain";        // extension: start draining
+// mmi.services and mmi.stats list at most this many services per answer, in name order; a
+// request whose body names a service gets those after it (a page shorter than this is the last).
+inline constexpr std::size_t kMmiPageServices = 256;
 inline constexpr std::string_view kMmiFound = "200";
 inline constexpr std::string_view kMmiNotFound = "404";
 inline constexpr std::string_view kMmiNotImplemented = "501";
