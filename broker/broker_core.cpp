@@ -564,7 +564,14 @@ std::string BrokerCore::listing(ClientRequest& request, TimePoint now) {
 }
 
 const BrokerSnapshot& BrokerCore::published(TimePoint now) {
-    if (!published_ || now - published_at_ >= config_.snapshot_interval || now < published_at_) {
+    constexpr std::chrono::microseconds kPerItem{20};
+    const auto age_allowed =
+        published_ ? std::min<Clock::duration>(
+                         config_.snapshot_max_age,
+                         kPerItem * static_cast<std::int64_t>(published_->services.size() +
+                                                              published_->keys))
+                   : Clock::duration::zero();
+    if (!published_ || now - published_at_ >= age_allowed || now < published_at_) {
         published_ = snapshot(now);
         published_at_ = now;
     }

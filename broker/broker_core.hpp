@@ -52,9 +52,11 @@ struct BrokerConfig {
     // removal.
     Millis orphan_after{10'000};
     bool drain_without_curve = false;  // let anyone call mmi.drain when CURVE is off
-    // mmi.services and mmi.stats answer from a snapshot made at most this often: a flood of
-    // them costs the routing thread one snapshot per interval, not one each. Zero: each fresh.
-    Millis snapshot_interval{100};
+    // mmi.services and mmi.stats answer from a snapshot remade no sooner than 20 us per service
+    // and fairness key it covers, and at least this often: a small broker's answers are fresh,
+    // a large one's at most this old, and a flood of them costs the routing thread a bounded
+    // share (a snapshot of 10,000 services takes about 4 ms). Zero: always fresh.
+    Millis snapshot_max_age{1000};
     // Bytes of mmi.services and mmi.stats answers one connection may be sent per second (its
     // first answer in a second always goes); past it, 429. A question of 30 bytes can have an
     // answer of 100 kB: this is what makes the asker pay for it.

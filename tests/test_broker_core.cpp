@@ -732,21 +732,31 @@ TEST_CASE("mmi.services and mmi.stats show an orphaned request apart from in-fli
     CHECK(figures.at("orphaned") == 0);
 }
 
-TEST_CASE("mmi listings answer from a snapshot made at most every --snapshot-interval") {
+TEST_CASE("mmi listings answer from a snapshot remade no sooner than its size allows") {
     // It was: each mmi.services rebuilt every service's figures (4 ms with 10,000 services),
     // so a flood of 30-byte questions starved the routing thread.
     CoreHarness h;
     h.ready("W", "echo");
     REQUIRE(mmi_figures(h, "echo").at("workers") == 1);
     h.ready("V", "echo");
-    REQUIRE(mmi_figures(h, "echo").at("workers") == 1);  // the same snapshot
-    h.advance(100ms);
+    REQUIRE(mmi_figures(h, "echo").at("workers") == 1);  // the same snapshot, at the same time
+    h.advance(1ms);                                      // one service: fresh after 20 us
     REQUIRE(mmi_figures(h, "echo").at("workers") == 2);
+
+    for (int i = 0; i < 10'000; ++i)
+        h.mdp_request("C", "s" + std::to_string(i), "x");
+    h.advance(1ms);
+    REQUIRE(mmi_figures(h, "echo").at("workers") == 2);
+    h.ready("U", "echo");
+    h.advance(300ms);  // 10,001 services and 10,000 keys (C's in each queue): 400 ms
+    REQUIRE(mmi_figures(h, "echo").at("workers") == 2);
+    h.advance(150ms);
+    REQUIRE(mmi_figures(h, "echo").at("workers") == 3);
 }
 
 TEST_CASE("mmi listings come in pages of kMmiPageServices, in name order, after the body's name") {
     BrokerConfig config;
-    config.snapshot_interval = 0ms;
+    config.snapshot_max_age = 0ms;
     CoreHarness h(config);
     const auto name = [](std::size_t i) { return fmt::format("s{:04}", i); };
     const std::size_t total = protocol::kMmiPageServices * 2 + 10;
