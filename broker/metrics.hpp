@@ -16,9 +16,15 @@ struct MetricFamily;
 
 namespace zbroker::broker {
 
+// Services given their own series: a scrape stays a few hundred kB however many services
+// peers make up. The rest are summed in one series per metric, labelled others="true".
+inline constexpr std::size_t kMaxServicesShown = 100;
+
 // A snapshot (BrokerCore::snapshot) in Prometheus' data model: zbroker_* counters and gauges, with
-// labels for status, malformed kind, drop reason and service.
-std::vector<prometheus::MetricFamily> to_metric_families(const BrokerSnapshot& snapshot);
+// labels for status, malformed kind, drop reason, service and fairness key. Label values are
+// valid UTF-8 without control characters, and no two series of a family share their labels.
+std::vector<prometheus::MetricFamily> to_metric_families(
+    const BrokerSnapshot& snapshot, std::size_t max_services_shown = kMaxServicesShown);
 
 class MetricsEndpoint {
   public:

@@ -10,6 +10,7 @@
 #include <catch2/catch.hpp>
 #include <cstdio>
 #include <fstream>
+#include <sstream>
 
 #include "broker/metrics.hpp"
 #include "client/async_client.hpp"
@@ -232,4 +233,129 @@ TEST_CASE("zworker reads its flags from --config too") {
     CHECK(client.call("hello", "x", {.timeout = kPatience, .retries = 0}).status ==
           protocol::Status::ok);
     CHECK(worker.running());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Labels that peers choose: what reaches Prometheus stays valid, unique and bounded
+
+namespace {
+
+// True when `text` is UTF-8 that Prometheus accepts and a terminal shows as it is: no invalid
+// sequence, and no control character but the newlines between lines.
+bool is_clean_utf8(std::string_view text) {
+    std::size_t i = 0;
+    while (i < text.size()) {
+        const auto byte = static_cast<unsigned char>(text[i]);
+        std::size_t length = 0;
+        char32_t point = 0;
+        if (byte < 0x80) {
+            length = 1, point = byte;
+        } else if ((byte & 0xE0) == 0xC0) {
+            length = 2, point = byte & 0x1F;
+        } else if ((byte & 0xF0) == 0xE0) {
+            length = 3, point = byte & 0x0F;
+        } else if ((byte & 0xF8) == 0xF0) {
+            length = 4, point = byte & 0x07;
+        } else {
+            return false;
+        }
+        if (i + length > text.size()) return false;
+        for (std::size_t k = 1; k < length; ++k) {
+            const auto next = static_cast<unsigned char>(text[i + k]);
+            if ((next & 0xC0) != 0x80) return false;
+            point = (point << 6) | (next & 0x3F);
+        }
+        constexpr char32_t kSmallest[] = {0, 0, 0x80, 0x800, 0x10000};
+        if (point < kSmallest[length] || point > 0x10FFFF) return false;  // overlong, too big
+        if (point >= 0xD800 && point <= 0xDFFF) return false;             // a surrogate
+        if ((point < 0x20 && point != '\n') || (point >= 0x7F && point <= 0x9F)) return false;
+        i += length;
+    }
+    return true;
+}
+
+std::vector<std::string> lines_starting(const std::string& text, const std::string& prefix) {
+    std::vector<std::string> found;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+        if (line.starts_with(prefix)) found.push_back(line);
+    }
+    return found;
+}
+
+// The label set of a sample line: `name{...}` without its value.
+std::string series_of(const std::string& line) {
+    return line.substr(0, line.rfind('}') + 1);
+}
+
+broker::ServiceInfo service_named(std::string name, std::size_t waiting = 0) {
+    broker::ServiceInfo service;
+    service.name = std::move(name);
+    service.waiting = waiting;
+    return service;
+}
+
+}  // namespace
+
+TEST_CASE("a service name of invalid UTF-8 and control characters reaches Prometheus escaped") {
+    broker::BrokerSnapshot snapshot;
+    // A name a hostile worker may choose: a stray byte, an overlong '/', a surrogate, and a
+    // terminal escape that sets the window title and forges a line.
+    snapshot.services.push_back(
+        service_named("bad\xff\xc0\xaf\xed\xa0\x80-\x1b]0;owned\x07\n# forged\r\x85"
+                      "end",
+                      3));
+    snapshot.services.push_back(service_named("caf\xc3\xa9 \xe2\x9c\x93", 1));  // valid: kept
+    const std::string text = exposition(snapshot);
+    INFO(text);
+    CHECK(is_clean_utf8(text));
+    CHECK(lines_starting(text, "# forged").empty());
+    CHECK(text.find("zbroker_service_queued{service=\"caf\xc3\xa9 \xe2\x9c\x93\"} 1") !=
+          std::string::npos);
+    // Bytes that cannot be shown are spelt out, so two such names stay two series.
+    CHECK(text.find("zbroker_service_queued{service=\"bad\\\\xff") != std::string::npos);
+}
+
+TEST_CASE("two fairness keys alike in their first 32 bytes are two series") {
+    broker::BrokerSnapshot snapshot;
+    broker::ServiceInfo service = service_named("echo", 7);
+    const std::string common(32, 't');
+    service.top_keys = {{common + "-tenant-a", 4, 1}, {common + "-tenant-b", 3, 1}};
+    service.keys = 2;
+    snapshot.services.push_back(service);
+    const std::string text = exposition(snapshot);
+    INFO(text);
+    const auto lines = lines_starting(text, "zbroker_key_queued{");
+    REQUIRE(lines.size() == 2);
+    CHECK(series_of(lines[0]) != series_of(lines[1]));
+}
+
+TEST_CASE("many services give a bounded scrape: the busiest one by one, the rest summed") {
+    broker::BrokerSnapshot snapshot;
+    constexpr std::size_t kServices = 10'000;
+    std::size_t waiting = 0;
+    for (std::size_t i = 0; i < kServices; ++i) {
+        // Long names, as a client planting services would choose them.
+        broker::ServiceInfo service = service_named(std::to_string(i) + std::string(200, 'x'), 1);
+        service.served = 1;
+        service.top_keys = {{"k" + std::to_string(i), 1, 1}};
+        service.keys = 1;
+        waiting += service.waiting;
+        snapshot.services.push_back(std::move(service));
+    }
+    snapshot.services[4242].waiting = 500;  // the one an operator must see
+    waiting += 499;
+
+    const std::string text = exposition(snapshot);
+    const auto lines = lines_starting(text, "zbroker_");
+    CHECK(lines.size() < 3'000);
+    CHECK(text.size() < 1'000'000);
+    CHECK(has_line("\n" + text,
+                   "zbroker_service_queued{service=\"4242" + std::string(200, 'x') + "\"} 500"));
+    // Every request waiting is still counted once: shown services plus the rest.
+    double total = 0;
+    for (const std::string& line : lines_starting(text, "zbroker_service_queued{"))
+        total += std::stod(line.substr(line.rfind(' ') + 1));
+    CHECK(total == static_cast<double>(waiting));
+    CHECK(!lines_starting(text, "zbroker_service_queued{others=\"true\"}").empty());
 }
