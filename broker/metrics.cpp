@@ -17,6 +17,14 @@ using prometheus::MetricFamily;
 using prometheus::MetricType;
 using Labels = std::vector<ClientMetric::Label>;
 
+// The HTTP server is civetweb, inside prometheus-cpp. A client that connects and says nothing
+// holds one of its threads until its request times out (civetweb's default: 30 s), so: a few
+// threads, so that one stalled client never holds up Prometheus, and a short timeout, so that
+// stalled clients let go soon. Prometheus sends its whole request at once.
+constexpr const char* kHttpThreads = "4";
+constexpr const char* kHttpRequestTimeoutMs = "3000";  // from accepting to the end of the request
+constexpr const char* kHttpMaxRequestBytes = "8192";   // a scrape's request is a few hundred
+
 // printable() shows this many bytes of a key, then cuts (shared/frames.hpp).
 constexpr std::size_t kKeyBytesShown = 32;
 
@@ -363,8 +371,9 @@ class MetricsEndpoint::Collectable : public prometheus::Collectable {
 MetricsEndpoint::MetricsEndpoint(const std::string& address)
     : collectable_(std::make_shared<Collectable>()) {
     try {
-        // One HTTP thread: scrapes are rare, and each only copies a snapshot.
-        exposer_ = std::make_unique<prometheus::Exposer>(address, 1);
+        exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
+            "listening_ports", address, "num_threads", kHttpThreads, "request_timeout_ms",
+            kHttpRequestTimeoutMs, "max_request_size", kHttpMaxRequestBytes});
     } catch (const std::exception& e) {
         throw std::runtime_error("cannot serve metrics on " + address + ": " + e.what());
     }

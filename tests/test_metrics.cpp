@@ -2,6 +2,7 @@
 // counters, then a real zbroker scraped over HTTP and configured from a file.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -34,27 +35,55 @@ bool has_line(const std::string& text, const std::string& line) {
     return text.find("\n" + line + "\n") != std::string::npos;
 }
 
-// GET /metrics over plain HTTP/1.0; the whole response, or "" when nothing answers.
-std::string http_get_metrics(int port) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(static_cast<std::uint16_t>(port));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    timeval timeout{2, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-    std::string response;
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
-        const std::string request = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-        if (::write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
-            char buffer[4096];
-            ssize_t n;
-            while ((n = ::read(fd, buffer, sizeof buffer)) > 0)
-                response.append(buffer, static_cast<std::size_t>(n));
-        }
+// A TCP connection to the metrics port, closed when it goes out of scope.
+struct HttpConnection {
+    explicit HttpConnection(int port) : fd(::socket(AF_INET, SOCK_STREAM, 0)) {
+        sockaddr_in address{};
+        address.sin_family = AF_INET;
+        address.sin_port = htons(static_cast<std::uint16_t>(port));
+        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        connected = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
     }
-    ::close(fd);
-    return response;
+    ~HttpConnection() { ::close(fd); }
+    HttpConnection(const HttpConnection&) = delete;
+    HttpConnection& operator=(const HttpConnection&) = delete;
+
+    bool send(std::string_view bytes) const {
+        return ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
+               static_cast<ssize_t>(bytes.size());
+    }
+
+    // Reads what comes until the server closes the connection or `timeout` passes; each time
+    // nothing came for `drip_every`, sends `drip` (when not empty). True when it closed.
+    bool closed_within(std::chrono::milliseconds timeout, std::string_view drip = {},
+                       std::chrono::milliseconds drip_every = 1000ms) {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (std::chrono::steady_clock::now() < deadline) {
+            pollfd item{fd, POLLIN, 0};
+            if (::poll(&item, 1, static_cast<int>(drip_every.count())) > 0) {
+                char buffer[4096];
+                const ssize_t n = ::read(fd, buffer, sizeof buffer);
+                if (n <= 0) return true;  // closed, or reset
+                received.append(buffer, static_cast<std::size_t>(n));
+            } else if (!drip.empty() && !send(drip)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    int fd;
+    bool connected = false;
+    std::string received;
+};
+
+// GET /metrics over plain HTTP/1.0; the whole response, or "" when nothing answers in time.
+std::string http_get_metrics(int port, std::chrono::milliseconds timeout = 2000ms) {
+    HttpConnection connection(port);
+    if (!connection.connected ||
+        !connection.send("GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"))
+        return "";
+    return connection.closed_within(timeout) ? connection.received : "";
 }
 
 struct TempFile {
@@ -146,6 +175,27 @@ TEST_CASE("zbroker --metrics serves the counters over HTTP, refreshed while it r
     CHECK(response.starts_with("HTTP/1.1 200"));
     INFO(response);
     CHECK(response.find("zbroker_requests_total 1") != std::string::npos);
+}
+
+TEST_CASE("silent or slow HTTP clients neither hold up a scrape nor stay connected") {
+    auto [broker, endpoint] = start_broker(bin_dir(), {"--metrics", "127.0.0.1:0"});
+    const auto url = broker.wait_for("metrics on http://127.0.0.1:", kPatience);
+    INFO(kTooSlow);
+    REQUIRE(url.has_value());
+    const int port = std::stoi(*url);
+
+    HttpConnection silent(port);   // connects and never says a word
+    HttpConnection partial(port);  // starts a request and never ends it
+    REQUIRE(silent.connected);
+    REQUIRE(partial.connected);
+    REQUIRE(partial.send("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n"));
+    // It was: one HTTP thread, held 30 s by each of them in turn. Ten seconds is far more than
+    // a scrape takes on a loaded machine, and far less than Prometheus' default timeout.
+    CHECK(http_get_metrics(port, 10s).starts_with("HTTP/1.1 200"));
+
+    // Both are cut off after a few seconds, even the one that keeps sending a byte a second.
+    CHECK(partial.closed_within(15s, "X"));
+    CHECK(silent.closed_within(15s));
 }
 
 TEST_CASE("zbroker --metrics on a port in use fails at start with a clear message") {
