@@ -1,6 +1,9 @@
 #include "broker/metrics.hpp"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <mutex>
 #include <stdexcept>
@@ -269,7 +272,46 @@ std::vector<ClientMetric> key_samples(const std::vector<ServiceRow>& rows) {
     return samples;
 }
 
+bool is_port(std::string_view text) {
+    return !text.empty() && text.size() <= 5 &&
+           std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+// A host name as civetweb takes one (RFC 952): a letter, then letters, digits, '-' and '.'.
+bool is_host_name(std::string_view text) {
+    const auto letter = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
+    return !text.empty() && letter(text.front()) &&
+           std::all_of(text.begin(), text.end(), [&](char c) {
+               return letter(c) || (c >= '0' && c <= '9') || c == '-' || c == '.';
+           });
+}
+
+bool is_address_of(int family, std::string_view text) {
+    unsigned char parsed[sizeof(in6_addr)];
+    return inet_pton(family, std::string(text).c_str(), parsed) == 1;
+}
+
 }  // namespace
+
+std::string metrics_address_problem(std::string_view address) {
+    const std::string quoted = "'" + std::string(address) + "': ";
+    const auto colon = address.rfind(':');
+    const std::string_view host = address.substr(0, colon == std::string_view::npos ? 0 : colon);
+    const std::string_view port =
+        colon == std::string_view::npos ? std::string_view{} : address.substr(colon + 1);
+    const bool host_ok = (host.size() > 2 && host.front() == '[' && host.back() == ']' &&
+                          is_address_of(AF_INET6, host.substr(1, host.size() - 2))) ||
+                         is_address_of(AF_INET, host) || is_host_name(host);
+    if (!host_ok || !is_port(port)) {
+        return quoted +
+               "expected one HOST:PORT, e.g. 127.0.0.1:9464 (HOST an IPv4 address, [IPv6 "
+               "address] or host name; 0.0.0.0:PORT for every interface)";
+    }
+    unsigned number = 0;
+    std::from_chars(port.data(), port.data() + port.size(), number);
+    if (number > 65535) return quoted + "PORT must be from 0 to 65535 (0: any free port)";
+    return {};
+}
 
 std::vector<MetricFamily> to_metric_families(const BrokerSnapshot& s,
                                              std::size_t max_services_shown) {
@@ -370,6 +412,8 @@ class MetricsEndpoint::Collectable : public prometheus::Collectable {
 
 MetricsEndpoint::MetricsEndpoint(const std::string& address)
     : collectable_(std::make_shared<Collectable>()) {
+    if (const std::string problem = metrics_address_problem(address); !problem.empty())
+        throw std::invalid_argument("cannot serve metrics on " + problem);
     try {
         exposer_ = std::make_unique<prometheus::Exposer>(std::vector<std::string>{
             "listening_ports", address, "num_threads", kHttpThreads, "request_timeout_ms",

@@ -242,12 +242,27 @@ TEST_CASE("zbroker takes its queue policy and fairness weights from flags or --c
     CHECK(line->find("queue policy fair, 2 fairness weight(s)") != std::string::npos);
 }
 
-TEST_CASE("zbroker refuses a bad queue policy or fairness weight, saying what it wants") {
+TEST_CASE("zbroker refuses bad flag values, naming the flag, the value and what it wants") {
     const std::vector<std::pair<std::vector<std::string>, std::string>> cases{
         {{"--queue-policy", "lifo"}, "not in {fifo,fair,priority}"},
         {{"--fairness-weight", "tenant"}, "expected KEY=WEIGHT"},
         {{"--fairness-weight", "tenant=0"}, "WEIGHT must be an integer from 1 to 1000"},
         {{"--fairness-weight", "tenant=x"}, "WEIGHT must be an integer from 1 to 1000"},
+        {{"--fairness-weight", "tenant=5x"}, "--fairness-weight: 'tenant=5x': WEIGHT must be"},
+        {{"--fairness-weight", "tenant=+5"}, "--fairness-weight: 'tenant=+5': WEIGHT must be"},
+        {{"--fairness-weight", "tenant=3", "--fairness-weight", "tenant=4"},
+         "fairness key 'tenant' is given twice"},
+        // One listener, named in full: a list, or a port alone, would listen on more than
+        // the log says.
+        {{"--metrics", "127.0.0.1:0,0.0.0.0:0"}, "--metrics: '127.0.0.1:0,0.0.0.0:0': expected"},
+        {{"--metrics", "9464"}, "--metrics: '9464': expected one HOST:PORT"},
+        {{"--metrics", "127.0.0.1:9464s"}, "--metrics: '127.0.0.1:9464s': expected"},
+        {{"--metrics", "127.0.0.1:70000"}, "--metrics: '127.0.0.1:70000': PORT must be"},
+        {{"--metrics", "127.0.0.1: 80"}, "--metrics: '127.0.0.1: 80': expected"},
+        // CLI11 alone reads numbers as strtoull(base 0) does: 0250 is 168, 0x10 is 16.
+        {{"--heartbeat-ms", "0250"}, "--heartbeat-ms: '0250': expected a whole number"},
+        {{"--queue-limit", "0x10"}, "--queue-limit: '0x10': expected a whole number"},
+        {{"--queue-limit", "+7"}, "--queue-limit: '+7': expected a whole number"},
     };
     for (const auto& [flags, message] : cases) {
         CAPTURE(message);
@@ -258,6 +273,27 @@ TEST_CASE("zbroker refuses a bad queue policy or fairness weight, saying what it
         INFO(kTooSlow);
         REQUIRE(code.has_value());
         CHECK(*code != 0);
+        INFO(broker.output());
+        CHECK(broker.output().find(message) != std::string::npos);
+    }
+}
+
+TEST_CASE("zbroker refuses loose values in a config file, naming the option and the value") {
+    const std::vector<std::pair<std::string, std::string>> cases{
+        {"fairness-weight = [\"a=5x\"]", "'a=5x': WEIGHT must be"},
+        {"metrics = \"127.0.0.1:0,0.0.0.0:0\"", "'127.0.0.1:0,0.0.0.0:0': expected one HOST:PORT"},
+        {"queue-limit = \"7x\"", "'7x': expected a whole number"},
+        {"heartbeat-ms = 0250", "'0250': expected a whole number"},
+    };
+    for (const auto& [line, message] : cases) {
+        CAPTURE(line);
+        TempFile config("bind = \"tcp://127.0.0.1:*\"\n" + line + "\n");
+        ChildProcess broker({bin_dir() + "/zbroker", "--config", config.path});
+        const auto code = broker.wait(kPatience);
+        INFO(kTooSlow);
+        REQUIRE(code.has_value());
+        CHECK(*code != 0);
+        INFO(broker.output());
         CHECK(broker.output().find(message) != std::string::npos);
     }
 }
