@@ -1,7 +1,10 @@
 // zbroker: the Majordomo broker program: flags, logging, signals, then BrokerLoop.
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <charconv>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <iostream>
 
@@ -78,6 +81,17 @@ std::optional<std::uint32_t> parse_weight(std::string_view text) {
     const auto [stop, error] = std::from_chars(text.data(), end, weight);
     if (error != std::errc{} || stop != end || weight < 1 || weight > 1000) return std::nullopt;
     return weight;
+}
+
+// Whoever reads the broker's secret key can pose as the broker to every peer: as ssh does for a
+// private key, refuse a key pair file that anyone but its owner may read or write.
+void require_private_key_file(const std::string& path) {
+    struct stat status {};
+    if (::stat(path.c_str(), &status) != 0 || (status.st_mode & (S_IRWXG | S_IRWXO)) == 0) return;
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(status.st_mode & 07777));
+    throw std::runtime_error("key pair file " + path + " may be read by others (mode " + mode +
+                             "), and it holds the broker's secret key: chmod 600 " + path);
 }
 
 std::string host_of(const std::string& address) {
@@ -288,6 +302,7 @@ int main(int argc, char** argv) {
                     "this libzmq has no CURVE support (zmq_has(\"curve\") is false); install one "
                     "built with libsodium, or run without --curve-secret");
             }
+            require_private_key_file(curve_secret_file);
             const CurveKeyPair pair = read_curve_keypair(curve_secret_file);
             socket_options.curve_secret_key = pair.secret_key;
             authenticator.emplace(context, authorized_keys_file, g_reload_requests);
