@@ -1,5 +1,10 @@
 // zbroker: the Majordomo broker program: flags, logging, signals, then BrokerLoop.
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <charconv>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <iostream>
 
@@ -57,6 +62,38 @@ int run_keygen(const std::string& out) {
 // A scrape sees counters at most this old; Prometheus scrapes every 15 s by default.
 constexpr zbroker::Millis kMetricsPeriod{1000};
 
+// CLI11 reads numbers with strtoull(base 0): "0250" would be 168 (octal), "0x10" 16, "+7" and
+// " 7" 7. Every number flag takes decimal digits only, so a value means what it says.
+const CLI::Validator kDecimal(
+    [](std::string& text) -> std::string {
+        const bool digits = !text.empty() && std::all_of(text.begin(), text.end(), [](char c) {
+            return c >= '0' && c <= '9';
+        });
+        if (digits && (text.size() == 1 || text.front() != '0')) return {};
+        return "'" + text + "': expected a whole number in decimal digits, without leading zeros";
+    },
+    "");
+
+// A fairness weight: a whole number from 1 to 1000 and nothing else ("5x" is not 5).
+std::optional<std::uint32_t> parse_weight(std::string_view text) {
+    std::uint32_t weight = 0;
+    const char* end = text.data() + text.size();
+    const auto [stop, error] = std::from_chars(text.data(), end, weight);
+    if (error != std::errc{} || stop != end || weight < 1 || weight > 1000) return std::nullopt;
+    return weight;
+}
+
+// Whoever reads the broker's secret key can pose as the broker to every peer: as ssh does for a
+// private key, refuse a key pair file that anyone but its owner may read or write.
+void require_private_key_file(const std::string& path) {
+    struct stat status {};
+    if (::stat(path.c_str(), &status) != 0 || (status.st_mode & (S_IRWXG | S_IRWXO)) == 0) return;
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(status.st_mode & 07777));
+    throw std::runtime_error("key pair file " + path + " may be read by others (mode " + mode +
+                             "), and it holds the broker's secret key: chmod 600 " + path);
+}
+
 std::string host_of(const std::string& address) {
     const auto colon = address.rfind(':');
     return colon == std::string::npos ? address : address.substr(0, colon);
@@ -105,42 +142,52 @@ int main(int argc, char** argv) {
     app.add_option("-b,--bind", bind, "Endpoint to bind for clients and workers")
         ->capture_default_str();
     app.add_option("--heartbeat-ms", heartbeat_ms, "Heartbeat interval to workers, milliseconds")
+        ->check(kDecimal)
         ->check(CLI::Range(10, 3'600'000))
         ->capture_default_str();
     app.add_option("--liveness", config.heartbeat_liveness,
                    "Heartbeats a worker may miss before it is dead")
+        ->check(kDecimal)
         ->check(CLI::Range(1, 100))
         ->capture_default_str();
     app.add_option("--max-attempts", config.max_attempts,
                    "Dispatches per request; past this a worker death answers 500")
+        ->check(kDecimal)
         ->check(CLI::Range(1, 100))
         ->capture_default_str();
     app.add_option("--queue-limit", config.queue_limit, "Waiting requests per service before 429")
+        ->check(kDecimal)
         ->check(CLI::Range(1, 100'000'000))
         ->capture_default_str();
     app.add_option("--max-requests", config.max_requests,
                    "Requests held in all (queued or at workers) before 429: bounds memory")
+        ->check(kDecimal)
         ->check(CLI::Range(1, 100'000'000))
         ->capture_default_str();
     app.add_option("--max-msg-size", config.max_msg_size,
                    "Largest request body in bytes; larger gets 413")
+        ->check(kDecimal)
         ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 31))
         ->capture_default_str();
     app.add_option("--max-bytes", config.max_bytes,
                    "Request body bytes held in all (queued or at workers) before 429")
+        ->check(kDecimal)
         ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 40))
         ->capture_default_str();
     app.add_option("--max-services", config.max_services,
                    "Service names known at once; a new one past this is refused (429; a "
                    "worker's READY: DISCONNECT). Idle services are forgotten")
+        ->check(kDecimal)
         ->check(CLI::Range(std::size_t{1}, std::size_t{10'000'000}))
         ->capture_default_str();
     app.add_option("--max-credit", config.max_credit,
                    "Largest credit a worker may announce in READY")
+        ->check(kDecimal)
         ->check(CLI::Range(1u, 1'000'000u))
         ->capture_default_str();
     app.add_option("--drain-timeout-ms", drain_ms,
                    "On SIGINT/SIGTERM, how long to finish held requests before answering 503")
+        ->check(kDecimal)
         ->check(CLI::Range(0, 3'600'000))
         ->capture_default_str();
     app.add_option("--default-deadline-ms", default_deadline_ms,
@@ -148,12 +195,14 @@ int main(int argc, char** argv) {
                    "503/504 or, for MDP, a counted drop. Bounded, so a request for a service no "
                    "worker serves does not wait for ever; raise it for longer jobs of plain MDP "
                    "clients, 0 for no deadline")
+        ->check(kDecimal)
         ->check(CLI::Range(0, 86'400'000))
         ->capture_default_str();
     app.add_option("--orphan-after-ms", orphan_after_ms,
                    "How long a worker may hold a request past its deadline (answered 504) before "
                    "it no longer counts against the worker's credit (its handler may be hung); "
                    "0: never. Keep it above --heartbeat-ms x --liveness")
+        ->check(kDecimal)
         ->check(CLI::Range(0, 86'400'000))
         ->capture_default_str();
     const std::map<std::string, broker::QueuePolicyKind> policies{
@@ -172,6 +221,7 @@ int main(int argc, char** argv) {
                    "With --queue-policy priority, while several levels wait, every Nth request "
                    "goes to a lower level waiting, each in turn, so none is starved; 0: strict "
                    "priority")
+        ->check(kDecimal)
         ->check(CLI::Range(0u, 1'000'000u))
         ->capture_default_str();
     std::vector<std::string> weights;
@@ -180,24 +230,25 @@ int main(int argc, char** argv) {
                    "(fair and priority policies); repeat for more keys")
         ->check([](const std::string& text) -> std::string {
             const auto eq = text.rfind('=');
-            if (eq == std::string::npos || eq == 0) return "expected KEY=WEIGHT, e.g. tenant-a=3";
-            try {
-                const unsigned long weight = std::stoul(text.substr(eq + 1));
-                if (weight >= 1 && weight <= 1000) return {};
-            } catch (const std::exception&) {
-            }
-            return "WEIGHT must be an integer from 1 to 1000";
+            if (eq == std::string::npos || eq == 0)
+                return "'" + text + "': expected KEY=WEIGHT, e.g. tenant-a=3";
+            if (!parse_weight(std::string_view(text).substr(eq + 1)))
+                return "'" + text + "': WEIGHT must be an integer from 1 to 1000";
+            return {};
         });
     app.add_flag("--drain-without-curve", config.drain_without_curve,
                  "Let any peer call mmi.drain when CURVE is off (with CURVE: admin keys only)");
     app.add_option("--hwm", socket_options.hwm, "Messages queued per peer (ZMQ_SNDHWM/RCVHWM)")
+        ->check(kDecimal)
         ->check(CLI::Range(1, 10'000'000))
         ->capture_default_str();
     app.add_option("--log-level", log_level, "Log level")
         ->check(CLI::IsMember(log_level_names()))
         ->capture_default_str();
     app.add_option("--metrics", metrics_address,
-                   "Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464)");
+                   "Serve Prometheus metrics at http://HOST:PORT/metrics (e.g. 127.0.0.1:9464); "
+                   "one address, 0.0.0.0:PORT for every interface")
+        ->check([](const std::string& text) { return broker::metrics_address_problem(text); });
     auto* secret_option =
         app.add_option("--curve-secret", curve_secret_file,
                        "Turns CURVE on: the broker's key pair file (from `zbroker keygen`)")
@@ -231,8 +282,13 @@ int main(int argc, char** argv) {
     config.queue.kind = policies.at(policy);
     for (const std::string& entry : weights) {
         const auto eq = entry.rfind('=');
-        config.queue.weights[entry.substr(0, eq)] =
-            static_cast<std::uint32_t>(std::stoul(entry.substr(eq + 1)));
+        const std::string key = entry.substr(0, eq);
+        const std::uint32_t weight = *parse_weight(std::string_view(entry).substr(eq + 1));
+        if (!config.queue.weights.emplace(key, weight).second) {
+            return app.exit(CLI::ValidationError(
+                "--fairness-weight",
+                "fairness key '" + key + "' is given twice; give each key one weight"));
+        }
     }
     init_logging("zbroker", log_level);
 
@@ -246,6 +302,7 @@ int main(int argc, char** argv) {
                     "this libzmq has no CURVE support (zmq_has(\"curve\") is false); install one "
                     "built with libsodium, or run without --curve-secret");
             }
+            require_private_key_file(curve_secret_file);
             const CurveKeyPair pair = read_curve_keypair(curve_secret_file);
             socket_options.curve_secret_key = pair.secret_key;
             authenticator.emplace(context, authorized_keys_file, g_reload_requests);

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "broker/broker_core.hpp"
@@ -16,14 +17,26 @@ struct MetricFamily;
 
 namespace zbroker::broker {
 
+// Services given their own series: a scrape stays a few hundred kB however many services
+// peers make up. The rest are summed in one series per metric, labelled others="true".
+inline constexpr std::size_t kMaxServicesShown = 100;
+
 // A snapshot (BrokerCore::snapshot) in Prometheus' data model: zbroker_* counters and gauges, with
-// labels for status, malformed kind, drop reason and service.
-std::vector<prometheus::MetricFamily> to_metric_families(const BrokerSnapshot& snapshot);
+// labels for status, malformed kind, drop reason, service and fairness key. Label values are
+// valid UTF-8 without control characters, and no two series of a family share their labels.
+std::vector<prometheus::MetricFamily> to_metric_families(
+    const BrokerSnapshot& snapshot, std::size_t max_services_shown = kMaxServicesShown);
+
+// Why `address` is not one HOST:PORT the endpoint can listen on, or "" when it is. Only one:
+// civetweb would take a list ("A:1,B:2") or a port alone (every interface) and listen on more
+// than the log says.
+std::string metrics_address_problem(std::string_view address);
 
 class MetricsEndpoint {
   public:
     // Serves http://ADDRESS/metrics from now on; ADDRESS is host:port (port 0: any free one).
-    // Throws std::runtime_error when it cannot listen there.
+    // Throws std::invalid_argument when ADDRESS is not that, std::runtime_error when it cannot
+    // listen there.
     explicit MetricsEndpoint(const std::string& address);
     ~MetricsEndpoint();
     MetricsEndpoint(const MetricsEndpoint&) = delete;

@@ -1,10 +1,13 @@
 // ZAP 1.0 (RFC 27) over a REP socket: CURVE only, key looked up in the authorized-keys table.
 #include "broker/zap_authenticator.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 #include <stdexcept>
 
 #include <spdlog/spdlog.h>
@@ -48,6 +51,39 @@ void set_reply(Frames& reply, std::string_view request_id, std::string_view code
     reply.push_back(empty_frame());  // no metadata
 }
 
+// Closes a file descriptor when it goes out of scope.
+struct OpenFile {
+    explicit OpenFile(int descriptor) : fd(descriptor) {}
+    ~OpenFile() {
+        if (fd >= 0) ::close(fd);
+    }
+    OpenFile(const OpenFile&) = delete;
+    OpenFile& operator=(const OpenFile&) = delete;
+    const int fd;
+};
+
+// Whoever may write the file may admit any key, as admin, from the next reload: as ssh does
+// for its authorized_keys, refuse a file that anyone but its owner may write, or whose owner is
+// neither root nor the broker's user. (The directories above it are not checked.)
+void require_only_owner_writes(const std::string& path, const struct stat& status) {
+    if (status.st_uid != 0 && status.st_uid != ::geteuid()) {
+        throw std::runtime_error("authorized-keys file " + path + " belongs to uid " +
+                                 std::to_string(status.st_uid) +
+                                 ", neither root nor the broker's user, who could add keys to "
+                                 "it: chown root " +
+                                 path);
+    }
+    if ((status.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+        char mode[8];
+        std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(status.st_mode & 07777));
+        throw std::runtime_error("authorized-keys file " + path + " may be written by others " +
+                                 "(mode " + mode +
+                                 "), who could add a key of their own: chmod "
+                                 "go-w " +
+                                 path);
+    }
+}
+
 }  // namespace
 
 AuthorizedKeys parse_authorized_keys(std::string_view text) {
@@ -79,15 +115,25 @@ AuthorizedKeys parse_authorized_keys(std::string_view text) {
 }
 
 AuthorizedKeys load_authorized_keys(const std::string& path) {
-    std::ifstream in(path);
-    if (!in) {
-        throw std::runtime_error("cannot read authorized-keys file " + path + ": " +
-                                 std::strerror(errno));
+    const auto cannot_read = [&path] {
+        return std::runtime_error("cannot read authorized-keys file " + path + ": " +
+                                  std::strerror(errno));
+    };
+    // Checked and read through one descriptor, so the checks are about the text read.
+    const OpenFile file(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    struct stat status {};
+    if (file.fd < 0 || ::fstat(file.fd, &status) != 0) throw cannot_read();
+    require_only_owner_writes(path, status);
+    std::string text;
+    char buffer[4096];
+    ssize_t n;
+    while ((n = ::read(file.fd, buffer, sizeof buffer)) != 0) {
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) throw cannot_read();
+        text.append(buffer, static_cast<std::size_t>(n));
     }
-    std::ostringstream text;
-    text << in.rdbuf();
     try {
-        return parse_authorized_keys(text.str());
+        return parse_authorized_keys(text);
     } catch (const std::invalid_argument& e) {
         throw std::runtime_error("authorized-keys file " + path + ": " + e.what());
     }

@@ -37,7 +37,8 @@ using AuthorizedKeys = std::unordered_map<std::string, PeerRole>;
 
 // Parses an authorized-keys file's text. Throws std::invalid_argument("line 3: ...").
 AuthorizedKeys parse_authorized_keys(std::string_view text);
-// Reads and parses `path`. Throws std::runtime_error("path: line 3: ...").
+// Reads and parses `path`. Throws std::runtime_error("path: line 3: ..."), and refuses a file
+// that others may write (std::runtime_error saying the chmod or chown that fixes it).
 AuthorizedKeys load_authorized_keys(const std::string& path);
 
 // Serves ZAP on its own thread, not from the broker's poll loop: libzmq holds each CURVE

@@ -2,6 +2,7 @@
 // counters, then a real zbroker scraped over HTTP and configured from a file.
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <catch2/catch.hpp>
 #include <cstdio>
 #include <fstream>
+#include <sstream>
 
 #include "broker/metrics.hpp"
 #include "client/async_client.hpp"
@@ -33,27 +35,55 @@ bool has_line(const std::string& text, const std::string& line) {
     return text.find("\n" + line + "\n") != std::string::npos;
 }
 
-// GET /metrics over plain HTTP/1.0; the whole response, or "" when nothing answers.
-std::string http_get_metrics(int port) {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in address{};
-    address.sin_family = AF_INET;
-    address.sin_port = htons(static_cast<std::uint16_t>(port));
-    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    timeval timeout{2, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-    std::string response;
-    if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0) {
-        const std::string request = "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-        if (::write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
-            char buffer[4096];
-            ssize_t n;
-            while ((n = ::read(fd, buffer, sizeof buffer)) > 0)
-                response.append(buffer, static_cast<std::size_t>(n));
-        }
+// A TCP connection to the metrics port, closed when it goes out of scope.
+struct HttpConnection {
+    explicit HttpConnection(int port) : fd(::socket(AF_INET, SOCK_STREAM, 0)) {
+        sockaddr_in address{};
+        address.sin_family = AF_INET;
+        address.sin_port = htons(static_cast<std::uint16_t>(port));
+        address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+        connected = ::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0;
     }
-    ::close(fd);
-    return response;
+    ~HttpConnection() { ::close(fd); }
+    HttpConnection(const HttpConnection&) = delete;
+    HttpConnection& operator=(const HttpConnection&) = delete;
+
+    bool send(std::string_view bytes) const {
+        return ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
+               static_cast<ssize_t>(bytes.size());
+    }
+
+    // Reads what comes until the server closes the connection or `timeout` passes; each time
+    // nothing came for `drip_every`, sends `drip` (when not empty). True when it closed.
+    bool closed_within(std::chrono::milliseconds timeout, std::string_view drip = {},
+                       std::chrono::milliseconds drip_every = 1000ms) {
+        const auto deadline = std::chrono::steady_clock::now() + timeout;
+        while (std::chrono::steady_clock::now() < deadline) {
+            pollfd item{fd, POLLIN, 0};
+            if (::poll(&item, 1, static_cast<int>(drip_every.count())) > 0) {
+                char buffer[4096];
+                const ssize_t n = ::read(fd, buffer, sizeof buffer);
+                if (n <= 0) return true;  // closed, or reset
+                received.append(buffer, static_cast<std::size_t>(n));
+            } else if (!drip.empty() && !send(drip)) {
+                return true;
+            }
+        }
+        return false;
+    }
+
+    int fd;
+    bool connected = false;
+    std::string received;
+};
+
+// GET /metrics over plain HTTP/1.0; the whole response, or "" when nothing answers in time.
+std::string http_get_metrics(int port, std::chrono::milliseconds timeout = 2000ms) {
+    HttpConnection connection(port);
+    if (!connection.connected ||
+        !connection.send("GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"))
+        return "";
+    return connection.closed_within(timeout) ? connection.received : "";
 }
 
 struct TempFile {
@@ -147,6 +177,27 @@ TEST_CASE("zbroker --metrics serves the counters over HTTP, refreshed while it r
     CHECK(response.find("zbroker_requests_total 1") != std::string::npos);
 }
 
+TEST_CASE("silent or slow HTTP clients neither hold up a scrape nor stay connected") {
+    auto [broker, endpoint] = start_broker(bin_dir(), {"--metrics", "127.0.0.1:0"});
+    const auto url = broker.wait_for("metrics on http://127.0.0.1:", kPatience);
+    INFO(kTooSlow);
+    REQUIRE(url.has_value());
+    const int port = std::stoi(*url);
+
+    HttpConnection silent(port);   // connects and never says a word
+    HttpConnection partial(port);  // starts a request and never ends it
+    REQUIRE(silent.connected);
+    REQUIRE(partial.connected);
+    REQUIRE(partial.send("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n"));
+    // It was: one HTTP thread, held 30 s by each of them in turn. Ten seconds is far more than
+    // a scrape takes on a loaded machine, and far less than Prometheus' default timeout.
+    CHECK(http_get_metrics(port, 10s).starts_with("HTTP/1.1 200"));
+
+    // Both are cut off after a few seconds, even the one that keeps sending a byte a second.
+    CHECK(partial.closed_within(15s, "X"));
+    CHECK(silent.closed_within(15s));
+}
+
 TEST_CASE("zbroker --metrics on a port in use fails at start with a clear message") {
     auto [first, endpoint] = start_broker(bin_dir(), {"--metrics", "127.0.0.1:0"});
     const auto url = first.wait_for("metrics on http://127.0.0.1:", kPatience);
@@ -191,12 +242,27 @@ TEST_CASE("zbroker takes its queue policy and fairness weights from flags or --c
     CHECK(line->find("queue policy fair, 2 fairness weight(s)") != std::string::npos);
 }
 
-TEST_CASE("zbroker refuses a bad queue policy or fairness weight, saying what it wants") {
+TEST_CASE("zbroker refuses bad flag values, naming the flag, the value and what it wants") {
     const std::vector<std::pair<std::vector<std::string>, std::string>> cases{
         {{"--queue-policy", "lifo"}, "not in {fifo,fair,priority}"},
         {{"--fairness-weight", "tenant"}, "expected KEY=WEIGHT"},
         {{"--fairness-weight", "tenant=0"}, "WEIGHT must be an integer from 1 to 1000"},
         {{"--fairness-weight", "tenant=x"}, "WEIGHT must be an integer from 1 to 1000"},
+        {{"--fairness-weight", "tenant=5x"}, "--fairness-weight: 'tenant=5x': WEIGHT must be"},
+        {{"--fairness-weight", "tenant=+5"}, "--fairness-weight: 'tenant=+5': WEIGHT must be"},
+        {{"--fairness-weight", "tenant=3", "--fairness-weight", "tenant=4"},
+         "fairness key 'tenant' is given twice"},
+        // One listener, named in full: a list, or a port alone, would listen on more than
+        // the log says.
+        {{"--metrics", "127.0.0.1:0,0.0.0.0:0"}, "--metrics: '127.0.0.1:0,0.0.0.0:0': expected"},
+        {{"--metrics", "9464"}, "--metrics: '9464': expected one HOST:PORT"},
+        {{"--metrics", "127.0.0.1:9464s"}, "--metrics: '127.0.0.1:9464s': expected"},
+        {{"--metrics", "127.0.0.1:70000"}, "--metrics: '127.0.0.1:70000': PORT must be"},
+        {{"--metrics", "127.0.0.1: 80"}, "--metrics: '127.0.0.1: 80': expected"},
+        // CLI11 alone reads numbers as strtoull(base 0) does: 0250 is 168, 0x10 is 16.
+        {{"--heartbeat-ms", "0250"}, "--heartbeat-ms: '0250': expected a whole number"},
+        {{"--queue-limit", "0x10"}, "--queue-limit: '0x10': expected a whole number"},
+        {{"--queue-limit", "+7"}, "--queue-limit: '+7': expected a whole number"},
     };
     for (const auto& [flags, message] : cases) {
         CAPTURE(message);
@@ -207,6 +273,27 @@ TEST_CASE("zbroker refuses a bad queue policy or fairness weight, saying what it
         INFO(kTooSlow);
         REQUIRE(code.has_value());
         CHECK(*code != 0);
+        INFO(broker.output());
+        CHECK(broker.output().find(message) != std::string::npos);
+    }
+}
+
+TEST_CASE("zbroker refuses loose values in a config file, naming the option and the value") {
+    const std::vector<std::pair<std::string, std::string>> cases{
+        {"fairness-weight = [\"a=5x\"]", "'a=5x': WEIGHT must be"},
+        {"metrics = \"127.0.0.1:0,0.0.0.0:0\"", "'127.0.0.1:0,0.0.0.0:0': expected one HOST:PORT"},
+        {"queue-limit = \"7x\"", "'7x': expected a whole number"},
+        {"heartbeat-ms = 0250", "'0250': expected a whole number"},
+    };
+    for (const auto& [line, message] : cases) {
+        CAPTURE(line);
+        TempFile config("bind = \"tcp://127.0.0.1:*\"\n" + line + "\n");
+        ChildProcess broker({bin_dir() + "/zbroker", "--config", config.path});
+        const auto code = broker.wait(kPatience);
+        INFO(kTooSlow);
+        REQUIRE(code.has_value());
+        CHECK(*code != 0);
+        INFO(broker.output());
         CHECK(broker.output().find(message) != std::string::npos);
     }
 }
@@ -232,4 +319,129 @@ TEST_CASE("zworker reads its flags from --config too") {
     CHECK(client.call("hello", "x", {.timeout = kPatience, .retries = 0}).status ==
           protocol::Status::ok);
     CHECK(worker.running());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Labels that peers choose: what reaches Prometheus stays valid, unique and bounded
+
+namespace {
+
+// True when `text` is UTF-8 that Prometheus accepts and a terminal shows as it is: no invalid
+// sequence, and no control character but the newlines between lines.
+bool is_clean_utf8(std::string_view text) {
+    std::size_t i = 0;
+    while (i < text.size()) {
+        const auto byte = static_cast<unsigned char>(text[i]);
+        std::size_t length = 0;
+        char32_t point = 0;
+        if (byte < 0x80) {
+            length = 1, point = byte;
+        } else if ((byte & 0xE0) == 0xC0) {
+            length = 2, point = byte & 0x1F;
+        } else if ((byte & 0xF0) == 0xE0) {
+            length = 3, point = byte & 0x0F;
+        } else if ((byte & 0xF8) == 0xF0) {
+            length = 4, point = byte & 0x07;
+        } else {
+            return false;
+        }
+        if (i + length > text.size()) return false;
+        for (std::size_t k = 1; k < length; ++k) {
+            const auto next = static_cast<unsigned char>(text[i + k]);
+            if ((next & 0xC0) != 0x80) return false;
+            point = (point << 6) | (next & 0x3F);
+        }
+        constexpr char32_t kSmallest[] = {0, 0, 0x80, 0x800, 0x10000};
+        if (point < kSmallest[length] || point > 0x10FFFF) return false;  // overlong, too big
+        if (point >= 0xD800 && point <= 0xDFFF) return false;             // a surrogate
+        if ((point < 0x20 && point != '\n') || (point >= 0x7F && point <= 0x9F)) return false;
+        i += length;
+    }
+    return true;
+}
+
+std::vector<std::string> lines_starting(const std::string& text, const std::string& prefix) {
+    std::vector<std::string> found;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) {
+        if (line.starts_with(prefix)) found.push_back(line);
+    }
+    return found;
+}
+
+// The label set of a sample line: `name{...}` without its value.
+std::string series_of(const std::string& line) {
+    return line.substr(0, line.rfind('}') + 1);
+}
+
+broker::ServiceInfo service_named(std::string name, std::size_t waiting = 0) {
+    broker::ServiceInfo service;
+    service.name = std::move(name);
+    service.waiting = waiting;
+    return service;
+}
+
+}  // namespace
+
+TEST_CASE("a service name of invalid UTF-8 and control characters reaches Prometheus escaped") {
+    broker::BrokerSnapshot snapshot;
+    // A name a hostile worker may choose: a stray byte, an overlong '/', a surrogate, and a
+    // terminal escape that sets the window title and forges a line.
+    snapshot.services.push_back(
+        service_named("bad\xff\xc0\xaf\xed\xa0\x80-\x1b]0;owned\x07\n# forged\r\x85"
+                      "end",
+                      3));
+    snapshot.services.push_back(service_named("caf\xc3\xa9 \xe2\x9c\x93", 1));  // valid: kept
+    const std::string text = exposition(snapshot);
+    INFO(text);
+    CHECK(is_clean_utf8(text));
+    CHECK(lines_starting(text, "# forged").empty());
+    CHECK(text.find("zbroker_service_queued{service=\"caf\xc3\xa9 \xe2\x9c\x93\"} 1") !=
+          std::string::npos);
+    // Bytes that cannot be shown are spelt out, so two such names stay two series.
+    CHECK(text.find("zbroker_service_queued{service=\"bad\\\\xff") != std::string::npos);
+}
+
+TEST_CASE("two fairness keys alike in their first 32 bytes are two series") {
+    broker::BrokerSnapshot snapshot;
+    broker::ServiceInfo service = service_named("echo", 7);
+    const std::string common(32, 't');
+    service.top_keys = {{common + "-tenant-a", 4, 1}, {common + "-tenant-b", 3, 1}};
+    service.keys = 2;
+    snapshot.services.push_back(service);
+    const std::string text = exposition(snapshot);
+    INFO(text);
+    const auto lines = lines_starting(text, "zbroker_key_queued{");
+    REQUIRE(lines.size() == 2);
+    CHECK(series_of(lines[0]) != series_of(lines[1]));
+}
+
+TEST_CASE("many services give a bounded scrape: the busiest one by one, the rest summed") {
+    broker::BrokerSnapshot snapshot;
+    constexpr std::size_t kServices = 10'000;
+    std::size_t waiting = 0;
+    for (std::size_t i = 0; i < kServices; ++i) {
+        // Long names, as a client planting services would choose them.
+        broker::ServiceInfo service = service_named(std::to_string(i) + std::string(200, 'x'), 1);
+        service.served = 1;
+        service.top_keys = {{"k" + std::to_string(i), 1, 1}};
+        service.keys = 1;
+        waiting += service.waiting;
+        snapshot.services.push_back(std::move(service));
+    }
+    snapshot.services[4242].waiting = 500;  // the one an operator must see
+    waiting += 499;
+
+    const std::string text = exposition(snapshot);
+    const auto lines = lines_starting(text, "zbroker_");
+    CHECK(lines.size() < 3'000);
+    CHECK(text.size() < 1'000'000);
+    CHECK(has_line("\n" + text,
+                   "zbroker_service_queued{service=\"4242" + std::string(200, 'x') + "\"} 500"));
+    // Every request waiting is still counted once: shown services plus the rest.
+    double total = 0;
+    for (const std::string& line : lines_starting(text, "zbroker_service_queued{"))
+        total += std::stod(line.substr(line.rfind(' ') + 1));
+    CHECK(total == static_cast<double>(waiting));
+    CHECK(!lines_starting(text, "zbroker_service_queued{others=\"true\"}").empty());
 }

@@ -146,6 +146,10 @@ void write_text(const std::string& path, const std::string& text) {
     // Written aside and renamed, so a reload never reads a half-written file.
     const std::string temporary = path + ".new";
     std::ofstream(temporary) << text;
+    // Whatever the umask: the broker refuses a keys file that others may write.
+    std::filesystem::permissions(
+        temporary, std::filesystem::perms::owner_read | std::filesystem::perms::owner_write |
+                       std::filesystem::perms::group_read | std::filesystem::perms::others_read);
     std::filesystem::rename(temporary, path);
 }
 
@@ -418,6 +422,74 @@ TEST_CASE("SIGHUP reloads the authorized keys for new connections") {
     REQUIRE(secure.gets_through(newcomer));
     REQUIRE(secure.shut_out(secure.client));
     REQUIRE(secure.broker->running());
+}
+
+namespace {
+
+// Waits for a broker expected to refuse to start: its exit code, or nullopt if it kept running.
+std::optional<int> refused_at_start(ChildProcess& broker) {
+    const auto code = broker.wait(kPatience);
+    INFO(kTooSlow);
+    INFO(broker.output());
+    return code;
+}
+
+// zbroker with CURVE on, from the key files in `dir` (broker.key, authorized_keys).
+ChildProcess start_curve_broker(const TempDir& dir) {
+    return ChildProcess({bin_dir() + "/zbroker", "--bind", "tcp://127.0.0.1:*", "--curve-secret",
+                         dir.file("broker.key"), "--authorized-keys", dir.file("authorized_keys")});
+}
+
+// A key pair file (private) and an authorized-keys file (readable by all).
+void write_curve_files(const TempDir& dir) {
+    write_curve_keypair(dir.file("broker.key"), generate_curve_keypair());
+    write_text(dir.file("authorized_keys"), "client " + generate_curve_keypair().public_key + "\n");
+}
+
+}  // namespace
+
+TEST_CASE("an authorized-keys file others may write is refused at start, saying chmod go-w") {
+    TempDir dir;
+    write_curve_files(dir);
+    const std::string keys = dir.file("authorized_keys");
+    for (const mode_t mode : {0666, 0646, 0664}) {
+        CAPTURE(mode);
+        REQUIRE(::chmod(keys.c_str(), mode) == 0);
+        ChildProcess broker = start_curve_broker(dir);
+        CHECK(refused_at_start(broker) == 1);
+        CHECK(broker.output().find("chmod go-w " + keys) != std::string::npos);
+    }
+    REQUIRE(::chmod(keys.c_str(), 0644) == 0);  // readable by all is fine: public keys
+    ChildProcess broker = start_curve_broker(dir);
+    CHECK(broker.wait_for("CURVE on", kPatience));
+}
+
+TEST_CASE("a key pair file others may read is refused at start, saying chmod 600") {
+    TempDir dir;
+    write_curve_files(dir);
+    const std::string secret = dir.file("broker.key");
+    for (const mode_t mode : {0644, 0604, 0640}) {
+        CAPTURE(mode);
+        REQUIRE(::chmod(secret.c_str(), mode) == 0);
+        ChildProcess broker = start_curve_broker(dir);
+        CHECK(refused_at_start(broker) == 1);
+        CHECK(broker.output().find("chmod 600 " + secret) != std::string::npos);
+    }
+}
+
+TEST_CASE("a reload refuses an authorized-keys file others may write, and keeps the keys it had") {
+    SecureBroker secure;
+    const CurveKeyPair newcomer = generate_curve_keypair();
+    const std::string keys = secure.dir.file("authorized_keys");
+    // What any local user could do to a world-writable file: add an admin key of their own.
+    secure.authorize({{"client", secure.client}, {"admin", newcomer}});
+    REQUIRE(::chmod(keys.c_str(), 0666) == 0);
+    secure.broker->signal(SIGHUP);
+    REQUIRE(secure.broker->wait_for("reload failed", kPatience));
+    CHECK(secure.broker->output().find("chmod go-w " + keys) != std::string::npos);
+    CHECK(secure.shut_out(newcomer));
+    CHECK(secure.gets_through(secure.client));
+    CHECK(secure.broker->running());
 }
 
 TEST_CASE("a client key that takes a departed worker's routing id gets none of its jobs") {
