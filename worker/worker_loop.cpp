@@ -251,7 +251,7 @@ void WorkerLoop::on_broker_message(std::uint32_t slot, Frames& frames) {
             case wire::Command::request:
             case wire::Command::answer:
             case wire::Command::ready:
-            case wire::Command::reply:
+            case wire::Command::reply: {
                 ++counters_.malformed;
                 const std::string kind =
                     fmt::format("unexpected {} record", wire::command_name(record.command));
@@ -263,6 +263,7 @@ void WorkerLoop::on_broker_message(std::uint32_t slot, Frames& frames) {
                         connection.service(), log_limits_[slot].more_like_this(*left_out));
                 }
                 break;
+            }
         }
     }
     // Every job of the message was held until now, as the broker counts them: it sent them
