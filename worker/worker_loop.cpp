@@ -22,17 +22,18 @@ constexpr Millis kDisconnectLinger{1000};
 // Each Worker has its own context, so this name never collides between workers.
 constexpr const char* kResultsEndpoint = "inproc://zbroker-worker-results";
 constexpr int kReadBatch = 64;
-// Buffers reused for every message keep what the largest one grew them to. A correct broker
-// sends a worker at most a few hundred records or frames at once (its credit); past this many
-// entries a buffer is given back after its message, so that one hostile burst (65,536 records
-// of 152 bytes each) does not stay in memory.
-constexpr std::size_t kBufferEntriesKept = 1024;
+// Buffers reused for every message keep what the largest one grew them to. Past these sizes
+// (the room a full batch of small records, or of frames, needs) a buffer is given back as soon
+// as its message is read: a hostile broker may send one burst (65,536 records of about 150
+// bytes) and then only heartbeats. The same as the shared readers keep between messages.
+constexpr std::size_t kRecordsKept = 8192;
+constexpr std::size_t kFramesKept = 1024;
 // The most of a message's bytes a log line quotes.
 constexpr std::size_t kMaxQuotedBytes = 200;
 
 template <class T>
-void give_back_if_grown(std::vector<T>& buffer) {
-    if (buffer.capacity() > kBufferEntriesKept) std::vector<T>().swap(buffer);
+void give_back_if_grown(std::vector<T>& buffer, std::size_t kept) {
+    if (buffer.capacity() > kept) std::vector<T>().swap(buffer);
 }
 
 // The frames of a message from a peer as a log line may quote them: each escaped by
@@ -172,8 +173,8 @@ void WorkerLoop::read_broker(std::uint32_t slot) {
         if (!connections_[slot].connected()) return;
         if (!receive(connections_[slot].socket(), incoming_)) return;
         on_broker_message(slot, incoming_);
-        give_back_if_grown(records_);
-        give_back_if_grown(incoming_);
+        give_back_if_grown(records_, kRecordsKept);
+        give_back_if_grown(incoming_, kFramesKept);
     }
 }
 
