@@ -36,6 +36,7 @@ extern "C" std::size_t __sanitizer_get_current_allocated_bytes();
 #include "wire_bytes.hpp"
 #include "worker/broker_connection.hpp"
 #include "worker/builtin_services.hpp"
+#include "worker/credit_in_force.hpp"
 #include "worker/credit_share.hpp"
 #include "worker/payload.hpp"
 #include "worker/recent_replies.hpp"
@@ -1407,6 +1408,30 @@ TEST_CASE("malformed broker messages are ignored and counted, and the worker kee
 }
 
 // ---- A broker that breaks the rules -------------------------------------------------------
+
+TEST_CASE("a higher credit is in force at once, a lower one only from its echo") {
+    detail::CreditInForce credit(4);  // READY's
+    REQUIRE(credit.most() == 4);
+    credit.asked(10);
+    REQUIRE(credit.most() == 10);
+    credit.asked(2);
+    credit.asked(0);
+    REQUIRE(credit.most() == 10);  // JOBs sent under 10 may still be on their way
+    credit.echoed();
+    credit.echoed();
+    REQUIRE(credit.most() == 10);  // the echo of 0 is still to come
+    credit.echoed();
+    REQUIRE(credit.most() == 0);
+}
+
+TEST_CASE("an echo of nothing changes no credit, and without echoes the largest asked holds") {
+    detail::CreditInForce credit(3);
+    credit.echoed();
+    REQUIRE(credit.most() == 3);
+    for (std::uint32_t asked : {7u, 1u, 5u, 2u})
+        credit.asked(asked);
+    REQUIRE(credit.most() == 7);
+}
 
 TEST_CASE("a JOB beyond the credit is refused: counted, never run and never answered") {
     FakeBroker broker;
