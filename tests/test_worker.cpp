@@ -18,12 +18,25 @@
 #include <utility>
 #include <vector>
 
+#include <spdlog/sinks/ringbuffer_sink.h>
+#include <spdlog/spdlog.h>
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+// The sanitizers' own allocator, which malloc statistics do not see. Declared here, as in
+// <sanitizer/allocator_interface.h>, which GCC does not ship.
+extern "C" std::size_t __sanitizer_get_current_allocated_bytes();
+#else
+#include <malloc.h>
+#endif
+
 #include "process_helpers.hpp"
 #include "shared/clock.hpp"
 #include "shared/codec.hpp"
 #include "shared/wire.hpp"
 #include "wire_bytes.hpp"
+#include "worker/broker_connection.hpp"
 #include "worker/builtin_services.hpp"
+#include "worker/credit_in_force.hpp"
 #include "worker/credit_share.hpp"
 #include "worker/payload.hpp"
 #include "worker/recent_replies.hpp"
@@ -368,6 +381,45 @@ class Gate {
 
 std::string error_of(const std::string& body) {
     return unpack<std::map<std::string, std::string>>(body).at("error");
+}
+
+// What the process logs while it lives, every line kept: the default logger is replaced, and
+// put back after.
+class LogCapture {
+  public:
+    LogCapture()
+        : previous_(spdlog::default_logger()),
+          sink_(std::make_shared<spdlog::sinks::ringbuffer_sink_mt>(1'000'000)) {
+        auto logger = std::make_shared<spdlog::logger>("captured", sink_);
+        logger->set_level(spdlog::level::info);
+        logger->set_pattern("%l: %v");
+        spdlog::set_default_logger(std::move(logger));
+    }
+    ~LogCapture() { spdlog::set_default_logger(previous_); }
+    LogCapture(const LogCapture&) = delete;
+    LogCapture& operator=(const LogCapture&) = delete;
+
+    std::vector<std::string> lines() const { return sink_->last_formatted(); }
+    std::vector<std::string> lines_with(std::string_view text) const {
+        std::vector<std::string> found;
+        for (std::string& line : lines())
+            if (line.find(text) != std::string::npos) found.push_back(std::move(line));
+        return found;
+    }
+
+  private:
+    std::shared_ptr<spdlog::logger> previous_;
+    std::shared_ptr<spdlog::sinks::ringbuffer_sink_mt> sink_;
+};
+
+// Bytes the process has allocated and not freed.
+std::size_t allocated_bytes() {
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    return __sanitizer_get_current_allocated_bytes();
+#else
+    const struct mallinfo2 info = mallinfo2();
+    return info.uordblks + info.hblkhd;
+#endif
 }
 
 }  // namespace
@@ -1353,6 +1405,216 @@ TEST_CASE("malformed broker messages are ignored and counted, and the worker kee
     REQUIRE(calls == 1);
     REQUIRE(worker.stats().malformed == malformed.size());
     REQUIRE(worker.stats().reconnects == 0);
+}
+
+// ---- A broker that breaks the rules -------------------------------------------------------
+
+TEST_CASE("a higher credit is in force at once, a lower one only from its echo") {
+    detail::CreditInForce credit(4);  // READY's
+    REQUIRE(credit.most() == 4);
+    credit.asked(10);
+    REQUIRE(credit.most() == 10);
+    credit.asked(2);
+    credit.asked(0);
+    REQUIRE(credit.most() == 10);  // JOBs sent under 10 may still be on their way
+    credit.echoed();
+    credit.echoed();
+    REQUIRE(credit.most() == 10);  // the echo of 0 is still to come
+    credit.echoed();
+    REQUIRE(credit.most() == 0);
+}
+
+TEST_CASE("an echo of nothing changes no credit, and without echoes the largest asked holds") {
+    detail::CreditInForce credit(3);
+    credit.echoed();
+    REQUIRE(credit.most() == 3);
+    for (std::uint32_t asked : {7u, 1u, 5u, 2u})
+        credit.asked(asked);
+    REQUIRE(credit.most() == 7);
+}
+
+TEST_CASE("a JOB beyond the credit is refused: counted, never run and never answered") {
+    FakeBroker broker;
+    WorkerOptions options = options_for(broker);
+    options.credit = 1;
+    Worker worker(options);
+    std::atomic<int> calls{0};
+    Gate finish;
+    worker.handle("slow", [&](Request& request) {
+        ++calls;
+        finish.wait();
+        return Reply::raw(request.body());
+    });
+    RunningWorker running(worker, broker);
+    const auto ready = broker.expect(Command::ready);
+    REQUIRE(ready);
+    REQUIRE(ready->credit == 1);
+
+    broker.send_job(ready->identity, "held", {"held"});
+    REQUIRE(in_time([&] { return calls == 1; }));
+    broker.send_job(ready->identity, "beyond", {"beyond"});
+    REQUIRE(in_time([&] { return worker.stats().refused_jobs == 1; }));
+    finish.open();
+    const auto replies = broker.until(Command::reply, 2, 500ms);
+    REQUIRE(names(replies) == std::vector<std::string>{"REPLY"});
+    REQUIRE(replies.front().token == "held");
+
+    // The credit is free again: the next job is run.
+    broker.send_job(ready->identity, "next", {"next"});
+    const auto reply = broker.expect(Command::reply);
+    REQUIRE(reply);
+    REQUIRE(reply->token == "next");
+    running.stop_and_join();
+    REQUIRE(calls == 2);
+    REQUIRE(worker.stats().refused_jobs == 1);
+    REQUIRE(worker.stats().most_held == 1);
+    REQUIRE(worker.stats().reconnects == 0);
+}
+
+TEST_CASE("after CREDIT 0 the old credit holds until the broker's echo, and nothing after it") {
+    FakeBroker broker;
+    broker.echo_credit(false);  // the test says when the broker has read the CREDIT 0
+    WorkerOptions options = options_for(broker);
+    options.credit = 2;
+    Worker worker(options);
+    std::atomic<int> calls{0};
+    Gate finish;
+    worker.handle("slow", [&](Request& request) {
+        ++calls;
+        finish.wait();
+        return Reply::raw(request.body());
+    });
+    RunningWorker running(worker, broker);
+    const auto ready = broker.expect(Command::ready);
+    REQUIRE(ready);
+
+    broker.send_job(ready->identity, "first", {"first"});
+    REQUIRE(in_time([&] { return calls == 1; }));
+    worker.stop();
+    REQUIRE(names(broker.until(Command::credit)) == std::vector<std::string>{"CREDIT"});
+    // Sent before the broker read the CREDIT 0: within the credit of 2 it knew, so taken; one
+    // more would be past even that.
+    broker.send_jobs(ready->identity, {{"late", {"late"}}, {"too many", {"too many"}}});
+    REQUIRE(in_time([&] { return worker.stats().refused_jobs == 1; }));
+    // After the echo the credit is 0: whatever comes is beyond it.
+    broker.echo_credit(true);
+    broker.send_job(ready->identity, "after the echo", {"after the echo"});
+    REQUIRE(in_time([&] { return worker.stats().refused_jobs == 2; }));
+    finish.open();
+    const auto rest = broker.until(Command::disconnect);
+    std::set<std::string> replied;
+    for (const Received& received : rest)
+        if (received.command == Command::reply) replied.insert(received.token);
+    REQUIRE(replied == std::set<std::string>{"first", "late"});
+    running.stop_and_join();
+    REQUIRE(calls == 2);
+}
+
+TEST_CASE("a broker that keeps sending JOBs beyond credit is left, and registered with again") {
+    FakeBroker broker;
+    WorkerOptions options = options_for(broker);
+    options.credit = 1;
+    Worker worker(options);
+    std::atomic<int> calls{0};
+    Gate finish;
+    worker.handle("slow", [&](Request& request) {
+        ++calls;
+        finish.wait();
+        return Reply::raw(request.body());
+    });
+    RunningWorker running(worker, broker);
+    const auto ready = broker.expect(Command::ready);
+    REQUIRE(ready);
+
+    // One job in hand, then a flood of jobs of 600 s each (here: until the gate opens), as a
+    // hostile broker sent 300,000: the worker takes none of them, and leaves at the limit.
+    broker.send_job(ready->identity, "held", {"held"});
+    REQUIRE(in_time([&] { return calls == 1; }));
+    std::vector<FakeBroker::Job> flood;
+    for (int i = 0; i < 1000; ++i)
+        flood.push_back({"flood " + std::to_string(i), {"x"}});
+    broker.send_jobs(ready->identity, flood);
+    REQUIRE(names(broker.until(Command::disconnect)) == std::vector<std::string>{"DISCONNECT"});
+    const auto again = broker.expect(Command::ready);
+    REQUIRE(again);
+    REQUIRE(again->identity != ready->identity);
+    REQUIRE(worker.stats().refused_jobs == detail::BrokerConnection::kRefusalsTolerated + 1);
+    REQUIRE(worker.stats().reconnects == 1);
+    REQUIRE(calls == 1);
+    finish.open();
+
+    // The new session starts with nothing held, whatever the old one still runs.
+    broker.send_job(again->identity, "new", {"new"});
+    const auto reply = broker.expect(Command::reply);
+    REQUIRE(reply);
+    REQUIRE(reply->identity == again->identity);
+    REQUIRE(reply->token == "new");
+}
+
+TEST_CASE("unexpected records are logged once per kind and window, in lines of bounded length") {
+    LogCapture log;
+    FakeBroker broker;
+    Worker worker(options_for(broker));
+    worker.handle("svc", echo_handler);
+    RunningWorker running(worker, broker);
+    const auto ready = broker.expect(Command::ready);
+    REQUIRE(ready);
+
+    const std::string request = command_byte(Command::request) + u8(0) + short_bytes("id") +
+                                short_bytes("svc") + inline_body("b");
+    std::size_t bytes_sent = 0;
+    // Fewer messages than the queues hold (1000 each way), so that none is dropped on the way.
+    constexpr int kMessages = 200;
+    constexpr int kRecordsEach = 20;
+    for (int i = 0; i < kMessages; ++i) {
+        std::string records = kSignature;
+        for (int r = 0; r < kRecordsEach; ++r)
+            records += request;
+        broker.send_raw(ready->identity, {records});                // unexpected records
+        broker.send_raw(ready->identity, {kSignature + u8(0x99)});  // an unknown command
+        bytes_sent += records.size() + kSignature.size() + 1;
+    }
+    // A message of many empty frames, which a line describing every frame made 180 kB long.
+    std::vector<std::string> frames(60'000);
+    frames.front() = kSignature;
+    broker.send_raw(ready->identity, frames);
+    broker.send_job(ready->identity, "good", {"still here"});
+    REQUIRE(broker.expect(Command::reply));
+    running.stop_and_join();
+
+    REQUIRE(worker.stats().malformed == kMessages * (kRecordsEach + 1) + 1);
+    // One line per kind and window (and a summary per window past), however many came.
+    REQUIRE(log.lines_with("REQUEST record").size() <= 3);
+    REQUIRE(log.lines_with("malformed").size() <= 6);
+    std::size_t bytes_logged = 0;
+    for (const std::string& line : log.lines()) {
+        INFO(line.substr(0, 300));
+        CHECK(line.size() <= 400);
+        bytes_logged += line.size();
+    }
+    REQUIRE(bytes_logged < bytes_sent / 10);
+}
+
+TEST_CASE("a burst of records leaves no memory behind once it is read") {
+    FakeBroker broker;
+    Worker worker(options_for(broker));
+    worker.handle("svc", echo_handler);
+    RunningWorker running(worker, broker);
+    const auto ready = broker.expect(Command::ready);
+    REQUIRE(ready);
+    broker.send_job(ready->identity, "warm", {"up"});
+    REQUIRE(broker.expect(Command::reply));
+    const std::size_t before = allocated_bytes();
+
+    // 60,000 records in a 60 kB message: 9 MB as parsed records, kept by a reused vector.
+    const std::string heartbeats =
+        kSignature + std::string(60'000, static_cast<char>(Command::heartbeat));
+    broker.send_raw(ready->identity, {heartbeats});
+    broker.send_job(ready->identity, "after", {"the burst"});  // read after it
+    REQUIRE(broker.expect(Command::reply));
+    const std::size_t after = allocated_bytes();
+    INFO("allocated before the burst " << before << " B, after it " << after << " B");
+    REQUIRE(after < before + 2'000'000);
 }
 
 // ---- Built-in services -------------------------------------------------------------------

@@ -31,6 +31,9 @@ void BrokerConnection::connect(zmq::context_t& context, std::uint64_t id, TimePo
     id_ = id;
     heartbeat_at_ = now + timing_.heartbeat_interval;
     stop_acknowledged_ = false;
+    credit_in_force_ = CreditInForce(credit_);
+    held_jobs_ = 0;
+    refusals_in_window_ = 0;
     pending_.clear();
     heard_from_broker(now);
     pending_.ready(service_, credit_);
@@ -74,6 +77,21 @@ void BrokerConnection::disconnect(Millis linger) {
     close_socket();
 }
 
+void BrokerConnection::quit(Millis linger, TimePoint now) {
+    disconnect(linger);
+    reconnect_at_ = now + timing_.reconnect_delay;
+}
+
+bool BrokerConnection::refused_job(TimePoint now) noexcept {
+    // A fixed window, not a sliding one: enough to tell a broker that keeps at it from the few
+    // a correct one may send (after releasing an orphan, see docs/protocol.md).
+    if (now >= refusal_window_start_ + kRefusalWindow) {
+        refusal_window_start_ = now;
+        refusals_in_window_ = 0;
+    }
+    return ++refusals_in_window_ > kRefusalsTolerated;
+}
+
 void BrokerConnection::heard_from_broker(TimePoint now) noexcept {
     expires_at_ = now + timing_.heartbeat_interval * timing_.liveness;
 }
@@ -98,13 +116,16 @@ void BrokerConnection::change_credit(std::uint32_t credit) {
     // it was.
     if (credit == credit_) return;
     credit_ = credit;
-    if (connected()) pending_.credit(credit);
+    if (!connected()) return;
+    pending_.credit(credit);
+    credit_in_force_.asked(credit);
 }
 
 void BrokerConnection::stop_taking_work() {
     if (!connected()) return;
     stop_acknowledged_ = false;  // only an echo of this CREDIT 0 counts
     pending_.credit(0);
+    credit_in_force_.asked(0);
     if (!send_now())
         spdlog::warn("could not tell {} to stop sending work on '{}': the queue to it is full",
                      endpoint_, service_);

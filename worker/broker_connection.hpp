@@ -14,6 +14,7 @@
 #include "shared/curve_keys.hpp"
 #include "shared/frames.hpp"
 #include "shared/wire.hpp"
+#include "worker/credit_in_force.hpp"
 
 namespace zbroker::detail {
 
@@ -27,6 +28,12 @@ struct ConnectionTiming {
 // computed for an old socket is recognised and never sent on its successor.
 class BrokerConnection {
   public:
+    // A broker that sends more JOBs beyond credit than this within one window is broken or
+    // hostile: the session is ended (and started again), which also hands the broker back every
+    // job it holds, to run elsewhere.
+    static constexpr std::size_t kRefusalsTolerated = 32;
+    static constexpr Millis kRefusalWindow{10'000};
+
     // `credit` is this session's share of the service's credit.
     BrokerConnection(std::string service, std::string endpoint, std::uint32_t credit,
                      ConnectionTiming timing);
@@ -42,6 +49,9 @@ class BrokerConnection {
     void drop(TimePoint now);
     // Sends what is pending and DISCONNECT, and closes, lingering up to `linger` so they get out.
     void disconnect(Millis linger);
+    // Ends the session on our side, as disconnect() does, and schedules the next connect after
+    // the reconnect delay.
+    void quit(Millis linger, TimePoint now);
 
     bool connected() const noexcept { return socket_.has_value(); }
     std::uint64_t id() const noexcept { return id_; }
@@ -76,9 +86,27 @@ class BrokerConnection {
     // on no JOB can still be on its way.
     void stop_taking_work();
     void on_credit_echo(std::uint32_t credit) noexcept {
+        credit_in_force_.echoed();
         if (credit == 0) stop_acknowledged_ = true;
     }
     bool stop_acknowledged() const noexcept { return stop_acknowledged_; }
+
+    // A JOB came: true when it is within the credit in force (see CreditInForce), and then it is
+    // held until finished_jobs(); false when the broker had no right to send it.
+    bool take_job() noexcept {
+        if (held_jobs_ >= credit_in_force_.most()) return false;
+        ++held_jobs_;
+        return true;
+    }
+    // Replied (or given up) jobs of this session: the broker may send as many new ones.
+    void finished_jobs(std::size_t count = 1) noexcept {
+        held_jobs_ -= std::min(count, held_jobs_);
+    }
+    std::size_t held_jobs() const noexcept { return held_jobs_; }
+    std::uint32_t credit_in_force() const noexcept { return credit_in_force_.most(); }
+    // A JOB take_job() refused; true when that makes more than kRefusalsTolerated in the
+    // current window, and the session should quit().
+    bool refused_job(TimePoint now) noexcept;
 
     // Adds a REPLY to the message sent by the next flush(): the replies that come in one loop
     // round travel as one message, or several past wire::kBatchBytes. `body` is moved from.
@@ -106,6 +134,10 @@ class BrokerConnection {
     TimePoint expires_at_{};
     TimePoint reconnect_at_{};
     bool stop_acknowledged_ = false;
+    CreditInForce credit_in_force_;
+    std::size_t held_jobs_ = 0;  // of this session: taken and not finished
+    TimePoint refusal_window_start_{};
+    std::size_t refusals_in_window_ = 0;
     std::size_t dropped_early_ = 0;  // replies of a batch sent before flush() that would-blocked
     wire::Writer pending_;           // replies of this round
     Frames outgoing_;                // reused for every send

@@ -124,7 +124,12 @@ int main(int argc, char** argv) {
         "Example:\n  zbroker &\n  zworker --service echo --service stats --threads 4 &\n"
         "  zclient call stats '[1, 2, 3]'\n\n"
         "SIGINT/SIGTERM: no new work, running jobs finish and are replied, DISCONNECT, exit 0.\n"
-        "A second signal exits at once.");
+        "A second signal exits at once.\n\n"
+        "A broker may send no more jobs than the credit it was given: one beyond it is refused\n"
+        "(not run, not answered; the broker answers its client at its deadline). A broker that\n"
+        "sends more than 32 such jobs within 10 s is disconnected from, which hands it back\n"
+        "every job this session held, and registered with again after --reconnect-ms.\n"
+        "Unexpected messages are logged once per kind per broker every 10 s, with a count.");
     CLI11_PARSE(app, argc, argv);
     options.heartbeat_interval = std::chrono::milliseconds(heartbeat_ms);
     options.reconnect_delay = std::chrono::milliseconds(reconnect_ms);
@@ -153,9 +158,10 @@ int main(int argc, char** argv) {
         const WorkerStats stats = worker.stats();
         spdlog::info(
             "stopped: {} request(s) served, {} answered from recent replies, {} handler "
-            "failure(s), {} reconnect(s), at most {} held at once",
-            stats.served, stats.duplicates_skipped, stats.failed, stats.reconnects,
-            stats.most_held);
+            "failure(s), {} reconnect(s), at most {} held at once, {} refused beyond credit, {} "
+            "malformed message(s)",
+            stats.served, stats.duplicates_skipped, stats.failed, stats.reconnects, stats.most_held,
+            stats.refused_jobs, stats.malformed);
     } catch (const zmq::error_t& e) {
         spdlog::error(
             "cannot connect to the brokers at {}: {}. Check --broker (e.g. tcp://host:5555).",

@@ -85,6 +85,7 @@ WorkerStats Worker::stats() const {
     stats.failed = counters_.failed.load();
     stats.reconnects = counters_.reconnects.load();
     stats.malformed = counters_.malformed.load();
+    stats.refused_jobs = counters_.refused_jobs.load();
     stats.dropped_replies = counters_.dropped_replies.load();
     stats.skipped_jobs = counters_.skipped_jobs.load();
     stats.duplicates_skipped = counters_.duplicates_skipped.load();

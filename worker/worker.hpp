@@ -102,7 +102,9 @@ struct WorkerStats {
     std::uint64_t failed = 0;  // handler threw; the client got Reply::error
     std::uint64_t reconnects =
         0;  // new broker sessions after a DISCONNECT, silence or a closed link
-    std::uint64_t malformed = 0;           // broker messages ignored as malformed
+    std::uint64_t malformed = 0;  // broker messages ignored as malformed
+    // JOBs beyond the credit the broker was given: not run, not answered (docs/protocol.md).
+    std::uint64_t refused_jobs = 0;
     std::uint64_t dropped_replies = 0;     // results of a previous connection, never sent
     std::uint64_t skipped_jobs = 0;        // queued from a connection replaced before they started
     std::uint64_t duplicates_skipped = 0;  // answered from the recent replies, not run again
@@ -117,6 +119,7 @@ struct WorkerCounters {
     std::atomic<std::uint64_t> failed{0};
     std::atomic<std::uint64_t> reconnects{0};
     std::atomic<std::uint64_t> malformed{0};
+    std::atomic<std::uint64_t> refused_jobs{0};
     std::atomic<std::uint64_t> dropped_replies{0};
     std::atomic<std::uint64_t> skipped_jobs{0};
     std::atomic<std::uint64_t> duplicates_skipped{0};

@@ -22,6 +22,32 @@ constexpr Millis kDisconnectLinger{1000};
 // Each Worker has its own context, so this name never collides between workers.
 constexpr const char* kResultsEndpoint = "inproc://zbroker-worker-results";
 constexpr int kReadBatch = 64;
+// Buffers reused for every message keep what the largest one grew them to. Past these sizes
+// (the room a full batch of small records, or of frames, needs) a buffer is given back as soon
+// as its message is read: a hostile broker may send one burst (65,536 records of about 150
+// bytes) and then only heartbeats. The same as the shared readers keep between messages.
+constexpr std::size_t kRecordsKept = 8192;
+constexpr std::size_t kFramesKept = 1024;
+// The most of a message's bytes a log line quotes.
+constexpr std::size_t kMaxQuotedBytes = 200;
+
+template <class T>
+void give_back_if_grown(std::vector<T>& buffer, std::size_t kept) {
+    if (buffer.capacity() > kept) std::vector<T>().swap(buffer);
+}
+
+// The frames of a message from a peer as a log line may quote them: each escaped by
+// printable(), and no more of them than fit in kMaxQuotedBytes.
+std::string describe_briefly(const Frames& frames) {
+    std::string text = "[";
+    std::size_t shown = 0;
+    for (; shown < frames.size() && text.size() < kMaxQuotedBytes; ++shown) {
+        if (shown > 0) text += ' ';
+        text += printable(view(frames[shown]));
+    }
+    if (shown < frames.size()) text += " ...and " + std::to_string(frames.size() - shown) + " more";
+    return text + "]";
+}
 
 zmq::socket_t bind_results(zmq::context_t& context) {
     zmq::socket_t results(context, zmq::socket_type::pull);
@@ -60,6 +86,7 @@ WorkerLoop::WorkerLoop(zmq::context_t& context, const WorkerOptions& options,
     credits_.reserve(handlers.size());
     recent_replies_.reserve(handlers.size());
     current_connection_ = std::make_unique<std::atomic<std::uint64_t>[]>(sessions);
+    log_limits_.resize(sessions);
     for (std::size_t service = 0; service < handlers.size(); ++service) {
         const Registration& registration = handlers[service];
         // An io_thread handler runs one job at a time; pool handlers as many as there are threads.
@@ -146,6 +173,8 @@ void WorkerLoop::read_broker(std::uint32_t slot) {
         if (!connections_[slot].connected()) return;
         if (!receive(connections_[slot].socket(), incoming_)) return;
         on_broker_message(slot, incoming_);
+        give_back_if_grown(records_, kRecordsKept);
+        give_back_if_grown(incoming_, kFramesKept);
     }
 }
 
@@ -182,21 +211,26 @@ void WorkerLoop::on_broker_message(std::uint32_t slot, Frames& frames) {
     const char* problem = nullptr;
     if (!wire::parse(frames, 0, records_, problem)) {
         ++counters_.malformed;
-        spdlog::warn("ignoring a malformed message from {} on '{}' ({}): {}", connection.endpoint(),
-                     connection.service(), problem, describe(frames));
+        if (const auto left_out =
+                log_limits_[slot].admit(fmt::format("malformed message ({})", problem), arrived)) {
+            spdlog::warn("ignoring a malformed message from {} on '{}' ({}): {}{}",
+                         connection.endpoint(), connection.service(), problem,
+                         describe_briefly(frames), log_limits_[slot].more_like_this(*left_out));
+        }
         return;
     }
     io_thread_jobs_ = 0;
-    // Every job of the message is held from now on: the broker counts them all against our
-    // credit until they are replied.
-    std::size_t unstarted = static_cast<std::size_t>(std::count_if(
-        records_.begin(), records_.end(),
-        [](const wire::Record& record) { return record.command == wire::Command::job; }));
-    hold(unstarted);
+    finished_in_message_ = 0;
     for (const wire::Record& record : records_) {
+        // After a DISCONNECT, or once we quit: the rest belongs to a session that is over.
+        if (!connection.connected()) break;
         switch (record.command) {
             case wire::Command::job:
-                --unstarted;
+                if (!connection.take_job()) {
+                    refuse_job(slot, arrived);
+                    break;
+                }
+                hold(1);
                 on_job(slot, frames, record);
                 break;
             case wire::Command::heartbeat:
@@ -206,7 +240,6 @@ void WorkerLoop::on_broker_message(std::uint32_t slot, Frames& frames) {
                 break;
             case wire::Command::disconnect:
                 connection.drop(now());
-                finished_holding(unstarted);  // never started: the session they came on is over
                 if (draining_) {
                     spdlog::info("broker sent DISCONNECT on '{}' at {} while stopping",
                                  connection.service(), connection.endpoint());
@@ -215,18 +248,29 @@ void WorkerLoop::on_broker_message(std::uint32_t slot, Frames& frames) {
                                  connection.service(), connection.endpoint(),
                                  options_.reconnect_delay.count());
                 }
-                return;  // the rest belongs to a session that is over
+                break;
             case wire::Command::request:
             case wire::Command::answer:
             case wire::Command::ready:
-            case wire::Command::reply:
+            case wire::Command::reply: {
                 ++counters_.malformed;
-                spdlog::warn("ignoring a {} record from {} on '{}': only workers send it",
-                             wire::command_name(record.command), connection.endpoint(),
-                             connection.service());
+                const std::string kind =
+                    fmt::format("unexpected {} record", wire::command_name(record.command));
+                if (const auto left_out = log_limits_[slot].admit(kind, arrived)) {
+                    spdlog::warn(
+                        "ignoring a {} record from {} on '{}': a broker never sends it to a "
+                        "worker{}",
+                        wire::command_name(record.command), connection.endpoint(),
+                        connection.service(), log_limits_[slot].more_like_this(*left_out));
+                }
                 break;
+            }
         }
     }
+    // Every job of the message was held until now, as the broker counts them: it sent them
+    // together, and can have read none of their replies yet.
+    finished_holding(finished_in_message_);
+    connection.finished_jobs(finished_in_message_);
     if (io_thread_jobs_ > 0) {
         // Timed per message, not per job: two clock reads per microsecond job were an eighth
         // of the worker's time.
@@ -243,11 +287,11 @@ void WorkerLoop::on_job(std::uint32_t slot, Frames& frames, const wire::Record& 
     if (recent_replies_[service].find(record.idempotency_key, kept_reply_)) {
         ++counters_.duplicates_skipped;
         connection.reply(record.token, kept_reply_);
-        finished_holding();
+        ++finished_in_message_;
         return;
     }
-    // A job the broker sent before it read our CREDIT 0 is run all the same: dropping it would
-    // cost the request an attempt. The broker echoes CREDIT 0, and nothing follows the echo.
+    // A job the broker sent before it read our CREDIT 0 is run all the same (it is within the
+    // credit in force until the echo): dropping it would cost the request an attempt.
     const Registration& registration = handlers_[service];
     if (registration.execution == Execution::io_thread) {
         inline_body_.clear();
@@ -257,7 +301,7 @@ void WorkerLoop::on_job(std::uint32_t slot, Frames& frames, const wire::Record& 
         ++io_thread_jobs_;
         recent_replies_[service].remember(record.idempotency_key, reply.body);
         connection.reply(record.token, reply.body);
-        finished_holding();
+        ++finished_in_message_;
         return;
     }
     Job job;
@@ -284,6 +328,8 @@ void WorkerLoop::on_result(Frames& frames) {
     if (origin.slot >= connections_.size()) return;
     BrokerConnection& connection = connections_[origin.slot];
     const std::size_t service = service_of(origin.slot);
+    const bool same_session = connection.connected() && connection.id() == origin.connection_id;
+    if (same_session) connection.finished_jobs();
     if (result->head.skipped) {
         ++counters_.skipped_jobs;
         spdlog::info(
@@ -296,7 +342,7 @@ void WorkerLoop::on_result(Frames& frames) {
     // Kept even when its session is gone: when the client sends the request again through
     // another broker, this is the answer.
     recent_replies_[service].remember(view(result->idempotency_key), result->body);
-    if (!connection.connected() || connection.id() != origin.connection_id) {
+    if (!same_session) {
         // The broker has already given this request to another worker, or will.
         ++counters_.dropped_replies;
         spdlog::info("dropping a reply for '{}': its connection to {} was replaced",
@@ -306,13 +352,59 @@ void WorkerLoop::on_result(Frames& frames) {
     connection.reply(view(result->token), result->body);
 }
 
+void WorkerLoop::refuse_job(std::uint32_t slot, TimePoint at) {
+    BrokerConnection& connection = connections_[slot];
+    ++counters_.refused_jobs;
+    LogLimiter& log = log_limits_[slot];
+    // Not answered: a REPLY would reach its client as a 200 and free the credit at once, so a
+    // broker that over-sends would be sent failures as fast as it sends jobs. The broker
+    // answers its client at its deadline, or re-queues it when we leave (docs/protocol.md).
+    if (!connection.refused_job(at)) {
+        if (const auto left_out = log.admit("JOB beyond credit", at)) {
+            spdlog::warn(
+                "refusing a JOB from {} on '{}': the session holds {}, all the credit the broker "
+                "was given{}",
+                connection.endpoint(), connection.service(), connection.held_jobs(),
+                log.more_like_this(*left_out));
+        }
+        return;
+    }
+    if (const auto left_out = log.admit("leaving a broker that sends JOBs beyond credit", at)) {
+        spdlog::warn(
+            "{} sent more than {} JOBs beyond credit on '{}' within {} s: disconnecting, "
+            "reconnecting in {} ms{}",
+            connection.endpoint(), BrokerConnection::kRefusalsTolerated, connection.service(),
+            std::chrono::duration_cast<std::chrono::seconds>(BrokerConnection::kRefusalWindow)
+                .count(),
+            options_.reconnect_delay.count(), log.more_like_this(*left_out));
+    }
+    connection.quit(kDisconnectLinger, at);
+}
+
 void WorkerLoop::flush_replies() {
-    for (BrokerConnection& connection : connections_) {
+    for (std::uint32_t slot = 0; slot < connections_.size(); ++slot) {
+        BrokerConnection& connection = connections_[slot];
         std::size_t dropped = 0;
         if (connection.flush(dropped)) continue;
         counters_.dropped_replies += dropped;
-        spdlog::warn("dropping {} reply(s) for '{}': the queue to {} is full", dropped,
-                     connection.service(), connection.endpoint());
+        // Once a round while a broker reads nothing: limited like what it sends.
+        LogLimiter& log = log_limits_[slot];
+        if (const auto left_out = log.admit("replies dropped: the queue is full", now())) {
+            spdlog::warn("dropping {} reply(s) for '{}': the queue to {} is full{}", dropped,
+                         connection.service(), connection.endpoint(),
+                         log.more_like_this(*left_out));
+        }
+    }
+}
+
+void WorkerLoop::tell_lines_left_out(TimePoint at) {
+    for (std::uint32_t slot = 0; slot < connections_.size(); ++slot) {
+        LogLimiter& log = log_limits_[slot];
+        for (const LogLimiter::Untold& untold : log.expire(at)) {
+            spdlog::warn("from {} on '{}': {}{}", connections_[slot].endpoint(),
+                         connections_[slot].service(), untold.kind,
+                         log.more_like_this(untold.left_out));
+        }
     }
 }
 
@@ -368,6 +460,7 @@ bool WorkerLoop::stop_settled(TimePoint at) const {
 }
 
 void WorkerLoop::run_timers(TimePoint at) {
+    tell_lines_left_out(at);
     for (BrokerConnection& connection : connections_) {
         if (connection.broker_expired(at)) {
             const auto silence = options_.heartbeat_interval * options_.liveness;

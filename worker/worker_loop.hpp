@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "shared/clock.hpp"
+#include "shared/log_limiter.hpp"
 #include "worker/adaptive_credit.hpp"
 #include "worker/broker_connection.hpp"
 #include "worker/handler_pool.hpp"
@@ -37,6 +38,10 @@ class WorkerLoop {
     void watch_link(std::uint32_t slot);
     void on_broker_message(std::uint32_t slot, Frames& frames);
     void on_job(std::uint32_t slot, Frames& frames, const wire::Record& record);
+    // A JOB beyond the credit in force: not run; a broker that keeps sending them is left.
+    void refuse_job(std::uint32_t slot, TimePoint now);
+    // Tells, per slot, how many lines its log limiter left out in a window that has ended.
+    void tell_lines_left_out(TimePoint now);
     void on_result(Frames& frames);
     void flush_replies();
     // Asks each session for its share of the credit its service's job times call for (unless
@@ -84,7 +89,13 @@ class WorkerLoop {
     std::uint64_t next_connection_id_ = 1;
     bool draining_ = false;
     TimePoint stop_began_{};
-    std::size_t io_thread_jobs_ = 0;     // run by the message being read, timed together
+    std::size_t io_thread_jobs_ = 0;  // run by the message being read, timed together
+    // Jobs of the message being read that were finished while it was read: released after it,
+    // since the broker sent them all at once and counts them all until it reads our replies.
+    std::size_t finished_in_message_ = 0;
+    // Per slot: what a broker makes us log is limited per broker, so that one flooding broker
+    // does not hide what another one does.
+    std::vector<LogLimiter> log_limits_;
     Frames incoming_;                    // reused for every read
     std::vector<wire::Record> records_;  // of the message being read
     Frames inline_body_;                 // the body handed to an io_thread handler, reused

@@ -14,6 +14,7 @@ liveness period), and only then says DISCONNECT: a rolling restart costs no requ
 import collections
 import itertools
 import logging
+import re
 import threading
 import time
 
@@ -30,6 +31,13 @@ _DISCONNECT_LINGER_MS = 1000  # lets DISCONNECT reach the broker without hanging
 _PIPE = "inproc://zbroker-worker-jobs"  # each Worker has its own context: no collisions
 _DONE = [b"done"]  # I/O thread to handler thread: every reply is sent, DISCONNECT said
 _READ_BATCH = 64
+# A broker that sends more JOBs beyond credit than this within one window is broken or hostile:
+# the session is ended, which hands the broker back every job it holds, and started again.
+REFUSALS_TOLERATED = 32
+REFUSAL_WINDOW = 10.0
+_LOG_WINDOW = 10.0  # what a broker makes us log: one line per kind per window
+_LOG_KINDS = 64  # kinds tracked per session; past it, they share one
+_MAX_QUOTED = 200  # characters of a broker's message that a log line quotes
 _MONITOR_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
 # Monitor endpoints must be unique in a context (see client.py).
 _monitor_ids = itertools.count(1)
@@ -41,6 +49,81 @@ def credit_shares(credit, brokers):
     worker holds at most max(credit, brokers) requests of the service at once."""
     return [max(1, credit // brokers + (1 if i < credit % brokers else 0))
             for i in range(brokers)]
+
+
+class _CreditInForce:
+    """The most jobs a broker may rightly have sent one session. A lower credit binds the
+    broker only from its echo of the CREDIT on (docs/protocol.md, the CREDIT echo rule), so
+    until every CREDIT asked for is echoed, the largest of them and of the credit in force
+    before them is allowed. Echoes come back in order, so counting them is enough."""
+
+    def __init__(self, credit):
+        self.most = self._last_asked = credit  # READY's credit: a new session
+        self._unechoed = 0
+
+    def asked(self, credit):
+        self._unechoed += 1
+        self.most = max(self.most, credit)
+        self._last_asked = credit
+
+    def echoed(self):
+        if self._unechoed == 0:  # an echo of nothing: the broker's mistake
+            return
+        self._unechoed -= 1
+        if self._unechoed == 0:
+            self.most = self._last_asked
+
+
+class _LogLimiter:
+    """Rate limits log lines by kind, as shared/log_limiter.hpp does: the first line of a kind in
+    each window is written, the rest are counted and told with the next line of that kind or,
+    when none comes, by expire() at the window's end. At most `kinds` kinds at once."""
+
+    OTHER_KINDS = "other kinds"
+
+    def __init__(self, window=_LOG_WINDOW, kinds=_LOG_KINDS):
+        self.window = window
+        self.kinds = kinds
+        self._entries = {}  # kind -> [window start, lines left out]
+
+    def admit(self, kind, now):
+        """None: leave the line out. Else how many of its kind were left out before it."""
+        entry = self._entries.get(kind)
+        if entry is None:
+            if len(self._entries) + 1 >= self.kinds:
+                kind = self.OTHER_KINDS
+            entry = self._entries.get(kind)
+            if entry is None:
+                self._entries[kind] = [now, 0]
+                return 0
+        if now >= entry[0] + self.window:
+            entry[0] = now
+            left_out, entry[1] = entry[1], 0
+            return left_out
+        entry[1] += 1
+        return None
+
+    def expire(self, now):
+        """Forgets the kinds whose window ended; returns (kind, left out) for those that left
+        lines out."""
+        untold = []
+        for kind, (start, left_out) in list(self._entries.items()):
+            if now >= start + self.window:
+                del self._entries[kind]
+                if left_out:
+                    untold.append((kind, left_out))
+        return untold
+
+    def more_like_this(self, left_out):
+        return f" ({left_out} more like this in the last {self.window:g} s)" if left_out else ""
+
+
+def _quote(frames):
+    """A broker's message as a log line may quote it: escaped by repr(), cut to _MAX_QUOTED."""
+    text = repr([bytes(frame[:_MAX_QUOTED]) for frame in frames[:8]])
+    if len(text) > _MAX_QUOTED or len(frames) > 8:
+        text = f"{text[:_MAX_QUOTED]}... ({len(frames)} frame(s))"
+    return text
 
 
 class _Registration:
@@ -68,6 +151,11 @@ class _Connection:
         self.stop_acknowledged = False  # the broker echoed our CREDIT 0
         self.pending = protocol.Writer()
         self.pending_replies = 0
+        self.credit_in_force = _CreditInForce(credit)
+        self.held = 0  # jobs of this session taken and not yet replied
+        self.refusals = 0  # JOBs beyond credit in the current window
+        self.refusal_window_start = 0.0
+        self.log_limiter = _LogLimiter()  # per session: one broker cannot hide another
 
 
 class _RecentReplies:
@@ -145,7 +233,7 @@ class Worker:
         self._thread = None
         self._io_error = None
         self._stats = dict(served=0, failed=0, reconnects=0, malformed=0, dropped_replies=0,
-                           duplicates_skipped=0)
+                           duplicates_skipped=0, refused_jobs=0)
         self._windows = []  # a _RecentReplies per registration; the I/O thread's
 
     # -- public API -------------------------------------------------------------------------
@@ -221,7 +309,8 @@ class Worker:
     def stats(self):
         """Counts so far: served, failed (the handler raised), reconnects, malformed (broker
         messages ignored), dropped_replies (for a connection replaced meanwhile),
-        duplicates_skipped (jobs answered from the idempotency window, not run)."""
+        duplicates_skipped (jobs answered from the idempotency window, not run), refused_jobs
+        (JOBs beyond the credit the broker was given: not run, not answered)."""
         return dict(self._stats)
 
     def __enter__(self):
@@ -320,6 +409,10 @@ class Worker:
                     self._flush(connection)  # this round's replies: one message per socket
                 now = time.monotonic()
                 for connection in connections:
+                    for kind, left_out in connection.log_limiter.expire(now):
+                        log.warning("from broker %s on %r: %s%s", connection.endpoint,
+                                    connection.service, kind,
+                                    connection.log_limiter.more_like_this(left_out))
                     if connection.socket is None:
                         if now >= connection.reconnect_at and stopping_since is None:
                             self._stats["reconnects"] += 1
@@ -359,6 +452,7 @@ class Worker:
         for connection in connections:
             if connection.socket is not None:
                 connection.pending.credit(0)
+                connection.credit_in_force.asked(0)
                 self._flush(connection)
         log.info("stopping: told the broker to send nothing more; finishing %d job(s) in hand",
                  in_flight)
@@ -389,6 +483,9 @@ class Worker:
         connection.stop_acknowledged = False
         connection.pending.clear()
         connection.pending_replies = 0
+        connection.credit_in_force = _CreditInForce(connection.credit)
+        connection.held = 0
+        connection.refusals = 0
         poller.register(socket, zmq.POLLIN)
         poller.register(connection.monitor, zmq.POLLIN)
         connection.pending.ready(connection.service, connection.credit)
@@ -404,13 +501,20 @@ class Worker:
         connection.socket = connection.monitor = None
         connection.connected = False
 
-    def _drop(self, poller, connection, now):
+    def _drop(self, poller, connection, now, linger=0):
         poller.unregister(connection.socket)
         poller.unregister(connection.monitor)
-        self._close(connection)
+        self._close(connection, linger)
         connection.pending.clear()
         connection.pending_replies = 0
         connection.reconnect_at = now + self.reconnect_delay
+
+    def _quit(self, poller, connection, now):
+        """Ends the session on our side: DISCONNECT (lingering so it gets out), then a new
+        session after reconnect_ms."""
+        connection.pending.disconnect()
+        self._flush(connection)
+        self._drop(poller, connection, now, linger=_DISCONNECT_LINGER_MS)
 
     def _watch(self, connection, poller, now):
         """Reads the session's connection events. When it drops, the session is over (a broker
@@ -441,8 +545,10 @@ class Worker:
             return True
         except zmq.Again:
             self._stats["dropped_replies"] += replies
-            log.warning("dropping a message with %d reply(s) for %r to %s: the queue to the "
-                        "broker is full", replies, connection.service, connection.endpoint)
+            self._log_limited(connection, "replies dropped: the queue is full", time.monotonic(),
+                              "dropping a message with %d reply(s) for %r to %s: the queue to "
+                              "the broker is full", replies, connection.service,
+                              connection.endpoint)
             return False
 
     def _read_broker(self, connection, pipe, poller):
@@ -461,13 +567,26 @@ class Worker:
                 records = protocol.decode(frames)
             except protocol.MalformedMessage as e:
                 # Nothing of it is acted on, not even its well-formed records.
-                self._malformed(connection, str(e), frames)
+                self._malformed(connection, str(e), frames, now)
                 continue
+            # Jobs of this message answered at once: held until it is read, as the broker sent
+            # them together and counts them all until it reads our replies.
+            answered = 0
             for record in records:
+                if connection.socket is None:  # DISCONNECT, or we left: the session is over
+                    break
                 if record.command == protocol.Command.JOB:
-                    # Also while stopping: the broker sent it before it read our CREDIT 0, and
-                    # refusing it would cost the request an attempt.
-                    if self._answered_already(connection, record):
+                    # Also while stopping, up to the credit in force until the broker's echo:
+                    # it sent them before it read our CREDIT 0, and refusing them would cost
+                    # their requests an attempt.
+                    if connection.held >= connection.credit_in_force.most:
+                        self._refuse(poller, connection, now)
+                        continue
+                    connection.held += 1
+                    handled = self._answered_already(connection, record)
+                    if handled == "answered":
+                        answered += 1
+                    if handled:
                         continue
                     pipe.send_multipart([connection.slot.to_bytes(4, "little"),
                                          connection.index.to_bytes(4, "little"),
@@ -475,6 +594,7 @@ class Worker:
                                          record.idempotency_key, *record.body])
                     jobs += 1
                 elif record.command == protocol.Command.CREDIT:
+                    connection.credit_in_force.echoed()
                     if record.credit == 0:
                         connection.stop_acknowledged = True
                 elif record.command == protocol.Command.DISCONNECT:
@@ -486,39 +606,70 @@ class Worker:
                                     connection.endpoint, connection.service,
                                     self.reconnect_delay * 1000)
                     self._drop(poller, connection, now)
-                    break  # the rest belongs to a session that is over
                 elif record.command != protocol.Command.HEARTBEAT:
-                    self._malformed(connection, f"a {record.command.name} record, which only "
-                                    f"clients and workers send", frames)
+                    self._malformed(connection, f"a {record.command.name} record, which a "
+                                    f"broker never sends a worker", frames, now)
+            connection.held = max(0, connection.held - answered)
         return jobs
 
+    def _refuse(self, poller, connection, now):
+        """A JOB beyond the credit in force: not run, and not answered, since a REPLY would
+        reach its client as a success and free the credit at once (docs/protocol.md). A broker
+        that keeps at it is left."""
+        self._stats["refused_jobs"] += 1
+        if now >= connection.refusal_window_start + REFUSAL_WINDOW:
+            connection.refusal_window_start = now
+            connection.refusals = 0
+        connection.refusals += 1
+        if connection.refusals <= REFUSALS_TOLERATED:
+            self._log_limited(connection, "JOB beyond credit", now,
+                              "refusing a JOB from broker %s on %r: the session holds %d, all "
+                              "the credit the broker was given", connection.endpoint,
+                              connection.service, connection.held)
+            return
+        self._log_limited(connection, "leaving a broker that sends JOBs beyond credit", now,
+                          "broker %s sent more than %d JOBs beyond credit on %r within %g s: "
+                          "disconnecting, reconnecting in %d ms", connection.endpoint,
+                          REFUSALS_TOLERATED, connection.service, REFUSAL_WINDOW,
+                          self.reconnect_delay * 1000)
+        self._quit(poller, connection, now)
+
+    @staticmethod
+    def _log_limited(connection, kind, now, message, *args):
+        left_out = connection.log_limiter.admit(kind, now)
+        if left_out is not None:
+            log.warning(message + "%s", *args, connection.log_limiter.more_like_this(left_out))
+
     def _answered_already(self, connection, job):
-        """Whether the idempotency window takes care of `job`: a key answered lately gets that
-        reply now; a key still running gets its reply when it is done. Otherwise the key (if
-        any) is marked running, and the job is for the handler."""
+        """Whether the idempotency window takes care of `job`: "answered" when its key was
+        answered lately (that reply goes now), "waiting" when its key is still running (it gets
+        that reply when it is done), else None: the key (if any) is marked running, and the job
+        is for the handler."""
         key = job.idempotency_key
         window = self._windows[connection.slot]
         if not key or window.size == 0:
-            return False
+            return None
         if key in window.replies:
             self._stats["duplicates_skipped"] += 1
             log.debug("answering a job for %r with key %r from the replies kept",
                       connection.service, key)
             connection.pending.reply(job.token, window.replies[key])
             connection.pending_replies += 1
-            return True
+            return "answered"
         if key in window.running:
             self._stats["duplicates_skipped"] += 1
             window.running[key].append((connection.index, connection.id, job.token))
-            return True
+            return "waiting"
         window.running[key] = []
-        return False
+        return None
 
-    def _malformed(self, connection, why, frames):
+    def _malformed(self, connection, why, frames, now):
         self._stats["malformed"] += 1
-        log.warning("ignoring a malformed message from broker %s on %r (%s): %r",
-                    connection.endpoint, connection.service, why,
-                    [bytes(frame[:64]) for frame in frames[:4]])
+        # One kind whatever the numbers in it, so that a broker cannot invent kinds.
+        kind = re.sub(r"0x[0-9a-f]+|\d+", "N", why)
+        self._log_limited(connection, kind, now,
+                          "ignoring a malformed message from broker %s on %r (%s): %s",
+                          connection.endpoint, connection.service, why, _quote(frames))
 
     def _read_results(self, pipe, connections):
         """Adds the handler thread's replies to their connection's message; returns how many."""
@@ -545,6 +696,7 @@ class Worker:
             log.info("dropping a reply for %r: its connection to broker %s was replaced",
                      connection.service, connection.endpoint)
             return
+        connection.held = max(0, connection.held - 1)
         connection.pending.reply(token, reply)
         connection.pending_replies += 1
         if len(connection.pending) >= protocol.BATCH_BYTES:

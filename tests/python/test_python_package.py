@@ -1237,6 +1237,79 @@ class WorkerOnTheWire(unittest.TestCase):
         self.assertEqual((worker.stats()["served"], worker.stats()["reconnects"]), (1, 1))
 
 
+    def _held_worker(self, credit):
+        """A worker of `credit` whose first job ("held") runs until the test releases it."""
+        started, release, ran = threading.Event(), threading.Event(), []
+
+        def handler(x):
+            ran.append(x)
+            if x == "held":
+                started.set()
+                release.wait(PATIENCE)
+            return x
+
+        worker = self.worker(credit=credit, reconnect_ms=50)
+        worker.handle("slow", handler)
+        worker.start()
+        self.addCleanup(release.set)
+        identity, _ = self.broker.expect(Command.READY)
+        self.broker.send(identity, self.jobs((b"held", "held")))
+        self.assertTrue(started.wait(PATIENCE), too_slow("the job reaching the handler", PATIENCE))
+        return worker, identity, release, ran
+
+    def test_a_job_beyond_the_credit_is_refused_counted_and_never_run_nor_answered(self):
+        worker, identity, release, ran = self._held_worker(credit=1)
+        self.broker.send(identity, self.jobs((b"beyond", "beyond")))
+        eventually(lambda: worker.stats()["refused_jobs"] == 1, what="the JOB refused")
+        release.set()
+        _, reply = self.broker.expect(Command.REPLY)
+        self.assertEqual(reply.token, b"held")
+        # The credit is free again: the next job is run; the refused one never was.
+        self.broker.send(identity, self.jobs((b"next", "next")))
+        _, reply = self.broker.expect(Command.REPLY)
+        self.assertEqual(reply.token, b"next")
+        self.assertEqual(ran, ["held", "next"])
+        self.assertEqual(worker.stats()["reconnects"], 0)
+
+    def test_a_broker_that_keeps_sending_jobs_beyond_credit_is_left_and_registered_with_again(self):
+        worker, identity, release, ran = self._held_worker(credit=1)
+        # As a hostile broker sent 100,000 of them: none is taken, and the worker leaves.
+        self.broker.send(identity, self.jobs(*[(b"flood %d" % i, i) for i in range(1000)]))
+        self.broker.expect(Command.DISCONNECT)
+        again, ready = self.broker.expect(Command.READY)
+        self.assertNotEqual(again, identity, "a new session")
+        self.assertEqual(worker.stats()["refused_jobs"], zbroker.worker.REFUSALS_TOLERATED + 1)
+        self.assertEqual(ran, ["held"])
+        release.set()
+        self.broker.send(again, self.jobs((b"new", "new")))
+        _, reply = self.broker.expect(Command.REPLY)
+        self.assertEqual(reply.token, b"new")
+
+    def test_unexpected_records_are_logged_once_per_kind_and_window_in_short_lines(self):
+        watcher = LogWatcher(self, "zbroker.worker")
+        worker = self.worker()
+        worker.handle("svc", lambda x: x)
+        worker.start()
+        identity, _ = self.broker.expect(Command.READY)
+        sent = 0
+        # Fewer messages than the queues hold (1000 each way), so that none is dropped.
+        for i in range(200):
+            for frames in (message(*[answer_record(b"id", 200)] * 20),
+                           message(b"\x99"),  # an unknown command
+                           message(frames=[b""] * 200)):  # no record, many frames
+                self.broker.send_frames(identity, frames)
+                sent += sum(len(frame) for frame in frames)
+        self.broker.send(identity, self.jobs((b"good", "good")))
+        self.broker.expect(Command.REPLY)
+        self.assertEqual(worker.stats()["malformed"], 4400)  # each ANSWER record counts
+        lines = list(watcher.lines)
+        # One line per kind and window (and a summary per window past), however many came.
+        self.assertLessEqual(len([l for l in lines if "ANSWER record" in l]), 3, lines[:5])
+        self.assertLessEqual(len([l for l in lines if "malformed" in l]), 6, lines[:5])
+        self.assertTrue(all(len(line) <= 400 for line in lines), max(lines, key=len))
+        self.assertLess(sum(len(line) for line in lines), sent / 10)
+
+
 class Heartbeats(BrokerTestCase):
     """Heartbeating itself, so at short intervals: 250 ms, and a patience of 4 of them."""
 
