@@ -3,7 +3,7 @@ to one broker, or to several with failover."""
 import collections
 import itertools
 import logging
-import struct
+import os
 import time
 from typing import Any, List, NamedTuple
 
@@ -226,7 +226,6 @@ class Client:
         self.backoff = backoff
         self._curve = curve
         self._context = context or zmq.Context.instance()
-        self._next_id = 1
         self._several = len(self.endpoints) > 1
         self._brokers = [_Broker(e) for e in self.endpoints]
         self._turn = 0  # the broker the round robin tries first
@@ -524,10 +523,12 @@ class Client:
         # ZB/1 carries at most 2**32 - 1 ms (49.7 days); a longer deadline is cut to that.
         return (min(deadline_ms, protocol.MAX_U32) if deadline_ms else None), False
 
-    def _new_id(self):
-        request_id = struct.pack("<Q", self._next_id)
-        self._next_id += 1
-        return request_id
+    @staticmethod
+    def _new_id():
+        """8 random bytes: a broker that saw some of our ids cannot guess the others, so cannot
+        answer a request it was never sent (nor can whatever answers on a restarted broker's
+        address). A system call costs far less than the rest of a request in Python."""
+        return os.urandom(8)
 
     def _open(self, broker):
         socket = self._context.socket(zmq.DEALER)

@@ -1016,6 +1016,20 @@ class HostileBroker(unittest.TestCase):
         self.assert_bounded(lambda: self.assertEqual(
             list(client.pipeline("echo", [1, 2], timeout=0.2)), [(0, None), (0, None)]))
 
+    def test_request_ids_cannot_be_guessed_from_those_a_broker_saw(self):
+        # It was: 1, 2, 3... as little-endian u64.
+        fake = FakeBroker()
+        self.addCleanup(fake.stop)
+        fake.on_request = lambda request: [fake.answer(request)]
+        client = zbroker.Client(fake.endpoint, timeout=PATIENCE, retries=0)
+        self.addCleanup(client.close)
+        for _ in range(20):
+            client.call_raw("echo", b"")
+        ids = [struct.unpack("<Q", r.id)[0] for _, r in fake.wait_for_requests(20)]
+        self.assertEqual(len(set(ids)), 20)
+        gaps = [abs(later - earlier) for earlier, later in zip(ids, ids[1:])]
+        self.assertGreater(min(gaps), 2 ** 20, "neither next nor near")
+
     def test_services_and_stats_names_that_are_not_utf8_come_with_replacement_characters(self):
         # It was: UnicodeDecodeError. A msgpack str need not hold UTF-8, and a worker names
         # its service with any bytes.
