@@ -4,11 +4,13 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <optional>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -21,7 +23,75 @@
 
 namespace zbroker::detail {
 
-// A request id is the 8 raw bytes of a per-client counter: fixed size, so no allocation.
+// SipHash-2-4 (Aumasson and Bernstein) of one 8-byte message: a keyed pseudorandom function,
+// so that its outputs say nothing of each other to one who does not hold the key.
+struct SipHashKey {
+    std::uint64_t k0 = 0;
+    std::uint64_t k1 = 0;
+};
+
+constexpr std::uint64_t siphash24(SipHashKey key, std::uint64_t message) noexcept {
+    std::uint64_t v0 = key.k0 ^ 0x736F6D6570736575ull;
+    std::uint64_t v1 = key.k1 ^ 0x646F72616E646F6Dull;
+    std::uint64_t v2 = key.k0 ^ 0x6C7967656E657261ull;
+    std::uint64_t v3 = key.k1 ^ 0x7465646279746573ull;
+    const auto rounds = [&](int count) {
+        for (int i = 0; i < count; ++i) {
+            v0 += v1;
+            v1 = std::rotl(v1, 13) ^ v0;
+            v0 = std::rotl(v0, 32);
+            v2 += v3;
+            v3 = std::rotl(v3, 16) ^ v2;
+            v0 += v3;
+            v3 = std::rotl(v3, 21) ^ v0;
+            v2 += v1;
+            v1 = std::rotl(v1, 17) ^ v2;
+            v2 = std::rotl(v2, 32);
+        }
+    };
+    v3 ^= message;
+    rounds(2);
+    v0 ^= message;
+    const std::uint64_t length = std::uint64_t{8} << 56;  // the last block: only the length
+    v3 ^= length;
+    rounds(2);
+    v0 ^= length;
+    v2 ^= 0xFF;
+    rounds(4);
+    return v0 ^ v1 ^ v2 ^ v3;
+}
+
+// Request ids nobody can guess: SipHash of a counter, under a key each client draws when it
+// is made. A broker sees the ids of the requests it was sent and learns nothing from them of
+// the ids sent elsewhere (or to come), so it cannot forge an answer to one of those; nor can
+// whatever answers on a broker's address after it restarted. A hash per id costs some 20 ns,
+// where a random draw per id would cost a system call or a generator's state to protect.
+// Distinct counters give the same id with odds of 2^-64 a pair: with a window of a million,
+// never in practice.
+class RequestIds {
+  public:
+    RequestIds() {
+        std::random_device device;  // the kernel's generator (getrandom) on Linux
+        const auto draw = [&device] {
+            return (std::uint64_t{device()} << 32) | std::uint64_t{device()};
+        };
+        key_ = {draw(), draw()};
+    }
+
+    // Never 0: AsyncClient's id set uses it for "no id".
+    std::uint64_t next() noexcept {
+        std::uint64_t id = 0;
+        while (id == 0)
+            id = siphash24(key_, counter_++);
+        return id;
+    }
+
+  private:
+    SipHashKey key_;
+    std::uint64_t counter_ = 0;
+};
+
+// A request id is its 8 raw bytes: fixed size, so no allocation.
 using RequestIdBytes = std::array<char, sizeof(std::uint64_t)>;
 
 inline RequestIdBytes encode_request_id(std::uint64_t id) noexcept {

@@ -100,7 +100,7 @@ void AsyncClient::open(zmq::context_t& context, std::vector<std::string> endpoin
                        std::optional<CurveClientKeys> curve) {
     if (window_ == 0) throw std::invalid_argument("AsyncClient window must be at least 1");
     links_ = std::make_unique<detail::BrokerLinks>(context, std::move(endpoints), std::move(curve),
-                                                   true);
+                                                   window_);
     if (links_->watched()) resends_ = std::make_unique<detail::ResendBook>();
 }
 
@@ -166,7 +166,7 @@ std::optional<std::uint64_t> AsyncClient::queue(std::string_view service, std::s
     const auto checked = detail::request_options(deadline, options.priority, options.fairness_key,
                                                  options.idempotency_key);
     if (in_flight_.size() >= window_) return std::nullopt;
-    const std::uint64_t id = next_request_id_++;
+    const std::uint64_t id = request_ids_.next();
     in_flight_.insert(id);
     std::optional<TimePoint> sent_at;
     if (deadline.count() > 0) {
@@ -278,11 +278,21 @@ std::optional<Completion> AsyncClient::receive(std::chrono::milliseconds timeout
         }
     }
     flush();
-    std::optional<TimePoint> give_up;  // read the clock only when we have to wait
+    std::optional<TimePoint> give_up;  // read the clock only when we have to
+    bool fruitless = false;            // a message was read that held nothing awaited
     while (true) {
         if (auto done = next_awaited()) return done;
+        if (fruitless) {
+            // A broker that floods answers nobody awaits must not hold the caller past its
+            // timeout, nor keep the requests that are due from completing.
+            const TimePoint at = now();
+            if (auto lost = give_up_due(at)) return lost;
+            if (!give_up) give_up = at + timeout;
+            if (*give_up <= at) return std::nullopt;
+        }
         if (const auto from = links_->receive(answers_.message())) {
             answers_from_ = *from;
+            fruitless = true;
             const char* why = "";
             if (!answers_.start(why)) {
                 spdlog::warn("ignoring a malformed reply from {}: {}: {}",
@@ -290,6 +300,7 @@ std::optional<Completion> AsyncClient::receive(std::chrono::milliseconds timeout
             }
             continue;
         }
+        fruitless = false;
         if (resends_) handle_broker_events();
         const TimePoint at = now();
         if (auto lost = give_up_due(at)) return lost;
@@ -302,23 +313,32 @@ std::optional<Completion> AsyncClient::receive(std::chrono::milliseconds timeout
     }
 }
 
+bool AsyncClient::held_by_sender(std::uint64_t id) {
+    // One broker holds every request in flight.
+    if (!resends_) return in_flight_.contains(id);
+    const detail::ResendBook::Entry* entry = resends_->find(id);
+    return entry != nullptr && entry->link == answers_from_;
+}
+
 std::optional<Completion> AsyncClient::next_awaited() {
     while (auto answer = answers_.next()) {
+        // Another broker's answer is forged, or late from one the request has moved away from.
+        if (!held_by_sender(answer->id)) {
+            spdlog::debug("ignoring a reply for request {}, not in flight at {}", answer->id,
+                          (*links_)[answers_from_].endpoint);
+            continue;
+        }
         if (resends_ && detail::is_draining(*answer)) {
             // Not an answer: this broker takes nothing new. Another one gets the request.
             links_->draining(answers_from_);
-            if (in_flight_.contains(answer->id)) {
-                ++resent_;
-                route(answer->id, now());
-                links_->flush();
-            }
+            ++resent_;
+            route(answer->id, now());
+            links_->flush();
             continue;
         }
-        if (in_flight_.erase(answer->id)) {
-            if (resends_) forget_resend(answer->id);
-            return Completion{answer->id, answer->status, std::move(answer->body)};
-        }
-        spdlog::debug("ignoring a reply for request {} that is not in flight", answer->id);
+        in_flight_.erase(answer->id);
+        if (resends_) forget_resend(answer->id);
+        return Completion{answer->id, answer->status, std::move(answer->body)};
     }
     return std::nullopt;
 }

@@ -55,7 +55,7 @@ class RequestIdSet {
     std::size_t size() const { return size_; }
 
   private:
-    static constexpr std::uint64_t kEmpty = 0;  // never an id: ids start at 1
+    static constexpr std::uint64_t kEmpty = 0;  // never an id (RequestIds skips it)
     std::size_t home_of(std::uint64_t id) const;
     std::size_t slot_of(std::uint64_t id) const;
 
@@ -157,6 +157,9 @@ class AsyncClient {
               std::optional<CurveClientKeys> curve);
     // The next answer read that is awaited, or nullopt when none is left in the message.
     std::optional<Completion> next_awaited();
+    // Whether `id` is in flight at the broker whose message is being read: only that one may
+    // answer it.
+    bool held_by_sender(std::uint64_t id);
     // A no_reply completion for the first request in flight whose give-up time is past.
     std::optional<Completion> give_up_due(std::chrono::steady_clock::time_point at);
     // Several brokers: sends `id` (remembered) through a broker that is up, or parks it.
@@ -180,7 +183,7 @@ class AsyncClient {
     std::uint64_t resent_ = 0;
     std::chrono::steady_clock::time_point next_event_check_{};
     std::size_t answers_from_ = 0;  // the link the message in answers_ came from
-    std::uint64_t next_request_id_ = 1;
+    detail::RequestIds request_ids_;
     detail::RequestIdSet in_flight_;
     detail::AnswerReader answers_;
     // When to stop waiting for requests sent with a deadline, earliest first. Entries of

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <set>
 #include <stdexcept>
 
@@ -19,6 +20,9 @@ namespace {
 constexpr Millis kPingInterval = protocol::kHeartbeatInterval;
 constexpr Millis kPingTimeout = protocol::kHeartbeatInterval * protocol::kHeartbeatLiveness;
 
+// libzmq's default high-water mark, in messages.
+constexpr std::size_t kDefaultReceiveQueue = 1000;
+
 }  // namespace
 
 std::vector<std::string> split_endpoints(std::string_view list) {
@@ -32,11 +36,8 @@ std::vector<std::string> split_endpoints(std::string_view list) {
 }
 
 BrokerLinks::BrokerLinks(zmq::context_t& context, std::vector<std::string> endpoints,
-                         std::optional<CurveClientKeys> curve, bool unbounded)
-    : context_(context),
-      curve_(std::move(curve)),
-      unbounded_(unbounded),
-      watched_(endpoints.size() > 1) {
+                         std::optional<CurveClientKeys> curve, std::size_t window)
+    : context_(context), curve_(std::move(curve)), window_(window), watched_(endpoints.size() > 1) {
     if (endpoints.empty()) throw std::invalid_argument("no broker endpoint given");
     std::set<std::string_view> seen;
     for (const std::string& endpoint : endpoints) {
@@ -59,11 +60,15 @@ void BrokerLinks::open(Link& link) {
     link.socket = zmq::socket_t(context_, zmq::socket_type::dealer);
     // Unsent or unanswered requests die with the socket: a closed client never blocks exit.
     link.socket.set(zmq::sockopt::linger, 0);
-    if (unbounded_) {
-        // The window already bounds both queues (one reply per request at most), so a
-        // high-water mark could only turn a send inside the window into a spurious would-block.
+    if (window_ > 0) {
+        // The window bounds what we send, so a high-water mark could only turn a send inside
+        // it into a spurious would-block. What we receive the broker decides: an honest one
+        // sends one answer per request in flight, so a window's worth (and libzmq's default
+        // above it) is never reached; a hostile one that floods then waits, at its end, instead
+        // of filling our memory.
         link.socket.set(zmq::sockopt::sndhwm, 0);
-        link.socket.set(zmq::sockopt::rcvhwm, 0);
+        link.socket.set(zmq::sockopt::rcvhwm, static_cast<int>(std::min<std::size_t>(
+                                                  window_ + kDefaultReceiveQueue, INT_MAX)));
     }
     if (curve_) apply_curve_client(link.socket, *curve_);
     link.up = !watched();
@@ -194,7 +199,9 @@ std::vector<std::uint64_t> ResendBook::on_link(std::size_t link) const {
     for (const auto& [id, entry] : entries_) {
         if (entry.link == link) ids.push_back(id);
     }
-    std::sort(ids.begin(), ids.end());  // ids grow: the oldest request first
+    std::sort(ids.begin(), ids.end(), [this](std::uint64_t a, std::uint64_t b) {
+        return entries_.at(a).order < entries_.at(b).order;  // the oldest request first
+    });
     return ids;
 }
 

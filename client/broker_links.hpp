@@ -37,11 +37,11 @@ class BrokerLinks {
         wire::Writer pending;  // requests written since the last flush
     };
 
-    // `unbounded`: no high-water marks (AsyncClient: its window bounds the queues). Throws
-    // std::invalid_argument for an empty list, an empty or repeated endpoint, zmq::error_t for
-    // a malformed one.
+    // `window`: how many requests the client keeps in flight (AsyncClient), which sizes the
+    // queues; 0 (Client, one at a time) keeps libzmq's. Throws std::invalid_argument for an
+    // empty list, an empty or repeated endpoint, zmq::error_t for a malformed one.
     BrokerLinks(zmq::context_t& context, std::vector<std::string> endpoints,
-                std::optional<CurveClientKeys> curve, bool unbounded);
+                std::optional<CurveClientKeys> curve, std::size_t window);
     ~BrokerLinks();
 
     std::size_t size() const noexcept { return links_.size(); }
@@ -82,7 +82,7 @@ class BrokerLinks {
 
     zmq::context_t& context_;
     std::optional<CurveClientKeys> curve_;
-    bool unbounded_;
+    std::size_t window_;
     bool watched_;  // known before the links are opened
     std::vector<Link> links_;
     // Messages read from a link's socket as it was replaced, handed out by receive() first.
@@ -105,10 +105,14 @@ class ResendBook {
         std::string fairness_key;
         std::string idempotency_key;
         TimePoint deadline_at = TimePoint::max();  // none
+        std::uint64_t order = 0;                   // set by remember(): older is smaller
     };
     static constexpr std::size_t kParked = static_cast<std::size_t>(-1);  // link: none was up
 
-    Entry& remember(std::uint64_t id, Entry entry) { return entries_[id] = std::move(entry); }
+    Entry& remember(std::uint64_t id, Entry entry) {
+        entry.order = next_order_++;
+        return entries_[id] = std::move(entry);
+    }
     void forget(std::uint64_t id) { entries_.erase(id); }
     Entry* find(std::uint64_t id);
     // The ids on `link`, oldest first.
@@ -120,6 +124,7 @@ class ResendBook {
 
   private:
     std::unordered_map<std::uint64_t, Entry> entries_;
+    std::uint64_t next_order_ = 0;  // ids say nothing of order (RequestIds)
 };
 
 }  // namespace zbroker::detail

@@ -27,7 +27,7 @@ Client::Client(std::string endpoint, std::optional<CurveClientKeys> curve)
 Client::Client(std::vector<std::string> endpoints, std::optional<CurveClientKeys> curve)
     : context_(std::make_unique<zmq::context_t>(1)),
       links_(std::make_unique<detail::BrokerLinks>(*context_, std::move(endpoints),
-                                                   std::move(curve), false)) {}
+                                                   std::move(curve), 0)) {}
 
 Client::~Client() = default;
 Client::Client(Client&&) noexcept = default;
@@ -50,7 +50,7 @@ Response Client::call(std::string_view service, Frames body, const CallOptions& 
     for (int attempt_number = 1;; ++attempt_number) {
         // A new id per attempt, so that nothing of an attempt given up on is taken for an answer
         // to the next. Within an attempt, a move to another broker keeps the id.
-        Response response = attempt(next_request_id_++, service, body, options);
+        Response response = attempt(request_ids_.next(), service, body, options);
         if (response.status != protocol::Status::no_reply) return response;
         spdlog::debug("no reply from {} for '{}' within {} ms (attempt {} of {})", endpoint(),
                       service, options.timeout.count(), attempt_number, attempts);
@@ -65,6 +65,7 @@ std::optional<std::size_t> Client::send_to_one(std::uint64_t id, std::string_vie
                                                TimePoint give_up) {
     while (true) {
         const TimePoint at = now();
+        if (at >= give_up) return std::nullopt;
         if (const auto link = links_->pick()) {
             // What is left of the attempt's deadline, so that the broker answers 504 in time.
             const TimePoint deadline = give_up - detail::reply_grace(options.timeout);
@@ -80,10 +81,10 @@ std::optional<std::size_t> Client::send_to_one(std::uint64_t id, std::string_vie
             spdlog::debug("request {} for '{}' sent to {}", id, service, (*links_)[*link].endpoint);
             return link;
         }
-        // Several brokers and none up yet: wait for one, ignoring stale answers meanwhile.
-        if (at >= give_up) return std::nullopt;
+        // Several brokers and none up yet: wait for one, ignoring stale answers meanwhile (until
+        // give_up, however many come).
         links_->wait(std::chrono::ceil<Millis>(give_up - at));
-        while (links_->receive(answers_.message())) {
+        while (now() < give_up && links_->receive(answers_.message())) {
         }
         went_down_.clear();
         links_->handle_events(went_down_);
@@ -115,29 +116,44 @@ Response Client::attempt(std::uint64_t id, std::string_view service, Frames& bod
             }
         }
         while (const auto from = links_->receive(answers_.message())) {
-            const char* why = "";
-            if (!answers_.start(why)) {
-                spdlog::warn("ignoring a malformed reply from {}: {}: {}",
-                             (*links_)[*from].endpoint, why, describe(answers_.message()));
-                continue;
-            }
-            while (auto answer = answers_.next()) {
-                if (answer->id != id) {
-                    spdlog::debug("ignoring a reply for request {} that is no longer awaited",
-                                  answer->id);
-                    continue;
-                }
-                if (links_->watched() && detail::is_draining(*answer)) {
-                    links_->draining(*from);
-                    redirected = true;
-                    continue;
-                }
-                return Response{answer->status, std::move(answer->body)};
-            }
+            if (auto response = answer_in_message(*from, *link, id, redirected))
+                return std::move(*response);
+            // A broker that floods answers nobody awaits must not hold the call past its time.
+            if (now() >= give_up) break;
         }
         if (redirected) link = send_to_one(id, service, body, options, give_up);
     }
     return {};
+}
+
+std::optional<Response> Client::answer_in_message(std::size_t from, std::size_t link,
+                                                  std::uint64_t id, bool& redirected) {
+    const char* why = "";
+    if (!answers_.start(why)) {
+        spdlog::warn("ignoring a malformed reply from {}: {}: {}", (*links_)[from].endpoint, why,
+                     describe(answers_.message()));
+        return std::nullopt;
+    }
+    while (auto answer = answers_.next()) {
+        if (answer->id != id) {
+            spdlog::debug("ignoring a reply for request {} that is no longer awaited", answer->id);
+            continue;
+        }
+        // Only the broker that holds the request may answer it: another one's answer is forged,
+        // or late from one the request has moved away from.
+        if (from != link) {
+            spdlog::debug("ignoring an answer to request {} from {}, which does not hold it", id,
+                          (*links_)[from].endpoint);
+            continue;
+        }
+        if (links_->watched() && detail::is_draining(*answer)) {
+            links_->draining(from);
+            redirected = true;
+            continue;
+        }
+        return Response{answer->status, std::move(answer->body)};
+    }
+    return std::nullopt;
 }
 
 }  // namespace zbroker

@@ -79,6 +79,11 @@ class Client {
     // Sends one attempt and waits for its answer; no_reply when none came in time.
     Response attempt(std::uint64_t id, std::string_view service, Frames& body,
                      const CallOptions& options);
+    // Reads the message just received from link `from`: the answer to request `id` if it is
+    // there and came from `link`, the broker that holds the request. Sets `redirected` when
+    // that broker answered "draining".
+    std::optional<Response> answer_in_message(std::size_t from, std::size_t link, std::uint64_t id,
+                                              bool& redirected);
     // Writes the request to a broker that is up, waiting for one until `give_up`; the link, or
     // nullopt when none came up in time.
     std::optional<std::size_t> send_to_one(std::uint64_t id, std::string_view service, Frames& body,
@@ -88,7 +93,7 @@ class Client {
     std::unique_ptr<zmq::context_t> context_;  // one per client: nothing shared across threads
     std::unique_ptr<detail::BrokerLinks> links_;
     std::vector<std::size_t> went_down_;  // reused
-    std::uint64_t next_request_id_ = 1;
+    detail::RequestIds request_ids_;
     detail::AnswerReader answers_;
 };
 

@@ -274,9 +274,82 @@ Decoded decode_msgpack(std::string_view bytes) {
     return {std::nullopt, builder.too_deep()};
 }
 
-std::string to_text(const json& value) {
-    // Msgpack strings need not be UTF-8; a reply must print, not throw.
-    return value.dump(-1, ' ', false, json::error_handler_t::replace);
+std::string to_text(const json& value, int indent = -1) {
+    // Msgpack strings need not be UTF-8; a reply must print, not throw. What does not decode
+    // becomes U+FFFD: JSON must be UTF-8 for every tool that reads it (jq, Python), and the
+    // names a user has any use for are UTF-8; a name a peer made otherwise is flagged, not
+    // kept, and cannot abort the output.
+    return value.dump(indent, ' ', false, json::error_handler_t::replace);
+}
+
+// One character of UTF-8 text: its length in bytes and its code point.
+struct Utf8Char {
+    std::size_t size = 0;  // 0: not valid UTF-8 (overlong, a surrogate, past U+10FFFF, cut)
+    char32_t point = 0;
+};
+
+Utf8Char first_utf8_char(std::string_view text) {
+    const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(text[i]); };
+    const unsigned char lead = byte(0);
+    if (lead < 0x80) return {1, lead};
+    Utf8Char c;
+    if (lead >= 0xC2 && lead <= 0xDF) {
+        c = {2, lead & 0x1Fu};
+    } else if (lead >= 0xE0 && lead <= 0xEF) {
+        c = {3, lead & 0x0Fu};
+    } else if (lead >= 0xF0 && lead <= 0xF4) {
+        c = {4, lead & 0x07u};
+    } else {
+        return {};
+    }
+    if (text.size() < c.size) return {};
+    for (std::size_t i = 1; i < c.size; ++i) {
+        if ((byte(i) & 0xC0) != 0x80) return {};
+        c.point = (c.point << 6) | (byte(i) & 0x3Fu);
+    }
+    constexpr char32_t kLeast[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (c.point < kLeast[c.size] || c.point > 0x10FFFF || (c.point >= 0xD800 && c.point <= 0xDFFF))
+        return {};
+    return c;
+}
+
+// What a terminal would act on rather than show: C0 and C1 controls and DEL (escape sequences
+// clear the screen, move the cursor, set the title), and the bidirectional controls that
+// reorder what follows them.
+bool acts_on_terminal(char32_t point) {
+    return point < 0x20 || (point >= 0x7F && point <= 0x9F) || point == 0x200E || point == 0x200F ||
+           (point >= 0x202A && point <= 0x202E) || (point >= 0x2066 && point <= 0x2069);
+}
+
+// `text` as it may go to a terminal. What a peer chose (service names, statuses, a handler's
+// error, a reply that is not msgpack) shows as it is, except what a terminal would act on and
+// bytes that are not UTF-8, which show as \xHH (\n, \t, \r): so a name cannot forge a row,
+// clear the screen or set the window title. `lines`: newlines and tabs pass, for a reply.
+std::string terminal_safe(std::string_view text, bool lines = false) {
+    std::string safe;
+    safe.reserve(text.size());
+    while (!text.empty()) {
+        const Utf8Char c = first_utf8_char(text);
+        const std::string_view bytes = text.substr(0, std::max<std::size_t>(c.size, 1));
+        text.remove_prefix(bytes.size());
+        const bool layout = lines && (c.point == '\n' || c.point == '\t');
+        if (c.size != 0 && (!acts_on_terminal(c.point) || layout)) {
+            safe += bytes;
+            continue;
+        }
+        for (const char byte : bytes) {
+            if (byte == '\n') {
+                safe += "\\n";
+            } else if (byte == '\t') {
+                safe += "\\t";
+            } else if (byte == '\r') {
+                safe += "\\r";
+            } else {
+                safe += fmt::format("\\x{:02X}", static_cast<unsigned char>(byte));
+            }
+        }
+    }
+    return safe;
 }
 
 // Input that starts like JSON text (an object, an array or a string) but does not parse is a
@@ -291,12 +364,21 @@ bool looks_like_json(std::string_view input) {
 std::optional<std::string> handler_error(const std::optional<json>& value) {
     if (!value || !value->is_object() || !value->contains("error")) return std::nullopt;
     const json& error = value->at("error");
-    return error.is_string() ? error.get<std::string>() : to_text(error);
+    return terminal_safe(error.is_string() ? error.get<std::string>() : to_text(error));
 }
 
 int report_handler_error(const std::string& service, const std::string& error) {
     return fail(kHandlerError, "service '" + service + "' failed: " + error +
                                    " (reported by the worker's handler; see the worker's log)");
+}
+
+// A reply that decode_msgpack() found too deep: zclient converts and prints a bounded depth
+// only, since that code recurses once per level (200,000 levels overflowed its stack).
+int report_too_deep(std::string_view service, std::size_t size) {
+    return fail(kUsage, "the reply of '" + std::string(service) + "' (" + std::to_string(size) +
+                            " bytes) is msgpack nested deeper than " + std::to_string(kMaxNesting) +
+                            " levels, too deep to print as JSON; zclient call --raw " +
+                            std::string(service) + " gets its bytes");
 }
 
 int run_call(const Settings& settings, const std::string& service,
@@ -383,15 +465,9 @@ int run_call(const Settings& settings, const std::string& service,
     for (const zmq::message_t& part : response.body) {
         const std::string_view bytes = zbroker::view(part);
         const Decoded decoded = decode_msgpack(bytes);
-        if (decoded.too_deep) {
-            return fail(kUsage, "the reply of '" + service + "' (" + std::to_string(bytes.size()) +
-                                    " bytes) is msgpack nested deeper than " +
-                                    std::to_string(kMaxNesting) +
-                                    " levels, too deep to print as JSON; call again with --raw "
-                                    "to get its bytes");
-        }
+        if (decoded.too_deep) return report_too_deep(service, bytes.size());
         if (!decoded.value) {
-            std::cout << bytes << '\n';
+            std::cout << terminal_safe(bytes, true) << '\n';
             continue;
         }
         if (const auto error = handler_error(decoded.value))
@@ -411,7 +487,7 @@ std::string by_status(const json& counts) {
     std::string text;
     for (const auto& [key, value] : counts.items()) {
         if (!text.empty()) text += ' ';
-        text += key + ":" + to_text(value);
+        text += terminal_safe(key) + ":" + to_text(value);
     }
     return text.empty() ? "0" : text;
 }
@@ -420,15 +496,15 @@ std::string by_status(const json& counts) {
 void print_service_table(const json& services) {
     std::size_t width = 7;
     for (const auto& [name, figures] : services.items())
-        width = std::max(width, name.size());
+        width = std::max(width, terminal_safe(name).size());
     std::printf("%-*s  %7s  %7s  %9s  %8s  %9s  %s\n", static_cast<int>(width), "SERVICE",
                 "WORKERS", "QUEUED", "IN FLIGHT", "ORPHANED", "SERVED", "ERRORS");
     for (const auto& [name, figures] : services.items()) {
         const auto errors = figures.find("errors");
-        std::printf("%-*s  %7s  %7s  %9s  %8s  %9s  %s\n", static_cast<int>(width), name.c_str(),
-                    figure(figures, "workers").c_str(), figure(figures, "queued").c_str(),
-                    figure(figures, "in_flight").c_str(), figure(figures, "orphaned").c_str(),
-                    figure(figures, "served").c_str(),
+        std::printf("%-*s  %7s  %7s  %9s  %8s  %9s  %s\n", static_cast<int>(width),
+                    terminal_safe(name).c_str(), figure(figures, "workers").c_str(),
+                    figure(figures, "queued").c_str(), figure(figures, "in_flight").c_str(),
+                    figure(figures, "orphaned").c_str(), figure(figures, "served").c_str(),
                     errors != figures.end() ? by_status(*errors).c_str() : "?");
     }
 }
@@ -444,7 +520,10 @@ int run_stats(const Settings& settings, bool as_json) {
     }
     if (forbidden(std::string(zbroker::protocol::kMmiStats), response))
         return report_forbidden(std::string(zbroker::protocol::kMmiStats));
-    const std::optional<json> stats = decode_msgpack(response.body_view()).value;
+    const Decoded decoded = decode_msgpack(response.body_view());
+    if (decoded.too_deep)
+        return report_too_deep(zbroker::protocol::kMmiStats, response.body_view().size());
+    const std::optional<json>& stats = decoded.value;
     if (!stats || !stats->is_object()) {
         return fail(kNoReply, "the answer to mmi.stats from " + settings.broker() +
                                   " is not a msgpack map (" +
@@ -452,7 +531,7 @@ int run_stats(const Settings& settings, bool as_json) {
                                   "); is that a zbroker, and are you allowed to ask?");
     }
     if (as_json) {
-        std::cout << stats->dump(2) << '\n';
+        std::cout << to_text(*stats, 2) << '\n';
         return kOk;
     }
     const json empty = json::object();
@@ -465,7 +544,7 @@ int run_stats(const Settings& settings, bool as_json) {
         for (const auto& [key, value] : counts.items()) {
             if (!value.is_number() || value.get<double>() == 0) continue;
             if (!text.empty()) text += ", ";
-            text += key + " " + to_text(value);
+            text += terminal_safe(key) + " " + to_text(value);
         }
         return text.empty() ? std::string("none") : text;
     };
@@ -485,7 +564,7 @@ int run_services(const Settings& settings, const std::vector<std::string>& names
     if (!names.empty()) {
         std::size_t width = 0;
         for (const std::string& name : names)
-            width = std::max(width, name.size());
+            width = std::max(width, terminal_safe(name).size());
         for (const std::string& name : names) {
             const zbroker::Response response =
                 client.call(zbroker::protocol::kMmiService, name, settings.call_options());
@@ -502,7 +581,9 @@ int run_services(const Settings& settings, const std::vector<std::string>& names
             } else {
                 verdict = "unexpected answer " + zbroker::printable(answer);
             }
-            std::cout << name << std::string(width - name.size() + 2, ' ') << verdict << '\n';
+            const std::string shown = terminal_safe(name);
+            std::cout << shown << std::string(width - std::min(width, shown.size()) + 2, ' ')
+                      << verdict << '\n';
         }
         return kOk;
     }
@@ -513,7 +594,10 @@ int run_services(const Settings& settings, const std::vector<std::string>& names
         return report_status(response.status, settings,
                              std::string(zbroker::protocol::kMmiServices), 0);
     }
-    const std::optional<json> services = decode_msgpack(response.body_view()).value;
+    const Decoded decoded = decode_msgpack(response.body_view());
+    if (decoded.too_deep)
+        return report_too_deep(zbroker::protocol::kMmiServices, response.body_view().size());
+    const std::optional<json>& services = decoded.value;
     if (!services || !services->is_object()) {
         return fail(kNoReply, "the answer to mmi.services from " + settings.broker() +
                                   " is not a msgpack map; is that a zbroker (mmi.services is "

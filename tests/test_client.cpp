@@ -142,6 +142,15 @@ class FakeBroker {
         send(to.identity, frames);
     }
 
+    // Sends without waiting, as a broker must (ROUTER_MANDATORY on: a full queue to the
+    // client says so instead of dropping); false when the client's queue is full.
+    bool offer_raw(const Received& to, const std::vector<std::string>& parts) {
+        socket_.set(zmq::sockopt::router_mandatory, 1);
+        Frames frames = frames_of(parts);
+        frames.insert(frames.begin(), frame(to.identity));
+        return send_frames(socket_, frames, zmq::send_flags::dontwait) == SendResult::sent;
+    }
+
     // One message with an ANSWER record for each of `answers`, in order.
     void answer_all(const std::string& identity, const std::vector<Answer>& answers) {
         wire::Writer writer;
@@ -575,8 +584,8 @@ TEST_CASE("async replies that arrive out of order are matched to their requests 
         order.push_back(done->id);
     }
     REQUIRE(order.size() == 4);
-    REQUIRE(std::is_sorted(order.rbegin(), order.rend()));
-    REQUIRE(id_value(requests.back().request_id()) == order.front());
+    for (std::size_t i = 0; i < order.size(); ++i)
+        REQUIRE(order[i] == id_value(requests[requests.size() - 1 - i].request_id()));
 }
 
 TEST_CASE("async send puts the deadline in deadline_ms: a minute unless told, none when zero") {
@@ -811,15 +820,22 @@ TEST_CASE("async client keeps a large window of requests flowing through many re
     });
     std::size_t sent = 0;
     std::size_t received = 0;
+    std::map<std::uint64_t, std::string> bodies;  // of the requests in flight
     std::set<std::uint64_t> seen;
     while (received < kTotal) {
-        while (sent < kTotal && client.queue("svc", std::to_string(sent)))
+        while (sent < kTotal) {
+            const auto id = client.queue("svc", std::to_string(sent));
+            if (!id) break;
+            REQUIRE(bodies.emplace(*id, std::to_string(sent)).second);
             ++sent;
+        }
         REQUIRE(client.in_flight() <= kWindow);
         const auto done = client.receive(kPatience);
         REQUIRE(done);
         REQUIRE(done->status == Status::ok);
-        REQUIRE(view(done->body.at(0)) == std::to_string(done->id - 1));
+        REQUIRE(bodies.count(done->id) == 1);
+        REQUIRE(view(done->body.at(0)) == bodies[done->id]);
+        bodies.erase(done->id);
         REQUIRE(seen.insert(done->id).second);
         ++received;
     }
@@ -1072,4 +1088,180 @@ TEST_CASE("while no broker is up, requests given up on or cancelled are not kept
             REQUIRE(client.receive(kPatience));
         REQUIRE(client.waiting_for_a_broker() == 0);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A hostile broker
+
+namespace {
+
+// One message of 1000 ANSWER records for ids no client sent: reading it costs the client far
+// more than sending it costs the flooder, so the client's queue never empties.
+const std::string kJunkAnswers = [] {
+    std::string envelope = kSignature;
+    for (std::uint64_t i = 0; i < 1000; ++i)
+        envelope += answer_record(id_bytes(0xF1000D0000000000ull + i), 200, "");
+    return envelope;
+}();
+
+// Floods `to` with kJunkAnswers until `stop`, or kPatience (so the test ends either way).
+void flood(FakeBroker& broker, const Received& to, const std::atomic<bool>& stop) {
+    const auto give_up = std::chrono::steady_clock::now() + kPatience;
+    while (!stop && std::chrono::steady_clock::now() < give_up)
+        broker.send_raw(to, {kJunkAnswers});
+}
+
+// Bounds a call that should end at its timeout: far above it, far below a flood's kPatience.
+constexpr auto kFloodedCallBound = 5s;
+
+}  // namespace
+
+TEST_CASE("a Client call flooded with answers nobody awaits still returns by its timeout") {
+    FakeBroker broker;
+    std::atomic<bool> returned{false};
+    BrokerThread flooder([&] {
+        if (const auto request = broker.receive()) flood(broker, *request, returned);
+    });
+    Client client(broker.endpoint());
+    Response response;
+    const auto elapsed =
+        time_of([&] { response = client.call("svc", "x", {.timeout = 200ms, .retries = 0}); });
+    returned = true;
+    flooder.join();
+    REQUIRE(response.status == Status::no_reply);
+    REQUIRE(elapsed < kFloodedCallBound);
+}
+
+TEST_CASE("an AsyncClient receive flooded with answers nobody awaits returns by its timeout") {
+    FakeBroker broker;
+    AsyncClient client(broker.endpoint(), 10);
+    REQUIRE(client.send("svc", "x", 60s));
+    std::atomic<bool> returned{false};
+    BrokerThread flooder([&] {
+        if (const auto request = broker.receive()) flood(broker, *request, returned);
+    });
+    std::optional<Completion> done;
+    const auto elapsed = time_of([&] { done = client.receive(200ms); });
+    returned = true;
+    flooder.join();
+    REQUIRE_FALSE(done);
+    REQUIRE(elapsed < kFloodedCallBound);
+    REQUIRE(client.in_flight() == 1);
+}
+
+TEST_CASE("an AsyncClient that does not read stops taking a broker's flood: its queue is bounded") {
+    // It was: no receive high-water mark, so a broker could fill the client's memory with
+    // answers faster than it read them. With one, the flooder's own queue fills and says so.
+    FakeBroker broker;
+    AsyncClient client(broker.endpoint(), 10);
+    REQUIRE(client.send("svc", "x", 60s));
+    const auto request = broker.receive();
+    REQUIRE(request);
+    const std::string junk = kSignature + answer_record(id_bytes(1), 200, std::string(4096, 'j'));
+    // Past the window, the high-water marks and what the kernel buffers, far below this.
+    constexpr int kUnbounded = 20'000;
+    int sent = 0;
+    const auto give_up = std::chrono::steady_clock::now() + kPatience;
+    while (sent < kUnbounded && std::chrono::steady_clock::now() < give_up) {
+        if (broker.offer_raw(*request, {junk})) {
+            ++sent;
+            continue;
+        }
+        // Full now; still full after a while, since nobody reads (a moment of TCP catching up
+        // is not a bound).
+        std::this_thread::sleep_for(50ms);
+        if (!broker.offer_raw(*request, {junk})) break;
+        ++sent;
+    }
+    INFO("the client took " << sent << " messages of 4 kB without reading any");
+    REQUIRE(sent < kUnbounded);
+}
+
+TEST_CASE("a Client takes an answer only from the broker it sent the request to") {
+    // It was: with brokers A and B, A answered the request that went to B, and the call took
+    // A's body. Here A learns B's id from the test, as it could have guessed a sequential one.
+    auto brokers = fake_brokers(2);
+    std::atomic<bool> returned{false};
+    std::atomic<int> forged{0};
+    BrokerThread serve([&] {
+        std::map<std::size_t, Received> seen;  // a request each broker got: how to reach us
+        const auto give_up = std::chrono::steady_clock::now() + kPatience;
+        while (!returned && std::chrono::steady_clock::now() < give_up) {
+            for (std::size_t i = 0; i < brokers.size(); ++i) {
+                const auto request = brokers[i]->receive(5ms);
+                if (!request) continue;
+                const std::size_t other = 1 - i;
+                if (const auto there = seen.find(other); there != seen.end()) {
+                    // The other broker answers this one's request; this one stays silent.
+                    brokers[other]->reply(there->second, request->id, Status::ok, {"forged"});
+                    ++forged;
+                    continue;
+                }
+                seen.emplace(i, *request);
+                brokers[i]->reply(*request, Status::ok, {"real"});
+            }
+        }
+    });
+    Client client(endpoints_of(brokers));
+    // Calls until one goes to the broker that did not answer the first (both must be up).
+    std::vector<Response> responses;
+    for (int call = 0; call < 50 && forged == 0; ++call)
+        responses.push_back(client.call("echo", "x", {.timeout = 500ms, .retries = 0}));
+    returned = true;
+    serve.join();
+    REQUIRE(forged > 0);
+    for (const Response& response : responses)
+        REQUIRE(response.body_view() != "forged");
+    REQUIRE(responses.back().status == Status::no_reply);
+}
+
+TEST_CASE("an AsyncClient takes an answer only from the broker it sent the request to") {
+    auto brokers = fake_brokers(2);
+    AsyncClient client(endpoints_of(brokers), 10);
+    until_all_up(client, 2);
+    REQUIRE(client.send("echo", "a"));
+    REQUIRE(client.send("echo", "b"));
+    auto [first, request] = next_request(client, brokers);
+    auto [second, other] = next_request(client, brokers);
+    REQUIRE(first != second);
+    // The first broker answers the second's request before its own, and forges a draining 503
+    // for it, which would move it away: both ignored.
+    brokers[first]->answer_all(
+        request.identity, {{other.id, Status::unavailable, {std::string(protocol::kDrainingBody)}},
+                           {other.id, Status::ok, {"forged"}},
+                           {request.id, Status::ok, {"real a"}}});
+    auto done = client.receive(kPatience);
+    REQUIRE(done);
+    REQUIRE(view(done->body.at(0)) == "real a");
+    REQUIRE(client.resent() == 0);
+    brokers[second]->reply(other, Status::ok, {"real b"});
+    done = client.receive(kPatience);
+    REQUIRE(done);
+    REQUIRE(view(done->body.at(0)) == "real b");
+}
+
+TEST_CASE("request ids cannot be guessed from the ids a broker saw") {
+    // It was: ids counted 1, 2, 3..., so a broker that saw one knew the next.
+    AsyncClient first_client("tcp://127.0.0.1:1", 100);
+    AsyncClient second_client("tcp://127.0.0.1:1", 100);
+    std::set<std::uint64_t> ids;
+    std::optional<std::uint64_t> previous;
+    for (int i = 0; i < 100; ++i) {
+        const auto id = first_client.queue("echo", "x", 0ms);
+        REQUIRE(id);
+        REQUIRE(*id != 0);
+        REQUIRE(ids.insert(*id).second);
+        if (previous) REQUIRE(*id - *previous > 1000);  // neither next nor near
+        previous = id;
+    }
+    const auto other = second_client.queue("echo", "x", 0ms);
+    REQUIRE(other);
+    REQUIRE_FALSE(ids.count(*other));
+}
+
+TEST_CASE("SipHash-2-4, which makes the request ids, gives the reference vector") {
+    // Aumasson and Bernstein, "SipHash: a fast short-input PRF", appendix A: key 00..0f,
+    // message 00..07.
+    const detail::SipHashKey key{0x0706050403020100ull, 0x0F0E0D0C0B0A0908ull};
+    REQUIRE(detail::siphash24(key, 0x0706050403020100ull) == 0x93F5F5799A932462ull);
 }

@@ -3,7 +3,7 @@ to one broker, or to several with failover."""
 import collections
 import itertools
 import logging
-import struct
+import os
 import time
 from typing import Any, List, NamedTuple
 
@@ -23,6 +23,9 @@ _MAX_BACKOFF = 5.0
 _HEARTBEAT_IVL_MS = protocol.HEARTBEAT_INTERVAL_MS
 _HEARTBEAT_TIMEOUT_MS = protocol.HEARTBEAT_INTERVAL_MS * protocol.HEARTBEAT_LIVENESS
 _MONITOR_EVENTS = zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED
+# Messages read from one broker in one go: then the others get their turn, and the caller its
+# clock, however fast one of them sends.
+_READ_BATCH = 64
 # Monitor endpoints must be unique in a context; pyzmq's default names them after the socket's
 # file descriptor, which a socket opened right after one is closed may get again.
 _monitor_ids = itertools.count(1)
@@ -69,6 +72,21 @@ def pack(value):
 
 def unpack(data):
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def _unpack_figures(data, service):
+    """An mmi.services or mmi.stats answer. Names need not be UTF-8 (any peer's bytes): those
+    that are not get U+FFFD in place of what does not decode, as `zclient stats --json` prints
+    them, so that printing or dumping the map as JSON never fails on a hostile name."""
+    try:
+        figures = msgpack.unpackb(data, raw=False, strict_map_key=False,
+                                  unicode_errors="replace")
+    except (ValueError, msgpack.UnpackException) as e:  # not msgpack, or cut short
+        figures = e
+    if not isinstance(figures, dict):
+        raise ZbrokerError(f"the answer to {service} is not a msgpack map ({figures!r:.100}): "
+                           f"is that a zbroker?", status=protocol.OK, service=service)
+    return figures
 
 
 def reply_grace(timeout):
@@ -208,7 +226,6 @@ class Client:
         self.backoff = backoff
         self._curve = curve
         self._context = context or zmq.Context.instance()
-        self._next_id = 1
         self._several = len(self.endpoints) > 1
         self._brokers = [_Broker(e) for e in self.endpoints]
         self._turn = 0  # the broker the round robin tries first
@@ -359,6 +376,19 @@ class Client:
                     silent = True
             batch.clear()
 
+        def take_answer(broker, record):
+            flight = pending.get(record.id)
+            if flight is None or flight.broker is not broker:
+                log.debug("ignoring an answer to request %r, not awaited", record.id)
+                return
+            if self._refused_for_draining(broker, record):
+                flight.refused = Result(record.status, None)
+                wait_for_a_broker(flight)
+                return
+            del pending[record.id]
+            answered[flight.index] = Result(record.status,
+                                            self._decode(record.status, record.body, raw))
+
         def dispatch():
             """Sends the flights that wait, each to the next broker up: one message per
             broker."""
@@ -426,20 +456,7 @@ class Client:
                         answered[flight.index] = Result(protocol.NO_REPLY, None)
                         silent = True
                     continue
-                answers, dropped = self._wait(left)
-                for broker, record in answers:
-                    flight = pending.get(record.id)
-                    if flight is None or flight.broker is not broker:
-                        log.debug("ignoring an answer to request %r, not awaited", record.id)
-                        continue
-                    if self._refused_for_draining(broker, record):
-                        flight.refused = Result(record.status, None)
-                        wait_for_a_broker(flight)
-                        continue
-                    del pending[record.id]
-                    answered[flight.index] = Result(record.status,
-                                                    self._decode(record.status, record.body, raw))
-                for broker in dropped:
+                for broker in self._wait(left, take_answer):
                     lost = [flight for flight in pending.values() if flight.broker is broker]
                     if lost:
                         log.info("sending %d request(s) again, to another broker: the "
@@ -456,7 +473,7 @@ class Client:
     def services(self, timeout=None):
         """The broker's mmi.services map: {service: {workers, queued, in_flight, served, errors}}."""
         frames = self.call_raw(protocol.MMI_SERVICES, b"", timeout=timeout)
-        return unpack(frames[0])
+        return _unpack_figures(frames[0], protocol.MMI_SERVICES)
 
     def stats(self, timeout=None):
         """The broker's counters (mmi.stats), as `zclient stats --json` shows them. With CURVE
@@ -465,7 +482,7 @@ class Client:
         if frames == [protocol.MMI_FORBIDDEN]:
             raise ZbrokerError(f"{protocol.MMI_STATS} is forbidden (403): the broker needs an "
                                f"admin key for it", status=403, service=protocol.MMI_STATS)
-        return unpack(frames[0])
+        return _unpack_figures(frames[0], protocol.MMI_STATS)
 
     def has_service(self, service, timeout=None):
         """Whether the broker knows a worker for `service` now (8/MMI mmi.service)."""
@@ -506,10 +523,12 @@ class Client:
         # ZB/1 carries at most 2**32 - 1 ms (49.7 days); a longer deadline is cut to that.
         return (min(deadline_ms, protocol.MAX_U32) if deadline_ms else None), False
 
-    def _new_id(self):
-        request_id = struct.pack("<Q", self._next_id)
-        self._next_id += 1
-        return request_id
+    @staticmethod
+    def _new_id():
+        """8 random bytes: a broker that saw some of our ids cannot guess the others, so cannot
+        answer a request it was never sent (nor can whatever answers on a restarted broker's
+        address). A system call costs far less than the rest of a request in Python."""
+        return os.urandom(8)
 
     def _open(self, broker):
         socket = self._context.socket(zmq.DEALER)
@@ -562,28 +581,31 @@ class Client:
             log.debug("could not queue a request to %s within %s s", broker.endpoint, wait)
             return False
 
-    def _wait(self, seconds):
+    def _wait(self, seconds, take_answer):
         """Waits up to `seconds` for answers or, with several brokers, for a connection to come
-        up or drop. Returns (answers, dropped): the ANSWER records that came, each with its
-        broker, and the brokers whose connection dropped. A dropped broker has a new socket
+        up or drop. Hands each ANSWER record to take_answer(broker, record) as it is read, so
+        that nothing is kept of answers nobody awaits, and returns by `seconds` however many
+        arrive. Returns the brokers whose connection dropped. A dropped broker has a new socket
         already, so nothing sent before comes back to it: what it held must go elsewhere."""
+        until = time.monotonic() + seconds
         poller = zmq.Poller()
         for broker in self._brokers:
             poller.register(broker.socket, zmq.POLLIN)
             if broker.monitor is not None:
                 poller.register(broker.monitor, zmq.POLLIN)
         ready = dict(poller.poll(max(1, int(seconds * 1000))))
-        answers, dropped = [], []
+        dropped = []
         for broker in self._brokers:
             lost = broker.monitor in ready and self._watch(broker)
-            # Also when it dropped: answers that came before it did are answers.
+            # Also when it dropped: answers that came before it did are answers, and all of them
+            # are read before its socket is replaced.
             if broker.socket in ready or lost:
-                answers += [(broker, record) for record in self._read(broker)]
+                self._read(broker, take_answer, until, None if lost else _READ_BATCH)
             if lost:
                 log.info("connection to broker %s dropped: reconnecting", broker.endpoint)
                 self._reconnect(broker)
                 dropped.append(broker)
-        return answers, dropped
+        return dropped
 
     def _watch(self, broker):
         """Reads the broker's connection events: it is up from CONNECTED on. True on
@@ -599,15 +621,20 @@ class Client:
             elif event["event"] == zmq.EVENT_DISCONNECTED:
                 return True
 
-    def _read(self, broker):
-        """The ANSWER records of every message the broker's socket holds now."""
-        records = []
-        while True:
+    def _read(self, broker, take_answer, until, most):
+        """Hands take_answer the ANSWER records of the messages the broker's socket holds now:
+        of `most` of them at most (None: no limit), and of none read after `until`."""
+        read = 0
+        while most is None or read < most:
             try:
                 message = broker.socket.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
-                return records
-            records += self._answers(broker, message)
+                return
+            for record in self._answers(broker, message):
+                take_answer(broker, record)
+            read += 1
+            if time.monotonic() >= until:
+                return
 
     def _refused_for_draining(self, broker, record):
         """Whether `record` is a draining broker's 503 that another broker may answer instead.
@@ -638,6 +665,18 @@ class Client:
         at = None  # the broker that has the request; None until one takes it
         sent = False
         refused = None  # a draining broker's 503: the answer, should no other take it in time
+        answer = None
+
+        def take_answer(broker, record):
+            nonlocal answer, refused, at
+            if answer is not None or record.id != request_id or broker is not at:
+                log.debug("ignoring an answer to request %r, no longer awaited", record.id)
+            elif self._refused_for_draining(broker, record):
+                refused, at = Response(record.status, []), None
+            else:
+                answer = Response(record.status,
+                                  record.body if record.status == protocol.OK else [])
+
         while True:
             if at is None:
                 at = self._next_up()
@@ -652,15 +691,9 @@ class Client:
                 if refused is not None:
                     return refused
                 return Response(self._untaken() if at is None else protocol.NO_REPLY, [])
-            answers, dropped = self._wait(left)
-            for broker, record in answers:
-                if record.id != request_id or broker is not at:
-                    log.debug("ignoring an answer to request %r, no longer awaited", record.id)
-                elif self._refused_for_draining(broker, record):
-                    refused, at = Response(record.status, []), None
-                else:
-                    return Response(record.status,
-                                    record.body if record.status == protocol.OK else [])
+            dropped = self._wait(left, take_answer)
+            if answer is not None:
+                return answer
             if at in dropped:
                 log.info("sending request %r again, to another broker: the connection to %s "
                          "dropped", request_id, at.endpoint)

@@ -119,6 +119,9 @@ INLINE_BODY_LIMIT = 4096
 # A sender starts a new message past this many envelope bytes, so a batch never nears the
 # broker's frame size limit.
 BATCH_BYTES = 64 * 1024
+# A message of more records than this is malformed, refused whole (shared/wire.hpp kMaxRecords):
+# a record costs its reader far more than its 1 to 20-odd bytes cost the sender.
+MAX_RECORDS = 65536
 MAX_SHORT = 255
 MAX_BODY_FRAMES = 0xFFFF  # a body's frame count is a u16
 MAX_U32 = 0xFFFFFFFF
@@ -150,6 +153,11 @@ class Record(NamedTuple):
     status: int = 0  # ANSWER
     credit: int = 0  # READY, CREDIT
     body: Sequence[bytes] = ()  # REQUEST, ANSWER, JOB, REPLY: then a list of its own
+
+
+# Records without fields, shared: a message of many costs a list entry each.
+_BARE_RECORDS = {command: Record(command) for command in (Command.HEARTBEAT,
+                                                          Command.DISCONNECT)}
 
 
 class MalformedMessage(ValueError):
@@ -210,8 +218,10 @@ def decode(frames):
 
     Raises MalformedMessage, and then nothing of the message may be acted on, when frame 0 is
     not an envelope, a record is cut short or has an unknown command, flag or body form, an
-    ANSWER has an unknown status, a body claims frames that are not there, or a frame after
-    the envelope is claimed by no record. An envelope holds at least one record."""
+    ANSWER has an unknown status, a body claims frames that are not there, a frame after the
+    envelope is claimed by no record, or it holds more than MAX_RECORDS records (found as the
+    one too many is read, so what is built before is bounded too). An envelope holds at least
+    one record."""
     if not frames or not is_envelope(frames[0]):
         raise MalformedMessage("no ZB/1 envelope")
     cursor = _Cursor(bytes(frames[0]), len(SIGNATURE))
@@ -281,8 +291,10 @@ def decode(frames):
             record = Record(command, token=token, body=body())
         elif command == Command.CREDIT:
             record = Record(command, credit=cursor.u32("credit"))
-        else:  # HEARTBEAT, DISCONNECT
-            record = Record(command)
+        else:  # HEARTBEAT, DISCONNECT: no fields, so one shared record each
+            record = _BARE_RECORDS[command]
+        if len(records) == MAX_RECORDS:
+            raise MalformedMessage(f"more than {MAX_RECORDS} records in one message")
         records.append(record)
         if cursor.done():
             break

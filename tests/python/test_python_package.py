@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 import unittest
 
 import msgpack
@@ -547,6 +548,26 @@ class Wire(unittest.TestCase):
                 protocol.decode(frames)
         self.assertEqual(len(protocol.decode(message(good, good))), 2)  # the uncut one is fine
 
+    def test_a_message_of_more_than_max_records_is_refused_before_they_are_all_built(self):
+        # It was: 3 MB of 1-byte records became 3 million objects, 472 MB.
+        self.assertEqual(len(protocol.decode(message(b"\x24" * protocol.MAX_RECORDS))),
+                         protocol.MAX_RECORDS)
+        credits = b"\x26\x01\x00\x00\x00" * protocol.MAX_RECORDS
+        self.assertEqual(len(protocol.decode(message(credits))), protocol.MAX_RECORDS)
+        for record in (b"\x24", b"\x25", b"\x26\x01\x00\x00\x00"):
+            flood = message(record * (1024 * 1024 // len(record)))
+            with self.subTest(record=record):
+                tracemalloc.start()
+                try:
+                    with self.assertRaises(protocol.MalformedMessage) as caught:
+                        protocol.decode(flood)
+                    peak = tracemalloc.get_traced_memory()[1]
+                finally:
+                    tracemalloc.stop()
+                self.assertIn(f"more than {protocol.MAX_RECORDS} records", str(caught.exception))
+                # The envelope's copy and at most MAX_RECORDS records of some 200 bytes.
+                self.assertLess(peak, 32 * 1024 * 1024)
+
     def test_what_zb1_cannot_carry_is_refused_and_leaves_the_message_as_it_was(self):
         writer = protocol.Writer()
         writer.heartbeat()
@@ -930,6 +951,109 @@ class LazyPirate(unittest.TestCase):
         # The timeout is how long #1 goes unanswered, and how long #0 and #2 have to be answered.
         results = list(self.client().pipeline("echo", [0, 1, 2], window=3, timeout=3))
         self.assertEqual(results, [(200, 0), (0, None), (200, 2)])
+
+
+class HostileBroker(unittest.TestCase):
+    """The client against a broker that floods it with answers nobody awaits, or answers a
+    request it was never sent."""
+
+    # 1000 ANSWER records for ids no client sends: decoding one costs far more than sending it.
+    JUNK = message(*(answer_record(b"junk%04d" % i, 200) for i in range(1000)))
+    FLOOD_SECONDS = 5  # longer than a flooded call may take, so that the flood outlasts it
+
+    def flooding_broker(self):
+        """A ROUTER that floods whoever sends it a request, for FLOOD_SECONDS or until the test
+        ends; its endpoint."""
+        socket = zmq.Context.instance().socket(zmq.ROUTER)
+        socket.linger = 0
+        socket.bind("tcp://127.0.0.1:*")
+        stop = threading.Event()
+
+        def flood():
+            if not socket.poll(PATIENCE_MS):
+                return
+            identity, *_ = socket.recv_multipart()
+            until = time.monotonic() + self.FLOOD_SECONDS
+            while not stop.is_set() and time.monotonic() < until:
+                socket.send_multipart([identity, *self.JUNK])  # dropped when the client is full
+            socket.close()
+
+        flooder = threading.Thread(target=flood, daemon=True)
+        flooder.start()
+        self.addCleanup(flooder.join, PATIENCE)
+        self.addCleanup(stop.set)
+        return socket.getsockopt_string(zmq.LAST_ENDPOINT)
+
+    def assert_bounded(self, run):
+        """Runs `run` and checks it took well under the flood, and little memory."""
+        tracemalloc.start()
+        start = time.monotonic()
+        try:
+            run()
+            elapsed = time.monotonic() - start
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        self.assertLess(elapsed, self.FLOOD_SECONDS - 1, "held past its timeout by the flood")
+        # A few messages of junk at a time at most: 1000 records are some 300 kB.
+        self.assertLess(peak, 16 * 1024 * 1024)
+
+    def test_a_call_flooded_with_answers_nobody_awaits_returns_by_its_timeout(self):
+        # It was: the client read until the socket was empty, which a flood never is, keeping
+        # every record; 12 MB of junk took a 1 s call to 2.5 s and 258 MB.
+        client = zbroker.Client(self.flooding_broker(), timeout=0.2, retries=0)
+        self.addCleanup(client.close)
+
+        def call():
+            with self.assertRaises(zbroker.Timeout):
+                client.call("echo", 1)
+
+        self.assert_bounded(call)
+
+    def test_a_pipeline_flooded_with_answers_nobody_awaits_gives_up_by_its_timeout(self):
+        client = zbroker.Client(self.flooding_broker(), timeout=0.2, retries=0)
+        self.addCleanup(client.close)
+        self.assert_bounded(lambda: self.assertEqual(
+            list(client.pipeline("echo", [1, 2], timeout=0.2)), [(0, None), (0, None)]))
+
+    def test_request_ids_cannot_be_guessed_from_those_a_broker_saw(self):
+        # It was: 1, 2, 3... as little-endian u64.
+        fake = FakeBroker()
+        self.addCleanup(fake.stop)
+        fake.on_request = lambda request: [fake.answer(request)]
+        client = zbroker.Client(fake.endpoint, timeout=PATIENCE, retries=0)
+        self.addCleanup(client.close)
+        for _ in range(20):
+            client.call_raw("echo", b"")
+        ids = [struct.unpack("<Q", r.id)[0] for _, r in fake.wait_for_requests(20)]
+        self.assertEqual(len(set(ids)), 20)
+        gaps = [abs(later - earlier) for earlier, later in zip(ids, ids[1:])]
+        self.assertGreater(min(gaps), 2 ** 20, "neither next nor near")
+
+    def test_services_and_stats_names_that_are_not_utf8_come_with_replacement_characters(self):
+        # It was: UnicodeDecodeError. A msgpack str need not hold UTF-8, and a worker names
+        # its service with any bytes.
+        figures = {b"ok": {"workers": 1}, b"bad\xff\xfe": {"workers": 2}}
+        answer = msgpack.packb(figures, use_bin_type=False)  # bytes as str: not UTF-8
+        fake = FakeBroker()
+        self.addCleanup(fake.stop)
+        fake.on_request = lambda request: [fake.answer(request, body=[answer])]
+        client = zbroker.Client(fake.endpoint, timeout=PATIENCE, retries=0)
+        self.addCleanup(client.close)
+        expected = {"ok": {"workers": 1}, "bad\ufffd\ufffd": {"workers": 2}}
+        self.assertEqual(client.services(), expected)
+        self.assertEqual(client.stats(), expected)
+        json.dumps(client.stats(), ensure_ascii=False).encode()  # prints and dumps as UTF-8
+
+    def test_services_that_are_not_a_msgpack_map_raise_zbroker_error(self):
+        fake = FakeBroker()
+        self.addCleanup(fake.stop)
+        for answer in (b"\xc1", msgpack.packb([1, 2]), b""):
+            fake.on_request = lambda request, answer=answer: [fake.answer(request, body=[answer])]
+            client = zbroker.Client(fake.endpoint, timeout=PATIENCE, retries=0)
+            self.addCleanup(client.close)
+            with self.subTest(answer=answer), self.assertRaises(zbroker.ZbrokerError):
+                client.services()
 
 
 class BrokerComesBack(BrokerTestCase):
