@@ -10,7 +10,6 @@ bool recv_frames(zmq::socket_ref socket, Frames& out, zmq::recv_flags flags) {
     // Into the frames already there: libzmq closes what each one held as it receives into it,
     // so a reused vector costs no init and close per frame (a ROUTER reads millions a second).
     // The room a message of very many frames grew is given back at the next read.
-    constexpr std::size_t kKeptFrames = 1024;
     if (out.capacity() > kKeptFrames) Frames().swap(out);
     std::size_t count = 0;
     do {

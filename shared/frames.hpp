@@ -54,6 +54,10 @@ inline void add_empty_frame(Frames& out) {
     out.emplace_back();
 }
 
+// A reused vector of frames keeps room for this many between messages; the room a message of
+// more grew is given back.
+inline constexpr std::size_t kKeptFrames = 1024;
+
 // Receives one whole multipart message into `out`, replacing what it held.
 // Returns false, with `out` empty, when nothing is waiting and `flags` asked not to block.
 bool recv_frames(zmq::socket_ref socket, Frames& out,

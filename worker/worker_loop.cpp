@@ -26,8 +26,6 @@ constexpr int kReadBatch = 64;
 // (the room a full batch of small records, or of frames, needs) a buffer is given back as soon
 // as its message is read: a hostile broker may send one burst (65,536 records of about 150
 // bytes) and then only heartbeats. The same as the shared readers keep between messages.
-constexpr std::size_t kRecordsKept = 8192;
-constexpr std::size_t kFramesKept = 1024;
 // The most of a message's bytes a log line quotes.
 constexpr std::size_t kMaxQuotedBytes = 200;
 
@@ -173,8 +171,8 @@ void WorkerLoop::read_broker(std::uint32_t slot) {
         if (!connections_[slot].connected()) return;
         if (!receive(connections_[slot].socket(), incoming_)) return;
         on_broker_message(slot, incoming_);
-        give_back_if_grown(records_, kRecordsKept);
-        give_back_if_grown(incoming_, kFramesKept);
+        give_back_if_grown(records_, wire::kKeptRecords);
+        give_back_if_grown(incoming_, kKeptFrames);
     }
 }
 

@@ -369,6 +369,7 @@ class ProtocolConstants(unittest.TestCase):
         self.assertIn(f"kInlineBodyLimit = {protocol.INLINE_BODY_LIMIT};", header)
         self.assertIn(f"kMaxBodyFrames = 0x{protocol.MAX_BODY_FRAMES:X};", header)
         self.assertIn(f"kBatchBytes = {protocol.BATCH_BYTES // 1024} * 1024;", header)
+        self.assertIn(f"kMaxRecords = {protocol.MAX_RECORDS};", header)
 
 
 def enum(header, name):
