@@ -15,6 +15,7 @@
 
 #include "broker/mmi.hpp"
 #include "shared/request_headers.hpp"
+#include "shared/utf8.hpp"
 
 namespace zbroker::broker {
 
@@ -228,10 +229,12 @@ void BrokerCore::on_client_request(ClientRequest& request, TimePoint now, PeerRo
     if (body_size > config_.max_msg_size || too_many_frames)
         return refuse(request, Status::too_large);
 
-    Service* known = service_named(request.service);
+    Malformed refusal{};
+    Service* known = service_named(request.service, refusal);
     if (known == nullptr) {
-        malformed(Malformed::service_limit, in, "a new service past --max-services");
-        return refuse(request, Status::queue_full);
+        malformed(refusal, in);
+        return refuse(request, refusal == Malformed::service_limit ? Status::queue_full
+                                                                   : Status::bad_request);
     }
     Service& service = *known;
     if (table_.live() >= config_.max_requests ||
@@ -417,9 +420,13 @@ void BrokerCore::register_worker(const Frames& in, std::string_view service_name
         return refuse_worker(Malformed::long_service, in, "its service name is over 255 bytes",
                              native, now);
     }
-    Service* known = service_named(service_name);
+    Malformed refusal{};
+    Service* known = service_named(service_name, refusal);
     if (known == nullptr) {
-        return refuse_worker(Malformed::service_limit, in, "a new service past --max-services",
+        return refuse_worker(refusal, in,
+                             refusal == Malformed::service_limit
+                                 ? "a new service past --max-services"
+                                 : "its service name is not printable UTF-8",
                              native, now);
     }
     Service& service = *known;
@@ -1080,13 +1087,22 @@ void BrokerCore::refuse_worker(Malformed kind, const Frames& in, std::string_vie
 // ---------------------------------------------------------------------------------------------
 // Services
 
-Service* BrokerCore::service_named(std::string_view name) {
+Service* BrokerCore::service_named(std::string_view name, Malformed& refusal) {
     // Requests in a row mostly name the same service (a broker often serves one or a few), and
     // a comparison costs far less than hashing the name.
     if (last_service_ != nullptr && last_service_->name == name) return last_service_;
     auto it = services_.find(name);
     if (it == services_.end()) {
-        if (services_.size() >= config_.max_services) return nullptr;
+        if (services_.size() >= config_.max_services) {
+            refusal = Malformed::service_limit;
+            return nullptr;
+        }
+        // Names reach logs, terminals and metrics: a known service's is printable, so only a
+        // new one is checked, and requests for a known one cost nothing more.
+        if (!printable_utf8(name)) {
+            refusal = Malformed::unprintable_service;
+            return nullptr;
+        }
         it = services_
                  .emplace(std::string(name),
                           std::make_unique<Service>(std::string(name), config_.queue))

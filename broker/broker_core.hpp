@@ -252,8 +252,9 @@ class BrokerCore {
     void refuse_worker(Malformed kind, const Frames& in, std::string_view why, bool native,
                        TimePoint now);
 
-    // The service of that name, made if new; nullptr past --max-services.
-    Service* service_named(std::string_view name);
+    // The service of that name, made if new; nullptr, and why in `refusal`, when a new one may
+    // not be made: past --max-services, or a name that is not printable UTF-8.
+    Service* service_named(std::string_view name, Malformed& refusal);
     ServiceInfo info(const Service& service) const;
     Millis expiry_span() const noexcept {
         return config_.heartbeat_interval * config_.heartbeat_liveness;

@@ -41,6 +41,8 @@ std::string_view name(Malformed kind) noexcept {
             return "bad_envelope";
         case Malformed::other_key:
             return "other_key";
+        case Malformed::unprintable_service:
+            return "unprintable_service";
         case Malformed::kCount:
             break;
     }

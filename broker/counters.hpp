@@ -11,23 +11,24 @@ namespace zbroker::broker {
 
 // Input refused because it breaks the protocol. Every kind is counted, none is fatal.
 enum class Malformed : std::uint8_t {
-    too_short,         // fewer frames than the header needs
-    no_delimiter,      // frame after the routing id is not empty
-    unknown_protocol,  // neither a ZB/1 envelope nor MDPC01, ZBC01 or MDPW01
-    empty_service,     // client named no service
-    bad_request_id,    // ZBC01 request id longer than 255 bytes (missing: too_short)
-    bad_headers,       // ZBC01 headers frame is not a valid msgpack map; a priority above 9
-    bad_command,       // worker command frame is not one known byte
-    bad_ready,         // READY without a service, or with a bad credit frame
-    bad_reply,         // REPLY without token and empty delimiter
-    not_ready,         // worker command before READY
-    duplicate_ready,   // READY from a worker already registered
-    mmi_registration,  // worker tried to register an mmi.* service
-    not_authorized,    // CURVE role forbids it: READY from a non-worker, a request from a worker
-    long_service,      // service name longer than 255 bytes
-    service_limit,     // a new service name past --max-services
-    bad_envelope,      // a ZB/1 envelope that does not parse
-    other_key,         // a routing id spoken by another CURVE key than the one that had it
+    too_short,            // fewer frames than the header needs
+    no_delimiter,         // frame after the routing id is not empty
+    unknown_protocol,     // neither a ZB/1 envelope nor MDPC01, ZBC01 or MDPW01
+    empty_service,        // client named no service
+    bad_request_id,       // ZBC01 request id longer than 255 bytes (missing: too_short)
+    bad_headers,          // ZBC01 headers frame is not a valid msgpack map; a priority above 9
+    bad_command,          // worker command frame is not one known byte
+    bad_ready,            // READY without a service, or with a bad credit frame
+    bad_reply,            // REPLY without token and empty delimiter
+    not_ready,            // worker command before READY
+    duplicate_ready,      // READY from a worker already registered
+    mmi_registration,     // worker tried to register an mmi.* service
+    not_authorized,       // CURVE role forbids it: READY from a non-worker, a request from a worker
+    long_service,         // service name longer than 255 bytes
+    service_limit,        // a new service name past --max-services
+    bad_envelope,         // a ZB/1 envelope that does not parse
+    other_key,            // a routing id spoken by another CURVE key than the one that had it
+    unprintable_service,  // a new service name that is not printable UTF-8
     kCount
 };
 

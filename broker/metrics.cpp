@@ -12,6 +12,8 @@
 #include <prometheus/exposer.h>
 #include <prometheus/metric_family.h>
 
+#include "shared/utf8.hpp"
+
 namespace zbroker::broker {
 namespace {
 
@@ -74,42 +76,6 @@ MetricFamily single(std::string name, std::string help, MetricType type, double 
     return family(std::move(name), std::move(help), type, {sample(type, value)});
 }
 
-// The code point of the UTF-8 sequence `bytes` starts with, and its length; length 0 when it is
-// not valid UTF-8 (cut short, overlong, a surrogate or past U+10FFFF).
-struct CodePoint {
-    char32_t value = 0;
-    std::size_t length = 0;
-};
-CodePoint decode_utf8(std::string_view bytes) {
-    const auto lead = static_cast<unsigned char>(bytes.front());
-    if (lead < 0x80) return {lead, 1};
-    std::size_t length = 0;
-    char32_t value = 0;
-    char32_t smallest = 0;
-    if ((lead & 0xE0) == 0xC0) {
-        length = 2, value = lead & 0x1F, smallest = 0x80;
-    } else if ((lead & 0xF0) == 0xE0) {
-        length = 3, value = lead & 0x0F, smallest = 0x800;
-    } else if ((lead & 0xF8) == 0xF0) {
-        length = 4, value = lead & 0x07, smallest = 0x10000;
-    } else {
-        return {};
-    }
-    if (bytes.size() < length) return {};
-    for (std::size_t i = 1; i < length; ++i) {
-        const auto next = static_cast<unsigned char>(bytes[i]);
-        if ((next & 0xC0) != 0x80) return {};
-        value = (value << 6) | (next & 0x3F);
-    }
-    const bool surrogate = value >= 0xD800 && value <= 0xDFFF;
-    if (value < smallest || value > 0x10FFFF || surrogate) return {};
-    return {value, length};
-}
-
-bool is_control(char32_t c) {
-    return c < 0x20 || (c >= 0x7F && c <= 0x9F);
-}
-
 // A label value from a name a peer chose. Prometheus rejects a whole scrape for one byte of
 // invalid UTF-8, and a control character would reach the terminal of whoever curls the page:
 // each such byte is spelt \xNN, and a backslash \\, so that two names stay two series. The
@@ -119,8 +85,8 @@ std::string label_value(std::string_view bytes) {
     std::string text;
     text.reserve(bytes.size());
     while (!bytes.empty()) {
-        const CodePoint point = decode_utf8(bytes);
-        if (point.length == 0 || is_control(point.value)) {
+        const Utf8Char c = first_utf8_char(bytes);
+        if (c.size == 0 || is_control(c.point)) {
             const auto byte = static_cast<unsigned char>(bytes.front());
             text += "\\x";
             text += kHex[byte >> 4];
@@ -128,9 +94,9 @@ std::string label_value(std::string_view bytes) {
             bytes.remove_prefix(1);
             continue;
         }
-        if (point.value == '\\') text += '\\';
-        text += bytes.substr(0, point.length);
-        bytes.remove_prefix(point.length);
+        if (c.point == '\\') text += '\\';
+        text += bytes.substr(0, c.size);
+        bytes.remove_prefix(c.size);
     }
     return text;
 }

@@ -20,6 +20,7 @@
 #include "client/client.hpp"
 #include "shared/curve_flags.hpp"
 #include "shared/logging.hpp"
+#include "shared/utf8.hpp"
 
 namespace {
 
@@ -282,45 +283,6 @@ std::string to_text(const json& value, int indent = -1) {
     return value.dump(indent, ' ', false, json::error_handler_t::replace);
 }
 
-// One character of UTF-8 text: its length in bytes and its code point.
-struct Utf8Char {
-    std::size_t size = 0;  // 0: not valid UTF-8 (overlong, a surrogate, past U+10FFFF, cut)
-    char32_t point = 0;
-};
-
-Utf8Char first_utf8_char(std::string_view text) {
-    const auto byte = [&](std::size_t i) { return static_cast<unsigned char>(text[i]); };
-    const unsigned char lead = byte(0);
-    if (lead < 0x80) return {1, lead};
-    Utf8Char c;
-    if (lead >= 0xC2 && lead <= 0xDF) {
-        c = {2, lead & 0x1Fu};
-    } else if (lead >= 0xE0 && lead <= 0xEF) {
-        c = {3, lead & 0x0Fu};
-    } else if (lead >= 0xF0 && lead <= 0xF4) {
-        c = {4, lead & 0x07u};
-    } else {
-        return {};
-    }
-    if (text.size() < c.size) return {};
-    for (std::size_t i = 1; i < c.size; ++i) {
-        if ((byte(i) & 0xC0) != 0x80) return {};
-        c.point = (c.point << 6) | (byte(i) & 0x3Fu);
-    }
-    constexpr char32_t kLeast[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (c.point < kLeast[c.size] || c.point > 0x10FFFF || (c.point >= 0xD800 && c.point <= 0xDFFF))
-        return {};
-    return c;
-}
-
-// What a terminal would act on rather than show: C0 and C1 controls and DEL (escape sequences
-// clear the screen, move the cursor, set the title), and the bidirectional controls that
-// reorder what follows them.
-bool acts_on_terminal(char32_t point) {
-    return point < 0x20 || (point >= 0x7F && point <= 0x9F) || point == 0x200E || point == 0x200F ||
-           (point >= 0x202A && point <= 0x202E) || (point >= 0x2066 && point <= 0x2069);
-}
-
 // `text` as it may go to a terminal. What a peer chose (service names, statuses, a handler's
 // error, a reply that is not msgpack) shows as it is, except what a terminal would act on and
 // bytes that are not UTF-8, which show as \xHH (\n, \t, \r): so a name cannot forge a row,
@@ -329,11 +291,11 @@ std::string terminal_safe(std::string_view text, bool lines = false) {
     std::string safe;
     safe.reserve(text.size());
     while (!text.empty()) {
-        const Utf8Char c = first_utf8_char(text);
+        const zbroker::Utf8Char c = zbroker::first_utf8_char(text);
         const std::string_view bytes = text.substr(0, std::max<std::size_t>(c.size, 1));
         text.remove_prefix(bytes.size());
         const bool layout = lines && (c.point == '\n' || c.point == '\t');
-        if (c.size != 0 && (!acts_on_terminal(c.point) || layout)) {
+        if (c.size != 0 && (!zbroker::acts_on_terminal(c.point) || layout)) {
             safe += bytes;
             continue;
         }

@@ -732,6 +732,26 @@ TEST_CASE("mmi.services and mmi.stats show an orphaned request apart from in-fli
     CHECK(figures.at("orphaned") == 0);
 }
 
+TEST_CASE("a service name must be printable UTF-8: others are refused 400, READY with DISCONNECT") {
+    // It was: a worker's service name with a newline and terminal escapes wrote a forged
+    // `error:` line into the broker log, and reached zclient's tables and the metrics page.
+    CoreHarness h;
+    const std::string forged = "echo\n[error] forged\x1b]0;owned\x07";
+    h.zbc_request("C", forged, "1", "x");
+    REQUIRE(h.take_one().at(5) == "400");
+    h.zbc_request("C", "bad\xff", "2", "x");
+    REQUIRE(h.take_one().at(5) == "400");
+    REQUIRE(h.core.counters()[Malformed::unprintable_service] == 2);
+    h.ready("W", forged);
+    const Message refused = h.take_one();
+    REQUIRE(refused.at(3) == kDisconnect);
+    REQUIRE(h.core.worker_count() == 0);
+    REQUIRE(h.core.counters()[Malformed::unprintable_service] == 3);
+    REQUIRE_FALSE(h.core.service_info(forged));
+    h.ready("W2", "caf\xc3\xa9 \xe2\x9c\x93");  // any printable UTF-8 is a name
+    REQUIRE(h.core.worker_count() == 1);
+}
+
 TEST_CASE("mmi listings answer from a snapshot remade no sooner than its size allows") {
     // It was: each mmi.services rebuilt every service's figures (4 ms with 10,000 services),
     // so a flood of 30-byte questions starved the routing thread.
