@@ -379,6 +379,15 @@ class Gate {
     std::atomic<bool> open_{false};
 };
 
+// Serves "slow": counts each call in `calls`, holds it until `finish` opens, then echoes it.
+void handle_held(Worker& worker, std::atomic<int>& calls, const Gate& finish) {
+    worker.handle("slow", [&calls, &finish](Request& request) {
+        ++calls;
+        finish.wait();
+        return Reply::raw(request.body());
+    });
+}
+
 std::string error_of(const std::string& body) {
     return unpack<std::map<std::string, std::string>>(body).at("error");
 }
@@ -1026,11 +1035,7 @@ TEST_CASE("a worker attached to three brokers holds what its credit allows, and 
     Worker worker(options);
     std::atomic<int> started{0};
     Gate finish;
-    worker.handle("slow", [&](Request& request) {
-        ++started;
-        finish.wait();
-        return Reply::raw(request.body());
-    });
+    handle_held(worker, started, finish);
     RunningWorker running(worker, brokers);
 
     // Each fake broker sends as many jobs as the credit it was given, as a broker does: all of
@@ -1440,11 +1445,7 @@ TEST_CASE("a JOB beyond the credit is refused: counted, never run and never answ
     Worker worker(options);
     std::atomic<int> calls{0};
     Gate finish;
-    worker.handle("slow", [&](Request& request) {
-        ++calls;
-        finish.wait();
-        return Reply::raw(request.body());
-    });
+    handle_held(worker, calls, finish);
     RunningWorker running(worker, broker);
     const auto ready = broker.expect(Command::ready);
     REQUIRE(ready);
@@ -1479,11 +1480,7 @@ TEST_CASE("after CREDIT 0 the old credit holds until the broker's echo, and noth
     Worker worker(options);
     std::atomic<int> calls{0};
     Gate finish;
-    worker.handle("slow", [&](Request& request) {
-        ++calls;
-        finish.wait();
-        return Reply::raw(request.body());
-    });
+    handle_held(worker, calls, finish);
     RunningWorker running(worker, broker);
     const auto ready = broker.expect(Command::ready);
     REQUIRE(ready);
@@ -1517,11 +1514,7 @@ TEST_CASE("a broker that keeps sending JOBs beyond credit is left, and registere
     Worker worker(options);
     std::atomic<int> calls{0};
     Gate finish;
-    worker.handle("slow", [&](Request& request) {
-        ++calls;
-        finish.wait();
-        return Reply::raw(request.body());
-    });
+    handle_held(worker, calls, finish);
     RunningWorker running(worker, broker);
     const auto ready = broker.expect(Command::ready);
     REQUIRE(ready);
